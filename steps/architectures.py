@@ -1,0 +1,67 @@
+"""The model architectures `train` can build, as tf_keras models (TFMOT rejects Keras 3)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tf_keras as keras
+
+ARCHITECTURES = ("cnn", "mlp")
+FLATTEN_TARGET = 4  # pool until the feature map is about this wide, so the dense head stays modest
+
+
+def build_model(architecture: str, input_shape: tuple[int, ...], n_classes: int, width: int) -> keras.Model:
+    """A fresh, uncompiled classifier; `width` scales every layer.
+
+    The default cnn on digits (8x8x1, width 32) has about 190k parameters:
+    enough that compression results are about weights, not file-format overhead.
+    """
+    if architecture == "cnn":
+        return _cnn(input_shape, n_classes, width)
+    if architecture == "mlp":
+        return _mlp(input_shape, n_classes, width)
+    raise ValueError(f"architecture={architecture!r} is not valid; use one of: {', '.join(ARCHITECTURES)}")
+
+
+def _cnn(input_shape, n_classes, width) -> keras.Model:
+    side = min(input_shape[:2])
+    blocks = max(1, int(math.log2(max(side // FLATTEN_TARGET, 1))))
+    layers = [keras.layers.Input(input_shape)]
+    filters = width
+    for block in range(blocks):
+        layers += [
+            keras.layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"conv{block}a"),
+            keras.layers.Conv2D(filters * 2, 3, padding="same", activation="relu", name=f"conv{block}b"),
+            keras.layers.MaxPooling2D(2, name=f"pool{block}"),
+        ]
+        filters *= 2
+    layers += [
+        keras.layers.Conv2D(filters, 3, padding="same", activation="relu", name="conv_head"),
+        keras.layers.Flatten(name="flatten"),
+        keras.layers.Dense(width * 4, activation="relu", name="dense"),
+        keras.layers.Dropout(0.3, name="dropout"),
+        keras.layers.Dense(n_classes, activation="softmax", name="probabilities"),
+    ]
+    return keras.Sequential(layers, name="cnn")
+
+
+def _mlp(input_shape, n_classes, width) -> keras.Model:
+    return keras.Sequential(
+        [
+            keras.layers.Input(input_shape),
+            keras.layers.Flatten(name="flatten"),
+            keras.layers.Dense(width * 8, activation="relu", name="dense0"),
+            keras.layers.Dense(width * 4, activation="relu", name="dense1"),
+            keras.layers.Dropout(0.2, name="dropout"),
+            keras.layers.Dense(n_classes, activation="softmax", name="probabilities"),
+        ],
+        name="mlp",
+    )
+
+
+def kernel_sparsity(model: keras.Model) -> float:
+    """Fraction of exactly-zero values among the kernels (biases excluded, as pruning leaves them)."""
+    kernels = [w.numpy() for w in model.weights if "kernel" in w.name]
+    total = sum(k.size for k in kernels)
+    return float(sum(int(np.count_nonzero(k == 0)) for k in kernels) / total) if total else 0.0

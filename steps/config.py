@@ -1,0 +1,66 @@
+"""Step settings as dataclasses, and the CLI that fills them.
+
+Each step defines one frozen dataclass whose field defaults are the only
+defaults (MLproject repeats them; a test keeps the two equal) and whose field
+`help` metadata is the one-line description shown by `--help` and README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any, Sequence, TypeVar
+
+C = TypeVar("C")
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+def setting(default: Any, help: str) -> Any:
+    """A dataclass field with a default and a one-line description."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+def parse_bool(text: str) -> bool:
+    lowered = str(text).strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def require_choice(name: str, value: str, allowed: Sequence[str]) -> None:
+    """Fail with a message that names the parameter and lists the valid values."""
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not valid; use one of: {', '.join(allowed)}")
+
+
+def require_positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+
+
+def parse_config(cls: type[C], argv: Sequence[str] | None = None, description: str = "") -> C:
+    """Build `cls` from `--name value` arguments; unknown names are an error."""
+    parser = argparse.ArgumentParser(description=description or cls.__doc__)
+    for field in dataclasses.fields(cls):
+        type_name = field.type if isinstance(field.type, str) else field.type.__name__
+        kind = {"bool": parse_bool, "int": int, "float": float}.get(type_name, str)
+        parser.add_argument(
+            f"--{field.name}",
+            type=kind,
+            default=field.default,
+            help=f"{field.metadata.get('help', '')} (default: {field.default!r})",
+        )
+    args = parser.parse_args(argv)
+    try:
+        return cls(**vars(args))
+    except ValueError as error:  # a dataclass check failed: report it like a usage error
+        parser.error(str(error))
+
+
+def as_parameters(config: Any) -> dict[str, str]:
+    """The config as MLflow parameters: every field, as the string MLflow stores."""
+    return {key: str(value) for key, value in dataclasses.asdict(config).items()}

@@ -1,0 +1,59 @@
+"""The public names of DESIGN.md, defined once: tags, metric keys, artifact names, aliases.
+
+Steps, tests and the MLflow UI comparisons all depend on these strings; no
+other module spells them out.
+"""
+
+# Run tags
+TAG_STEP = "rtdeploy.step"
+TAG_VARIANT = "rtdeploy.variant"
+TAG_PARENT_MODEL = "rtdeploy.parent_model"
+TAG_DATASET_DIGEST = "rtdeploy.dataset_digest"
+
+# Metrics every variant run logs, so the MLflow UI compares them side by side
+ACCURACY = "accuracy"  # top-1 of the deployable on the test split
+ACCURACY_DROP = "accuracy_drop"  # float baseline accuracy minus this one's
+SIZE_BYTES = "size_bytes"
+SIZE_GZIP_BYTES = "size_gzip_bytes"
+COMPRESSION_RATIO = "compression_ratio"  # float32 .tflite gzip size / this gzip size
+SPARSITY = "sparsity"  # fraction of zero weights in kernels
+LATENCY_P50_MS = "latency_p50_ms"  # single-sample LiteRT latency, after warm-up
+LATENCY_P95_MS = "latency_p95_ms"
+LATENCY_P99_MS = "latency_p99_ms"
+PARAMS = "params"
+VARIANT_METRICS = (
+    ACCURACY,
+    ACCURACY_DROP,
+    SIZE_BYTES,
+    SIZE_GZIP_BYTES,
+    COMPRESSION_RATIO,
+    SPARSITY,
+    LATENCY_P50_MS,
+    LATENCY_P95_MS,
+    LATENCY_P99_MS,
+    PARAMS,
+)
+# Extra metrics of the train step
+KERAS_ACCURACY = "keras_accuracy"  # the float Keras model itself on the test split
+AGREEMENT = "agreement_with_parent"  # share of test samples where deployable and Keras model agree
+EPOCHS_TRAINED = "epochs_trained"
+# Per-epoch curves: Keras history key -> MLflow metric key (stepped by epoch).
+# Prefixed so they never collide with the final `accuracy` of the test split.
+EPOCH_METRICS = {
+    "loss": "epoch_loss",
+    "accuracy": "epoch_accuracy",
+    "val_loss": "epoch_val_loss",
+    "val_accuracy": "epoch_val_accuracy",
+}
+
+# Names of the models logged in a run (URIs: runs:/<run_id>/<name>)
+KERAS_MODEL = "keras_model"  # float or compressed tf_keras model: a parent for later steps
+LITERT_MODEL = "litert_model"  # the .tflite deployable as a LiteRT pyfunc model
+
+# Registry aliases
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+PREVIOUS = "previous"
+
+# Variant name of the uncompressed deployable
+FLOAT32_VARIANT = "float32"

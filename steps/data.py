@@ -1,0 +1,216 @@
+"""Data sets by name or path, split the same way every time.
+
+`load_dataset(spec)` takes:
+  - "digits": scikit-learn's built-in 8x8 handwritten digits (no download);
+  - a .npz file with x_train, y_train, x_test, y_test (the layout of keras' mnist.npz);
+  - a folder with one sub-folder of PNG/JPEG images per class.
+Every source gives float32 images in [0, 1] shaped (N, H, W, C), integer labels
+0..K-1, and seeded train / validation / test splits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+log = logging.getLogger(__name__)
+
+DIGITS = "digits"
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+TEST_FRACTION = 0.2  # of all samples, when the source has no test split of its own
+VAL_FRACTION = 0.1  # of the training samples, for early stopping
+REPRESENTATIVE_SIZE = 100  # calibration samples for int8 quantization
+MIN_SAMPLES = 10  # fewer cannot fill train, validation and test splits
+
+
+class DatasetError(ValueError):
+    """A data set that cannot be used; the message names the problem and the fix."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str  # "digits" or the file/folder name
+    source: str  # where it came from, for lineage
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: tuple[str, ...]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    def representative(self, size: int = REPRESENTATIVE_SIZE) -> np.ndarray:
+        """A small sample of the (already shuffled) training split, for calibration."""
+        return self.x_train[:size]
+
+    @property
+    def digest(self) -> str:
+        """Content hash of all splits: equal digests mean equal data."""
+        sha = hashlib.sha256()
+        for array in (self.x_train, self.y_train, self.x_val, self.y_val, self.x_test, self.y_test):
+            sha.update(str(array.shape).encode())
+            sha.update(np.ascontiguousarray(array).tobytes())
+        return sha.hexdigest()[:16]
+
+
+def load_dataset(spec: str, *, image_size: int = 28, seed: int = 42) -> Dataset:
+    """Load a data set by name or path (see module doc) with deterministic splits."""
+    if spec == DIGITS:
+        return _load_digits(seed)
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise DatasetError(
+            f"dataset {spec!r} not found: use {DIGITS!r}, a .npz file with "
+            f"{', '.join(NPZ_KEYS)}, or a folder with one sub-folder of images per class"
+        )
+    if path.is_dir():
+        return _load_image_folder(path, image_size, seed)
+    if path.suffix.lower() == ".npz":
+        return _load_npz(path, seed)
+    raise DatasetError(f"dataset file {path} is not a .npz file; give a .npz file or an image folder")
+
+
+def _load_digits(seed: int) -> Dataset:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = (digits.images / 16.0).astype(np.float32)[..., np.newaxis]  # pixel values are 0..16
+    y = digits.target.astype(np.int64)
+    x_rest, x_test, y_rest, y_test = _split(x, y, TEST_FRACTION, seed)
+    names = tuple(str(label) for label in digits.target_names)
+    return _with_validation(DIGITS, "sklearn.datasets.load_digits", x_rest, y_rest, x_test, y_test, names, seed)
+
+
+def _load_npz(path: Path, seed: int) -> Dataset:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = [key for key in NPZ_KEYS if key not in archive.files]
+            if missing:
+                raise DatasetError(
+                    f"{path} lacks {', '.join(missing)} (has {', '.join(archive.files) or 'nothing'}); "
+                    f"a dataset .npz needs {', '.join(NPZ_KEYS)}, like keras' mnist.npz"
+                )
+            arrays = {key: archive[key] for key in NPZ_KEYS}
+    except DatasetError:
+        raise
+    except Exception as error:  # zipfile/pickle/format errors all mean the same to a user
+        raise DatasetError(f"cannot read {path} as a .npz archive ({error}); save it with numpy.savez") from error
+
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if len(x) != len(y):
+            raise DatasetError(f"{path}: x_{split} has {len(x)} samples but y_{split} has {len(y)}; they must match")
+    x_train = _as_images(arrays["x_train"], f"{path}: x_train")
+    x_test = _as_images(arrays["x_test"], f"{path}: x_test")
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise DatasetError(f"{path}: x_train images are {x_train.shape[1:]} but x_test images are {x_test.shape[1:]}")
+    x_train, x_test = _scale_to_unit(x_train, x_test)
+    y_train, y_test, names = _encode_labels(_as_labels(arrays["y_train"]), _as_labels(arrays["y_test"]), str(path))
+    return _with_validation(path.stem, str(path.resolve()), x_train, y_train, x_test, y_test, names, seed)
+
+
+def _load_image_folder(folder: Path, image_size: int, seed: int) -> Dataset:
+    from PIL import Image, UnidentifiedImageError
+
+    if image_size < 1:
+        raise DatasetError(f"image_size must be >= 1, got {image_size}")
+    class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(class_dirs) < 2:
+        raise DatasetError(
+            f"{folder} has {len(class_dirs)} class sub-folder(s); an image folder needs one sub-folder "
+            "of PNG/JPEG images per class, and at least two classes"
+        )
+    images, labels = [], []
+    for label, class_dir in enumerate(class_dirs):
+        files = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise DatasetError(f"class folder {class_dir} has no .png/.jpg/.jpeg images")
+        for file in files:
+            try:
+                with Image.open(file) as image:
+                    rgb = image.convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR)
+            except (UnidentifiedImageError, OSError) as error:
+                raise DatasetError(f"cannot decode image {file} ({error}); remove or replace the file") from error
+            images.append(np.asarray(rgb, dtype=np.float32) / 255.0)
+            labels.append(label)
+    x = np.stack(images)
+    # Keep one channel unless some image really has color: digits and scans stay small models.
+    if np.array_equal(x[..., 0], x[..., 1]) and np.array_equal(x[..., 0], x[..., 2]):
+        x = x[..., :1]
+    y = np.asarray(labels, dtype=np.int64)
+    _require_enough(len(y), str(folder))
+    log.info("loaded %d images of %d classes from %s", len(y), len(class_dirs), folder)
+    x_rest, x_test, y_rest, y_test = _split(x, y, TEST_FRACTION, seed)
+    names = tuple(p.name for p in class_dirs)
+    return _with_validation(folder.name, str(folder.resolve()), x_rest, y_rest, x_test, y_test, names, seed)
+
+
+def _as_images(x: np.ndarray, what: str) -> np.ndarray:
+    if x.ndim == 3:
+        x = x[..., np.newaxis]
+    if x.ndim != 4 or x.shape[-1] not in (1, 3):
+        raise DatasetError(
+            f"{what} has shape {x.shape}; images must be (N, H, W) grayscale or (N, H, W, 1|3)"
+        )
+    if not np.issubdtype(x.dtype, np.number):
+        raise DatasetError(f"{what} has dtype {x.dtype}; pixels must be numbers")
+    x = x.astype(np.float32)
+    if not np.isfinite(x).all():
+        raise DatasetError(f"{what} contains NaN or infinite pixels; clean the data first")
+    return x
+
+
+def _scale_to_unit(*splits: np.ndarray) -> list[np.ndarray]:
+    """Pixels above 1 are taken as 0..255 (or 0..max) and scaled to [0, 1]; [0, 1] data is kept."""
+    high = max(float(s.max()) for s in splits)
+    scale = 1.0 if high <= 1.0 else (255.0 if high <= 255.0 else high)
+    return [s / np.float32(scale) for s in splits]
+
+
+def _as_labels(y: np.ndarray) -> np.ndarray:
+    if y.ndim == 2 and y.shape[1] > 1:  # one-hot
+        return y.argmax(axis=1)
+    return y.reshape(len(y))
+
+
+def _encode_labels(y_train: np.ndarray, y_test: np.ndarray, what: str):
+    classes = np.unique(y_train)
+    if len(classes) < 2:
+        raise DatasetError(f"{what}: y_train has a single class ({classes[0]!r}); a classifier needs at least two")
+    unseen = np.setdiff1d(np.unique(y_test), classes)
+    if len(unseen):
+        raise DatasetError(f"{what}: y_test has labels never seen in y_train: {unseen[:10].tolist()}")
+    _require_enough(len(y_train), what)
+    encode = {value: index for index, value in enumerate(classes.tolist())}
+    as_index = np.vectorize(encode.__getitem__, otypes=[np.int64])
+    return as_index(y_train), as_index(y_test), tuple(str(c) for c in classes.tolist())
+
+
+def _require_enough(n: int, what: str) -> None:
+    if n < MIN_SAMPLES:
+        raise DatasetError(f"{what}: {n} training samples is too few; at least {MIN_SAMPLES} are needed")
+
+
+def _split(x, y, fraction: float, seed: int):
+    """Stratified when every class has enough samples, plain shuffled split otherwise."""
+    stratify = y if np.bincount(y).min() >= 2 and round(len(y) * fraction) >= len(np.unique(y)) else None
+    return train_test_split(x, y, test_size=fraction, random_state=seed, stratify=stratify)
+
+
+def _with_validation(name, source, x_rest, y_rest, x_test, y_test, class_names, seed) -> Dataset:
+    x_train, x_val, y_train, y_val = _split(x_rest, y_rest, VAL_FRACTION, seed)
+    return Dataset(name, source, x_train, y_train, x_val, y_val, x_test, y_test, class_names)
