@@ -42,21 +42,31 @@ def require_positive(name: str, value: float) -> None:
         raise ValueError(f"{name} must be > 0, got {value}")
 
 
-def parse_config(cls: type[C], argv: Sequence[str] | None = None, description: str = "") -> C:
+def parse_config(cls: type[C], argv: Sequence[str] | None = None) -> C:
     """Build `cls` from `--name value` arguments; unknown names are an error."""
-    parser = argparse.ArgumentParser(description=description or cls.__doc__)
-    for field in dataclasses.fields(cls):
-        type_name = field.type if isinstance(field.type, str) else field.type.__name__
-        kind = {"bool": parse_bool, "int": int, "float": float}.get(type_name, str)
-        parser.add_argument(
-            f"--{field.name}",
-            type=kind,
-            default=field.default,
-            help=f"{field.metadata.get('help', '')} (default: {field.default!r})",
-        )
-    args = parser.parse_args(argv)
+    (config,) = parse_configs((cls,), argv, description=cls.__doc__ or "")
+    return config
+
+
+def parse_configs(classes: Sequence[type], argv: Sequence[str] | None = None, description: str = "") -> list:
+    """One command line for several configs: each gets the fields it declares (shared names go to all)."""
+    parser = argparse.ArgumentParser(description=description, allow_abbrev=False)
+    seen = set()
+    for cls in classes:
+        for field in dataclasses.fields(cls):
+            if field.name in seen:
+                continue
+            seen.add(field.name)
+            type_name = field.type if isinstance(field.type, str) else field.type.__name__
+            parser.add_argument(
+                f"--{field.name}",
+                type={"bool": parse_bool, "int": int, "float": float}.get(type_name, str),
+                default=field.default,
+                help=f"{field.metadata.get('help', '')} (default: {field.default!r})",
+            )
+    args = vars(parser.parse_args(argv))
     try:
-        return cls(**vars(args))
+        return [cls(**{f.name: args[f.name] for f in dataclasses.fields(cls)}) for cls in classes]
     except ValueError as error:  # a dataclass check failed: report it like a usage error
         parser.error(str(error))
 

@@ -1,4 +1,4 @@
-"""Keras model -> .tflite flatbuffer.
+"""Keras model -> .tflite flatbuffer, in each post-training quantization mode.
 
 TF 2.21's `TFLiteConverter.from_keras_model` fails on tf_keras models
 ('SymbolicTensor' object has no attribute 'numpy'), so conversion goes through
@@ -7,13 +7,32 @@ a concrete function with a dynamic batch axis; the server can then batch.
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+# none: float32; dynamic: int8 weights, float activations; float16: half-precision weights;
+# int8: integer-only with int8 input and output, calibrated on a representative sample.
+CONVERSION_MODES = ("none", "dynamic", "float16", "int8")
 
-def to_tflite(model: keras.Model) -> bytes:
-    """A float32 .tflite flatbuffer of `model`, batch axis left dynamic."""
+
+def to_tflite(model: keras.Model, mode: str = "none", representative: np.ndarray | None = None) -> bytes:
+    """A .tflite flatbuffer of `model`, batch axis left dynamic."""
+    if mode not in CONVERSION_MODES:
+        raise ValueError(f"mode={mode!r} is not valid; use one of: {', '.join(CONVERSION_MODES)}")
+    if mode == "int8" and (representative is None or len(representative) == 0):
+        raise ValueError("int8 conversion needs a representative sample of training inputs for calibration")
     input_spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32, name="images")
     concrete = tf.function(lambda images: model(images, training=False)).get_concrete_function(input_spec)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+    if mode != "none":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if mode == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if mode == "int8":
+        samples = np.asarray(representative, dtype=np.float32)
+        converter.representative_dataset = lambda: ([sample[np.newaxis]] for sample in samples)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
     return converter.convert()

@@ -140,7 +140,7 @@ class LiteRTPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         self.classifier = LiteRTClassifier(context.artifacts[TFLITE_ARTIFACT])
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: np.ndarray, params=None) -> np.ndarray:
         return self.classifier.predict_proba(model_input)
 
 

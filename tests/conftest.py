@@ -1,0 +1,53 @@
+"""Shared fixtures: a private MLflow tracking store per test (or per session), never the user's."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+
+import steps  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports tensorflow)
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def _use_store(folder: Path, monkeypatch) -> str:
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(folder)  # the store's default artifact root (./mlruns) lands here too
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+@pytest.fixture
+def tracking(tmp_path, monkeypatch) -> str:
+    """A fresh sqlite tracking store in tmp_path; returns its URI."""
+    uri = _use_store(tmp_path, monkeypatch)
+    yield uri
+    mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture(scope="session")
+def session_store(tmp_path_factory):
+    """One sqlite store shared by the slow end-to-end tests of a session."""
+    monkeypatch = pytest.MonkeyPatch()
+    uri = _use_store(tmp_path_factory.mktemp("store"), monkeypatch)
+    yield uri
+    mlflow.set_tracking_uri(None)
+    monkeypatch.undo()
+
+
+def run_command(args: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run a command with this interpreter's environment (tracking URI included); output captured."""
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
+
+
+def mlflow_run(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    """`mlflow run <project> --env-manager local <args>`, as a user types it."""
+    return run_command(
+        [sys.executable, "-m", "mlflow", "run", str(PROJECT), "--env-manager", "local", *args], timeout=timeout
+    )

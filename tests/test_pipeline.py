@@ -1,0 +1,115 @@
+"""`mlflow run .` on the built-in digits: a FINISHED main run whose train child reaches the target,
+logs everything a model needs for lineage, and is reused only while nothing changed."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+
+import mlflow
+import pytest
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_PROJECT_ENTRY_POINT
+
+from steps import contract
+from steps.pipeline import STEP_RUN_TAG
+from steps.train import TrainConfig
+
+from conftest import mlflow_run, run_command
+
+pytestmark = pytest.mark.e2e
+TARGET_ACCURACY = 0.97
+
+
+def _runs(entry_point: str):
+    return mlflow.search_runs(
+        search_all_experiments=True,
+        filter_string=f"tags.`{MLFLOW_PROJECT_ENTRY_POINT}` = '{entry_point}'",
+        order_by=["attributes.start_time ASC"],
+        output_format="list",
+    )
+
+
+@pytest.fixture(scope="session")
+def first_main(session_store):
+    """The README's main job, `mlflow run .` with every default, in a private store."""
+    result = mlflow_run()
+    assert result.returncode == 0, result.stderr[-3000:]
+    (main,) = _runs("main")
+    train = mlflow.get_run(main.data.tags[STEP_RUN_TAG.format(step="train")])
+    return main, train
+
+
+def test_main_finishes_with_a_nested_train_run_above_the_target(first_main):
+    main, train = first_main
+    assert main.info.status == "FINISHED" and train.info.status == "FINISHED"
+    assert train.data.tags[MLFLOW_PARENT_RUN_ID] == main.info.run_id
+    assert train.data.metrics[contract.ACCURACY] >= TARGET_ACCURACY
+
+
+def test_train_run_logs_params_curves_metrics_and_dataset(first_main):
+    _, train = first_main
+    assert set(train.data.params) == {f.name for f in dataclasses.fields(TrainConfig)}
+    assert train.data.tags[contract.TAG_STEP] == "train"
+    assert train.data.tags[contract.TAG_VARIANT] == contract.FLOAT32_VARIANT
+    metrics = train.data.metrics
+    assert set(contract.VARIANT_METRICS) <= set(metrics)
+    assert metrics[contract.ACCURACY_DROP] == 0.0 and metrics[contract.COMPRESSION_RATIO] == 1.0
+    assert 100_000 <= metrics[contract.PARAMS] <= 300_000
+    assert metrics[contract.SIZE_GZIP_BYTES] < metrics[contract.SIZE_BYTES]
+    assert 0 < metrics[contract.LATENCY_P50_MS] <= metrics[contract.LATENCY_P95_MS] <= metrics[contract.LATENCY_P99_MS]
+    curve = mlflow.MlflowClient().get_metric_history(train.info.run_id, contract.EPOCH_METRICS["val_loss"])
+    assert len(curve) == metrics[contract.EPOCHS_TRAINED] > 1
+    contexts = {
+        tag.value for dataset_input in train.inputs.dataset_inputs for tag in dataset_input.tags if tag.key == "mlflow.data.context"
+    }
+    assert contexts == {"train", "validation", "test"}
+    assert all(d.dataset.name == "digits" and d.dataset.digest for d in train.inputs.dataset_inputs)
+    assert len(train.data.tags[contract.TAG_DATASET_DIGEST]) == 16
+
+
+def test_both_models_load_back_in_a_fresh_process_and_agree(first_main):
+    _, train = first_main
+    run_id = train.info.run_id
+    script = f"""
+import json, mlflow, numpy as np
+import steps
+from steps.data import load_dataset
+data = load_dataset("digits")
+keras_model = mlflow.tensorflow.load_model("runs:/{run_id}/{contract.KERAS_MODEL}")
+keras_pyfunc = mlflow.pyfunc.load_model("runs:/{run_id}/{contract.KERAS_MODEL}")
+litert = mlflow.pyfunc.load_model("runs:/{run_id}/{contract.LITERT_MODEL}")
+k = keras_model.predict(data.x_test, verbose=0).argmax(1)
+print(json.dumps({{
+    "keras_accuracy": float((k == data.y_test).mean()),
+    "pyfunc_same": bool((np.asarray(keras_pyfunc.predict(data.x_test)).argmax(1) == k).all()),
+    "litert_agreement": float((litert.predict(data.x_test).argmax(1) == k).mean()),
+}}))
+"""
+    result = run_command([sys.executable, "-c", script])
+    assert result.returncode == 0, result.stderr[-3000:]
+    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    assert loaded["keras_accuracy"] == pytest.approx(train.data.metrics[contract.KERAS_ACCURACY])
+    assert loaded["pyfunc_same"]
+    assert loaded["litert_agreement"] >= 0.995
+
+
+def test_running_main_again_reuses_the_finished_train_run(first_main):
+    _, train = first_main
+    result = mlflow_run()
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "reusing finished run" in result.stdout + result.stderr
+    latest_main = _runs("main")[-1]
+    assert latest_main.data.tags[STEP_RUN_TAG.format(step="train")] == train.info.run_id
+    assert len(_runs("train")) == 1
+
+
+def test_a_changed_training_parameter_is_not_served_from_the_cache(first_main):
+    _, train = first_main
+    result = mlflow_run("-P", "epochs=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    latest_main = _runs("main")[-1]
+    new_train = mlflow.get_run(latest_main.data.tags[STEP_RUN_TAG.format(step="train")])
+    assert new_train.info.run_id != train.info.run_id
+    assert new_train.data.params["epochs"] == "2"
+    assert new_train.data.tags[MLFLOW_PARENT_RUN_ID] == latest_main.info.run_id

@@ -1,0 +1,69 @@
+"""The project's declarations agree with each other: MLproject defaults, dependency lists, CLI checks."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+
+import pytest
+import yaml
+
+from steps.config import parse_config, parse_configs
+from steps.pipeline import PipelineConfig
+from steps.train import OPTIMIZERS, TrainConfig
+
+from conftest import PROJECT
+
+ENTRY_POINT_CONFIGS = {"train": (TrainConfig,), "main": (PipelineConfig, TrainConfig)}
+
+
+def _mlproject():
+    return yaml.safe_load((PROJECT / "MLproject").read_text())
+
+
+@pytest.mark.parametrize("entry_point", sorted(ENTRY_POINT_CONFIGS))
+def test_mlproject_parameters_and_defaults_equal_the_step_config(entry_point):
+    declared = _mlproject()["entry_points"][entry_point]["parameters"]
+    fields = {f.name: f.default for cls in ENTRY_POINT_CONFIGS[entry_point] for f in dataclasses.fields(cls)}
+    assert set(declared) == set(fields)
+    for name, spec in declared.items():
+        default = fields[name]
+        parsed = type(default)(spec["default"]) if not isinstance(default, bool) else str(spec["default"]) == "True"
+        assert parsed == default, f"{entry_point}.{name}: MLproject says {spec['default']!r}, config says {default!r}"
+    command = _mlproject()["entry_points"][entry_point]["command"]
+    for name in declared:
+        assert f"--{name} {{{name}}}" in command, f"{entry_point} command does not pass {name}"
+
+
+def test_pyproject_conda_and_python_env_list_the_same_dependencies():
+    pyproject = tomllib.loads((PROJECT / "pyproject.toml").read_text())["project"]["dependencies"]
+    conda = yaml.safe_load((PROJECT / "conda.yaml").read_text())["dependencies"]
+    conda_pip = next(item["pip"] for item in conda if isinstance(item, dict))
+    python_env = yaml.safe_load((PROJECT / "python_env.yaml").read_text())["dependencies"]
+    assert pyproject == conda_pip == python_env
+    assert "python=3.11" in conda
+
+
+def test_unknown_optimizer_fails_listing_the_valid_ones(capsys):
+    with pytest.raises(SystemExit):
+        parse_config(TrainConfig, ["--optimizer", "adamw"])
+    error = capsys.readouterr().err
+    assert "optimizer='adamw' is not valid" in error
+    assert all(name in error for name in OPTIMIZERS)
+
+
+def test_unknown_parameter_is_an_error_not_ignored(capsys):
+    with pytest.raises(SystemExit):
+        parse_config(TrainConfig, ["--epoch", "3"])
+    assert "unrecognized arguments: --epoch" in capsys.readouterr().err
+
+
+def test_shared_parameters_reach_every_config():
+    pipeline, train = parse_configs((PipelineConfig, TrainConfig), ["--epochs", "3", "--reuse_runs", "false"])
+    assert train.epochs == 3 and pipeline.reuse_runs is False
+
+
+@pytest.mark.parametrize("bad", [{"learning_rate": 0.0}, {"epochs": 0}, {"architecture": "resnet"}, {"patience": -1}])
+def test_out_of_range_settings_are_rejected(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        TrainConfig(**bad)
