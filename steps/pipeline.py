@@ -16,6 +16,7 @@ from pathlib import Path
 import mlflow
 from mlflow.entities import Run
 from mlflow.utils.git_utils import get_git_commit
+from mlflow.utils.string_utils import quote
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_PROJECT_ENTRY_POINT
 
 from steps.config import as_parameters, parse_configs, require_choice, setting
@@ -59,7 +60,10 @@ def detect_env_manager() -> str:
 
 
 def find_reusable_run(entry_point: str, parameters: dict[str, str], git_commit: str, experiment_id: str) -> Run | None:
-    """The newest FINISHED run of `entry_point` at `git_commit` whose params equal `parameters` (as strings)."""
+    """The newest FINISHED run of `entry_point` at `git_commit` whose params equal `parameters` (as strings).
+
+    `mlflow run` stores each parameter shell-quoted (an empty value as "''"), so that is what is compared.
+    """
     runs = mlflow.search_runs(
         experiment_ids=[experiment_id],
         filter_string=(
@@ -70,7 +74,7 @@ def find_reusable_run(entry_point: str, parameters: dict[str, str], git_commit: 
         output_format="list",
     )
     for run in runs:
-        if all(run.data.params.get(key) == value for key, value in parameters.items()):
+        if all(run.data.params.get(key) == quote(value) for key, value in parameters.items()):
             return run
     return None
 

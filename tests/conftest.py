@@ -42,8 +42,13 @@ def session_store(tmp_path_factory):
 
 
 def run_command(args: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
-    """Run a command with this interpreter's environment (tracking URI included); output captured."""
-    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
+    """Run a command with this interpreter's environment (tracking URI included); output captured.
+
+    This interpreter's bin folder goes first on PATH, as when its virtualenv is
+    activated: `mlflow run --env-manager local` runs the `python` it finds there.
+    """
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def mlflow_run(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
