@@ -67,3 +67,10 @@ def test_shared_parameters_reach_every_config():
 def test_out_of_range_settings_are_rejected(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         TrainConfig(**bad)
+
+
+@pytest.mark.parametrize("entry_point", sorted(ENTRY_POINT_CONFIGS))
+def test_readme_documents_every_parameter(entry_point):
+    readme = (PROJECT / "README.md").read_text()
+    for name in _mlproject()["entry_points"][entry_point]["parameters"]:
+        assert f"| `{name}` |" in readme, f"README does not document {entry_point} parameter {name}"
