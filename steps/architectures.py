@@ -62,6 +62,7 @@ def _mlp(input_shape, n_classes, width) -> keras.Model:
 
 def kernel_sparsity(model: keras.Model) -> float:
     """Fraction of exactly-zero values among the kernels (biases excluded, as pruning leaves them)."""
-    kernels = [w.numpy() for w in model.weights if "kernel" in w.name]
+    # "conv/kernel:0", not the quantization ranges "quant_conv/kernel_min:0" that QAT adds
+    kernels = [w.numpy() for w in model.weights if w.name.rsplit("/", 1)[-1].split(":")[0] == "kernel"]
     total = sum(k.size for k in kernels)
     return float(sum(int(np.count_nonzero(k == 0)) for k in kernels) / total) if total else 0.0

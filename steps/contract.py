@@ -9,6 +9,10 @@ TAG_STEP = "rtdeploy.step"
 TAG_VARIANT = "rtdeploy.variant"
 TAG_PARENT_MODEL = "rtdeploy.parent_model"
 TAG_DATASET_DIGEST = "rtdeploy.dataset_digest"
+TAG_BASELINE_RUN = "rtdeploy.baseline_run"  # the train run whose float32 deployable this variant is compared with
+TAG_BASELINE_ACCURACY = "rtdeploy.baseline_accuracy"  # that deployable's accuracy, so children need not look it up
+TAG_BASELINE_GZIP_BYTES = "rtdeploy.baseline_gzip_bytes"
+TAG_RECIPE = "rtdeploy.recipe"  # JSON list of the compression steps (with settings) that made this variant
 
 # Metrics every variant run logs, so the MLflow UI compares them side by side
 ACCURACY = "accuracy"  # top-1 of the deployable on the test split

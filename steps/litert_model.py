@@ -31,9 +31,8 @@ class LiteRTClassifier:
     (de)quantized here, so callers always pass and get float32.
     """
 
-    def __init__(self, model_path: str, num_threads: int = 1):
-        with open(model_path, "rb") as file:
-            self._model_content = file.read()
+    def __init__(self, model_content: bytes, num_threads: int = 1):
+        self._model_content = model_content
         self._num_threads = num_threads
         self._local = threading.local()
         interpreter = self._interpreter()  # fail now, not on the first request, if the file is bad
@@ -45,6 +44,11 @@ class LiteRTClassifier:
         self.n_classes: int = int(output_detail["shape"][-1])
         self.input_dtype = np.dtype(input_detail["dtype"])
         self.output_dtype = np.dtype(output_detail["dtype"])
+
+    @classmethod
+    def from_file(cls, model_path: str, num_threads: int = 1) -> "LiteRTClassifier":
+        with open(model_path, "rb") as file:
+            return cls(file.read(), num_threads)
 
     def _interpreter(self) -> Interpreter:
         interpreter = getattr(self._local, "interpreter", None)
@@ -138,7 +142,7 @@ class LiteRTPyfunc(mlflow.pyfunc.PythonModel):
     """The MLflow face of LiteRTClassifier: input a batch of images, output class probabilities."""
 
     def load_context(self, context):
-        self.classifier = LiteRTClassifier(context.artifacts[TFLITE_ARTIFACT])
+        self.classifier = LiteRTClassifier.from_file(context.artifacts[TFLITE_ARTIFACT])
 
     def predict(self, context, model_input: np.ndarray, params=None) -> np.ndarray:
         return self.classifier.predict_proba(model_input)

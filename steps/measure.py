@@ -9,7 +9,6 @@ from __future__ import annotations
 import gzip
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -31,10 +30,9 @@ class DeployableMeasurement:
     predictions: np.ndarray  # predicted class per test sample, for agreement checks
 
 
-def file_sizes(path: str | Path) -> tuple[int, int]:
-    """Bytes on disk and bytes after gzip -9 (what a compressed download costs)."""
-    data = Path(path).read_bytes()
-    return len(data), len(gzip.compress(data, compresslevel=9, mtime=0))
+def sizes(tflite: bytes) -> tuple[int, int]:
+    """Bytes of the file and bytes after gzip -9 (what a compressed download costs)."""
+    return len(tflite), len(gzip.compress(tflite, compresslevel=9, mtime=0))
 
 
 def single_sample_latency_ms(
@@ -53,10 +51,10 @@ def single_sample_latency_ms(
     return float(p50), float(p95), float(p99)
 
 
-def measure_deployable(tflite_path: str | Path, x_test: np.ndarray, y_test: np.ndarray) -> DeployableMeasurement:
-    classifier = LiteRTClassifier(str(tflite_path))
+def measure_deployable(tflite: bytes, x_test: np.ndarray, y_test: np.ndarray) -> DeployableMeasurement:
+    classifier = LiteRTClassifier(tflite)
     predictions = classifier.predict_proba(x_test).argmax(axis=1)
-    size, gzip_size = file_sizes(tflite_path)
+    size, gzip_size = sizes(tflite)
     p50, p95, p99 = single_sample_latency_ms(classifier, x_test[0])
     return DeployableMeasurement(
         accuracy=float((predictions == y_test).mean()),

@@ -19,23 +19,52 @@ from mlflow.utils.git_utils import get_git_commit
 from mlflow.utils.string_utils import quote
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_PROJECT_ENTRY_POINT
 
+from steps import contract
+from steps.cluster import ClusterConfig
 from steps.config import as_parameters, parse_configs, require_choice, setting
+from steps.prune import PruneConfig
+from steps.quantize import QuantizeConfig
+from steps.report import comparison_figure, comparison_table
+from steps.selection import VariantRow, select_best
 from steps.tracking import log_config
 from steps.train import TrainConfig
 
 ENV_MANAGERS = ("auto", "local", "virtualenv", "uv", "conda")
 STEP_RUN_TAG = "rtdeploy.run.{step}"  # on the pipeline run: which child run did each step
+TAG_BEST_VARIANT = "rtdeploy.best_variant"  # on the pipeline run: smallest variant within the accuracy budget
+BEST_COMPRESSION_RATIO = "best_compression_ratio"
+
+# The variants `main` derives from one trained model: (key, entry point, parent key, settings).
+# Settings not named here take the step's defaults.
+COMPRESSION_PLAN = (
+    ("dynamic", "quantize", "train", {"mode": "dynamic"}),
+    ("float16", "quantize", "train", {"mode": "float16"}),
+    ("int8", "quantize", "train", {"mode": "int8"}),
+    ("qat-int8", "quantize", "train", {"mode": "qat"}),
+    ("pruned", "prune", "train", {}),
+    ("pruned-int8", "quantize", "pruned", {"mode": "int8"}),
+    ("pruned2:4", "prune", "train", {"structure": "2:4"}),
+    ("pruned2:4-int8", "quantize", "pruned2:4", {"mode": "int8"}),
+    ("clustered", "cluster", "train", {}),
+    ("clustered-int8", "quantize", "clustered", {"mode": "int8"}),
+    ("pruned-clustered", "cluster", "pruned", {"preserve_sparsity": True}),  # Deep Compression style
+    ("pruned-clustered-qat-int8", "quantize", "pruned-clustered", {"mode": "qat"}),
+)
+STEP_CONFIGS = {"prune": PruneConfig, "cluster": ClusterConfig, "quantize": QuantizeConfig}
 
 
 @dataclass(frozen=True)
 class PipelineConfig:
     """Run every stage on one data set (the parameters of `train` apply to its stage)."""
 
+    max_accuracy_drop: float = setting(0.005, "largest accuracy loss vs the float baseline a chosen variant may have")
     env_manager: str = setting("auto", f"environment of the child runs: {', '.join(ENV_MANAGERS)} (auto = this run's)")
     reuse_runs: bool = setting(True, "reuse a finished child run with the same entry point, parameters and git commit")
 
     def __post_init__(self):
         require_choice("env_manager", self.env_manager, ENV_MANAGERS)
+        if not 0 <= self.max_accuracy_drop < 1:
+            raise ValueError(f"max_accuracy_drop must be in [0, 1), got {self.max_accuracy_drop}")
 
 
 def project_dir() -> Path:
@@ -102,11 +131,49 @@ def run_step(entry_point: str, parameters: dict[str, str], *, env_manager: str, 
 
 
 def run_pipeline(pipeline: PipelineConfig, train: TrainConfig) -> dict[str, str]:
-    """Run (or reuse) every stage under the active run; returns the child run id of each step."""
+    """Run (or reuse) every stage under the active run and report the variants; returns each step's run id."""
     env_manager = detect_env_manager() if pipeline.env_manager == "auto" else pipeline.env_manager
-    step_runs = {"train": run_step("train", as_parameters(train), env_manager=env_manager, reuse=pipeline.reuse_runs)}
-    mlflow.set_tags({STEP_RUN_TAG.format(step=step): run_id for step, run_id in step_runs.items()})
+
+    def step(entry_point: str, config) -> str:
+        return run_step(entry_point, as_parameters(config), env_manager=env_manager, reuse=pipeline.reuse_runs)
+
+    step_runs = {"train": step("train", train)}
+    data_settings = {"dataset": train.dataset, "image_size": train.image_size, "seed": train.seed}
+    for key, entry_point, parent, settings in COMPRESSION_PLAN:
+        parent_uri = f"runs:/{step_runs[parent]}/{contract.KERAS_MODEL}"
+        step_runs[key] = step(entry_point, STEP_CONFIGS[entry_point](model_uri=parent_uri, **data_settings, **settings))
+    mlflow.set_tags({STEP_RUN_TAG.format(step=key): run_id for key, run_id in step_runs.items()})
+    report_variants([variant_row(run_id) for run_id in step_runs.values()], pipeline.max_accuracy_drop)
     return step_runs
+
+
+def variant_row(run_id: str) -> VariantRow:
+    run = mlflow.get_run(run_id)
+    return VariantRow(run_id, run.data.tags[contract.TAG_STEP], run.data.tags[contract.TAG_VARIANT], run.data.metrics)
+
+
+def report_variants(rows: list[VariantRow], max_accuracy_drop: float) -> VariantRow | None:
+    """Log the comparison table and plot on the active run, and name the best variant within the budget."""
+    best = select_best(rows, max_accuracy_drop, objective="size")
+    mlflow.log_table(comparison_table(rows), "variants.json")
+    mlflow.log_figure(comparison_figure(rows, best), "variants.png")
+    width = max(len(row.variant) for row in rows)
+    print(f"\n{'variant':{width}}  accuracy    drop   gzip bytes  ratio  p50 ms")
+    for row in sorted(rows, key=lambda r: r[contract.SIZE_GZIP_BYTES]):
+        print(
+            f"{row.variant:{width}}  {row[contract.ACCURACY]:.4f}  {row[contract.ACCURACY_DROP]:+.4f}  "
+            f"{int(row[contract.SIZE_GZIP_BYTES]):>11,}  {row[contract.COMPRESSION_RATIO]:5.1f}  {row[contract.LATENCY_P50_MS]:.3f}"
+        )
+    if best is None:
+        print(f"pipeline: no variant is within max_accuracy_drop={max_accuracy_drop}")
+        return None
+    mlflow.set_tag(TAG_BEST_VARIANT, best.variant)
+    mlflow.log_metric(BEST_COMPRESSION_RATIO, best[contract.COMPRESSION_RATIO])
+    print(
+        f"pipeline: best within max_accuracy_drop={max_accuracy_drop}: {best.variant} "
+        f"({best[contract.COMPRESSION_RATIO]:.1f}x smaller gzipped than float32, run {best.run_id})"
+    )
+    return best
 
 
 def main(argv: list[str] | None = None) -> None:

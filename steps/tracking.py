@@ -22,6 +22,16 @@ LITERT_REQUIREMENTS = [f"{name}=={version(name)}" for name in ("mlflow", "ai-edg
 INPUT_EXAMPLE_SIZE = 2
 
 
+class EpochLogger(keras.callbacks.Callback):
+    """Log the learning curves to the active MLflow run, one step per epoch."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        mlflow.log_metrics(
+            {key: float(logs[name]) for name, key in contract.EPOCH_METRICS.items() if name in logs}, step=epoch
+        )
+
+
 def set_step_tags(step: str, variant: str, parent_model: str = "") -> None:
     tags = {contract.TAG_STEP: step, contract.TAG_VARIANT: variant}
     if parent_model:
@@ -99,7 +109,7 @@ def log_deployable(
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model.tflite"
         path.write_bytes(tflite)
-        measured = measure_deployable(path, data.x_test, data.y_test)
+        measured = measure_deployable(tflite, data.x_test, data.y_test)
         metrics = variant_metrics(
             measured,
             baseline_accuracy=measured.accuracy if baseline_accuracy is None else baseline_accuracy,

@@ -19,7 +19,9 @@ from steps.architectures import ARCHITECTURES, build_model, kernel_sparsity
 from steps.config import parse_config, require_choice, require_positive, setting
 from steps.convert import to_tflite
 from steps.data import Dataset, load_dataset
+from steps.variants import Baseline, set_lineage_tags
 from steps.tracking import (
+    EpochLogger,
     ModelLoadError,
     load_keras_model,
     log_config,
@@ -46,7 +48,7 @@ class TrainConfig:
     epochs: int = setting(40, "most epochs to train; early stopping on validation loss usually ends sooner")
     batch_size: int = setting(32, "samples per gradient step")
     patience: int = setting(5, "epochs without a better validation loss before stopping (best weights kept)")
-    seed: int = setting(42, "seed for the data split, weight init and shuffling")
+    seed: int = setting(42, "seed for weight init and shuffling (the data split is fixed, so every stage tests on the same samples)")
     base_model: str = setting("", "a Keras model to fine-tune instead of a new one: MLflow model URI, .keras/.h5 or SavedModel")
 
     def __post_init__(self):
@@ -116,19 +118,9 @@ def train(config: TrainConfig, data: Dataset, callbacks: tuple[keras.callbacks.C
     return TrainedModel(model, {k: [float(v) for v in vs] for k, vs in history.history.items()}, accuracy)
 
 
-class EpochLogger(keras.callbacks.Callback):
-    """Log the learning curves to the active MLflow run, one step per epoch."""
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        mlflow.log_metrics(
-            {key: float(logs[name]) for name, key in contract.EPOCH_METRICS.items() if name in logs}, step=epoch
-        )
-
-
 def main(argv: list[str] | None = None) -> None:
     config = parse_config(TrainConfig, argv)
-    data = load_dataset(config.dataset, image_size=config.image_size, seed=config.seed)
+    data = load_dataset(config.dataset, image_size=config.image_size)
     with mlflow.start_run() as run:
         set_step_tags("train", contract.FLOAT32_VARIANT, config.base_model)
         log_config(config)
@@ -147,6 +139,7 @@ def main(argv: list[str] | None = None) -> None:
             sparsity=kernel_sparsity(trained.model),
             params=trained.model.count_params(),
         )
+        set_lineage_tags(Baseline(run.info.run_id, metrics[contract.ACCURACY], metrics[contract.SIZE_GZIP_BYTES]), [])
         keras_predictions = trained.model.predict(data.x_test, batch_size=256, verbose=0).argmax(axis=1)
         agreement = float((keras_predictions == measured.predictions).mean())
         mlflow.log_metric(contract.AGREEMENT, agreement)

@@ -27,7 +27,7 @@ def tiny_model():
 def _classifier(tmp_path, model, mode="none", representative=None) -> LiteRTClassifier:
     path = tmp_path / f"{mode}.tflite"
     path.write_bytes(to_tflite(model, mode, representative))
-    return LiteRTClassifier(str(path))
+    return LiteRTClassifier.from_file(str(path))
 
 
 def test_float32_deployable_matches_keras_probabilities(tmp_path, tiny_model):
@@ -97,4 +97,4 @@ def test_a_corrupt_tflite_file_fails_at_load_not_at_first_request(tmp_path):
     path = tmp_path / "corrupt.tflite"
     path.write_bytes(b"\x00" * 100)
     with pytest.raises(ValueError):
-        LiteRTClassifier(str(path))
+        LiteRTClassifier.from_file(str(path))

@@ -9,12 +9,21 @@ import pytest
 import yaml
 
 from steps.config import parse_config, parse_configs
+from steps.cluster import ClusterConfig
 from steps.pipeline import PipelineConfig
+from steps.prune import PruneConfig
+from steps.quantize import QuantizeConfig
 from steps.train import OPTIMIZERS, TrainConfig
 
 from conftest import PROJECT
 
-ENTRY_POINT_CONFIGS = {"train": (TrainConfig,), "main": (PipelineConfig, TrainConfig)}
+ENTRY_POINT_CONFIGS = {
+    "train": (TrainConfig,),
+    "main": (PipelineConfig, TrainConfig),
+    "prune": (PruneConfig,),
+    "cluster": (ClusterConfig,),
+    "quantize": (QuantizeConfig,),
+}
 
 
 def _mlproject():
@@ -28,6 +37,9 @@ def test_mlproject_parameters_and_defaults_equal_the_step_config(entry_point):
     assert set(declared) == set(fields)
     for name, spec in declared.items():
         default = fields[name]
+        if "default" not in spec:  # required in MLproject: the config must not accept its own placeholder
+            assert default == "", f"{entry_point}.{name} is required in MLproject but defaults to {default!r}"
+            continue
         parsed = type(default)(spec["default"]) if not isinstance(default, bool) else str(spec["default"]) == "True"
         assert parsed == default, f"{entry_point}.{name}: MLproject says {spec['default']!r}, config says {default!r}"
     command = _mlproject()["entry_points"][entry_point]["command"]
