@@ -18,6 +18,9 @@ PROJECT = Path(__file__).resolve().parents[1]
 def _use_store(folder: Path, monkeypatch) -> str:
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    # As when this interpreter's virtualenv is activated: `mlflow run --env-manager local`
+    # runs the `python` it finds first on PATH.
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     monkeypatch.chdir(folder)  # the store's default artifact root (./mlruns) lands here too
     mlflow.set_tracking_uri(uri)
     return uri
@@ -42,13 +45,8 @@ def session_store(tmp_path_factory):
 
 
 def run_command(args: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
-    """Run a command with this interpreter's environment (tracking URI included); output captured.
-
-    This interpreter's bin folder goes first on PATH, as when its virtualenv is
-    activated: `mlflow run --env-manager local` runs the `python` it finds there.
-    """
-    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env)
+    """Run a command with this test's environment (tracking store, PATH); output captured."""
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
 
 
 def mlflow_run(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:

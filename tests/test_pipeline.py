@@ -1,5 +1,6 @@
 """`mlflow run .` on the built-in digits: a FINISHED main run whose train child reaches the target,
-logs everything a model needs for lineage, and is reused only while nothing changed."""
+whose compressed variants carry their lineage and meet the size goal, and whose child runs are
+reused only while nothing changed."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ import sys
 
 import mlflow
 import pytest
+from PIL import Image
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_PROJECT_ENTRY_POINT
 
 from steps import contract
-from steps.pipeline import STEP_RUN_TAG
+from steps.config import as_parameters
+from steps.pipeline import BEST_COMPRESSION_RATIO, COMPRESSION_PLAN, STEP_RUN_TAG, TAG_BEST_VARIANT, run_step
 from steps.train import TrainConfig
 
 from conftest import mlflow_run, run_command
@@ -102,14 +105,55 @@ def test_running_main_again_reuses_the_finished_train_run(first_main):
     latest_main = _runs("main")[-1]
     assert latest_main.data.tags[STEP_RUN_TAG.format(step="train")] == train.info.run_id
     assert len(_runs("train")) == 1
+    assert len(_runs("quantize")) == sum(entry_point == "quantize" for _, entry_point, *_ in COMPRESSION_PLAN)
 
 
-def test_a_changed_training_parameter_is_not_served_from_the_cache(first_main):
+def test_a_changed_parameter_is_not_served_from_the_cache(first_main):
     _, train = first_main
-    result = mlflow_run("-P", "epochs=2")
-    assert result.returncode == 0, result.stderr[-3000:]
-    latest_main = _runs("main")[-1]
-    new_train = mlflow.get_run(latest_main.data.tags[STEP_RUN_TAG.format(step="train")])
-    assert new_train.info.run_id != train.info.run_id
+    parameters = as_parameters(TrainConfig(epochs=2))
+    with mlflow.start_run(run_name="cache-check") as parent:
+        run_id = run_step("train", parameters, env_manager="local")
+    assert run_id != train.info.run_id
+    new_train = mlflow.get_run(run_id)
     assert new_train.data.params["epochs"] == "2"
-    assert new_train.data.tags[MLFLOW_PARENT_RUN_ID] == latest_main.info.run_id
+    assert new_train.data.tags[MLFLOW_PARENT_RUN_ID] == parent.info.run_id
+    with mlflow.start_run(run_name="cache-check-again"):
+        assert run_step("train", parameters, env_manager="local") == run_id  # and now that one is reused
+
+
+def test_main_derives_every_compression_variant_with_lineage(first_main):
+    main, train = first_main
+    runs = {key: mlflow.get_run(main.data.tags[STEP_RUN_TAG.format(step=key)]) for key, *_ in COMPRESSION_PLAN}
+    variants = {run.data.tags[contract.TAG_VARIANT] for run in runs.values()}
+    assert {"dynamic", "float16", "int8", "qat-int8", "pruned80-int8", "pruned2:4-int8", "c16-int8",
+            "pruned80-c16-qat-int8"} <= variants
+    for key, entry_point, parent_key, _ in COMPRESSION_PLAN:
+        run = runs[key]
+        parent_run = train if parent_key == "train" else runs[parent_key]
+        assert run.data.tags[contract.TAG_STEP] == entry_point
+        assert run.data.tags[contract.TAG_PARENT_MODEL] == f"runs:/{parent_run.info.run_id}/{contract.KERAS_MODEL}"
+        assert run.data.tags[contract.TAG_BASELINE_RUN] == train.info.run_id
+        assert run.data.tags[MLFLOW_PARENT_RUN_ID] == main.info.run_id
+        assert set(contract.VARIANT_METRICS) <= set(run.data.metrics)
+    recipe = json.loads(runs["pruned-clustered-qat-int8"].data.tags[contract.TAG_RECIPE])
+    assert [step["step"] for step in recipe] == ["prune", "cluster", "quantize"]
+    assert recipe[-1]["scheme"] == "PCQAT"
+    client = mlflow.MlflowClient()
+    assert "sparsity_per_layer.json" in {f.path for f in client.list_artifacts(runs["pruned"].info.run_id)}
+    assert "unique_values_per_layer.json" in {f.path for f in client.list_artifacts(runs["clustered"].info.run_id)}
+
+
+def test_best_variant_within_half_a_point_is_at_least_10x_smaller(first_main):
+    main, train = first_main
+    best_ratio = main.data.metrics[BEST_COMPRESSION_RATIO]
+    assert best_ratio >= 10, f"best variant {main.data.tags[TAG_BEST_VARIANT]} is only {best_ratio:.1f}x smaller"
+
+
+def test_main_logs_a_comparison_table_and_a_plot(first_main, tmp_path):
+    main, _ = first_main
+    table = mlflow.load_table("variants.json", run_ids=[main.info.run_id])
+    assert len(table) == 1 + len(COMPRESSION_PLAN)
+    assert {"variant", "run_id", contract.ACCURACY, contract.SIZE_GZIP_BYTES, contract.LATENCY_P50_MS} <= set(table.columns)
+    path = mlflow.artifacts.download_artifacts(run_id=main.info.run_id, artifact_path="variants.png", dst_path=str(tmp_path))
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.width > 800
