@@ -22,6 +22,7 @@ from steps.architectures import kernel_sparsity
 from steps.config import parse_config, setting
 from steps.convert import to_tflite
 from steps.data import Dataset, load_dataset
+from steps.tracking import EpochLogger
 from steps.variants import (
     FineTuneConfig,
     derived_variant,
@@ -55,7 +56,7 @@ class ClusteredModel:
     unique_values: dict[str, int]  # distinct kernel values per clustered layer
 
 
-def cluster_model(parent: keras.Model, data: Dataset, config: ClusterConfig) -> ClusteredModel:
+def cluster_model(parent: keras.Model, data: Dataset, config: ClusterConfig, callbacks=()) -> ClusteredModel:
     """Clustered and fine-tuned copy of `parent` (left untouched)."""
 
     def wrap(layer):
@@ -69,7 +70,7 @@ def cluster_model(parent: keras.Model, data: Dataset, config: ClusterConfig) -> 
         )
 
     wrapped = keras.models.clone_model(independent_copy(parent), clone_function=wrap)
-    fine_tune(wrapped, data, config)
+    fine_tune(wrapped, data, config, callbacks)
     model = strip_clustering(wrapped)
     unique = {
         layer.name: int(np.unique(layer.kernel.numpy()).size) for layer in model.layers if isinstance(layer, CLUSTERABLE_LAYERS)
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         variant = derived_variant(parent.variant, f"c{config.n_clusters}")
         recipe = {"n_clusters": config.n_clusters, "preserve_sparsity": config.preserve_sparsity, "epochs": config.epochs}
         start_variant_run("cluster", variant, parent, config, data, **recipe)
-        clustered = cluster_model(parent.model, data, config)
+        clustered = cluster_model(parent.model, data, config, callbacks=(EpochLogger(),))
         mlflow.log_table(
             {"layer": list(clustered.unique_values), "unique_values": list(clustered.unique_values.values())},
             "unique_values_per_layer.json",

@@ -22,6 +22,7 @@ from steps.architectures import kernel_sparsity
 from steps.config import parse_config, require_choice, setting
 from steps.convert import to_tflite
 from steps.data import Dataset, load_dataset
+from steps.tracking import EpochLogger
 from steps.variants import (
     FineTuneConfig,
     derived_variant,
@@ -80,7 +81,7 @@ def pruning_schedule(n_train: int, config: PruneConfig) -> tfmot.sparsity.keras.
     )
 
 
-def prune_model(parent: keras.Model, data: Dataset, config: PruneConfig) -> PrunedModel:
+def prune_model(parent: keras.Model, data: Dataset, config: PruneConfig, callbacks=()) -> PrunedModel:
     """Pruned and fine-tuned copy of `parent` (left untouched)."""
     schedule = pruning_schedule(len(data.x_train), config)
     structured = config.structure == "2:4"
@@ -97,7 +98,7 @@ def prune_model(parent: keras.Model, data: Dataset, config: PruneConfig) -> Prun
         )
 
     wrapped = keras.models.clone_model(independent_copy(parent), clone_function=wrap)
-    fine_tune(wrapped, data, config, callbacks=(tfmot.sparsity.keras.UpdatePruningStep(),))
+    fine_tune(wrapped, data, config, callbacks=(tfmot.sparsity.keras.UpdatePruningStep(), *callbacks))
     model = tfmot.sparsity.keras.strip_pruning(wrapped)
     layer_sparsity = {
         layer.name: float(np.mean(layer.kernel.numpy() == 0)) for layer in model.layers if isinstance(layer, PRUNABLE_LAYERS)
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
         variant = derived_variant(parent.variant, config.variant_suffix)
         recipe = {"target_sparsity": config.target_sparsity, "structure": config.structure, "epochs": config.epochs}
         start_variant_run("prune", variant, parent, config, data, **recipe)
-        pruned = prune_model(parent.model, data, config)
+        pruned = prune_model(parent.model, data, config, callbacks=(EpochLogger(),))
         if pruned.left_dense:
             print(f"prune: left dense (input channels not a multiple of {M_BY_N[1]}): {', '.join(pruned.left_dense)}")
         mlflow.log_table(

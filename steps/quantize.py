@@ -19,6 +19,7 @@ from steps.architectures import kernel_sparsity
 from steps.config import parse_config, require_choice, setting
 from steps.convert import CONVERSION_MODES, to_tflite
 from steps.data import Dataset, load_dataset
+from steps.tracking import EpochLogger
 from steps.variants import (
     FineTuneConfig,
     derived_variant,
@@ -55,7 +56,9 @@ def qat_scheme_name(recipe: list[dict]) -> str:
     ]
 
 
-def quantization_aware_model(parent: keras.Model, data: Dataset, config: QuantizeConfig, scheme: str) -> keras.Model:
+def quantization_aware_model(
+    parent: keras.Model, data: Dataset, config: QuantizeConfig, scheme: str, callbacks=()
+) -> keras.Model:
     """A fine-tuned copy of `parent` with fake-quantization, ready for int8 conversion."""
     annotated = tfmot.quantization.keras.quantize_annotate_model(independent_copy(parent))
     with tfmot.quantization.keras.quantize_scope():
@@ -70,15 +73,17 @@ def quantization_aware_model(parent: keras.Model, data: Dataset, config: Quantiz
                 annotated,
                 tfmot.experimental.combine.Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=scheme == "PCQAT"),
             )
-    fine_tune(model, data, config)
+    fine_tune(model, data, config, callbacks)
     return model
 
 
-def quantize(parent: keras.Model, data: Dataset, config: QuantizeConfig, recipe: list[dict]) -> tuple[bytes, float]:
+def quantize(
+    parent: keras.Model, data: Dataset, config: QuantizeConfig, recipe: list[dict], callbacks=()
+) -> tuple[bytes, float]:
     """The .tflite deployable and the kernel sparsity it carries."""
     if config.mode != "qat":
         return to_tflite(parent, config.mode, data.representative()), kernel_sparsity(parent)
-    model = quantization_aware_model(parent, data, config, qat_scheme_name(recipe))
+    model = quantization_aware_model(parent, data, config, qat_scheme_name(recipe), callbacks)
     return to_tflite(model, "int8", data.representative()), kernel_sparsity(model)
 
 
@@ -92,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
         if config.mode == "qat":
             recipe |= {"scheme": qat_scheme_name(parent.recipe), "epochs": config.epochs}
         start_variant_run("quantize", variant, parent, config, data, **recipe)
-        tflite, sparsity = quantize(parent.model, data, config, parent.recipe)
+        tflite, sparsity = quantize(parent.model, data, config, parent.recipe, callbacks=(EpochLogger(),))
         log_variant("quantize", None, tflite, data, parent, sparsity)
 
 

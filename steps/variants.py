@@ -22,7 +22,6 @@ from steps.data import Dataset
 from steps.litert_model import LiteRTClassifier
 from steps.measure import sizes
 from steps.tracking import (
-    EpochLogger,
     ModelLoadError,
     load_keras_model,
     log_config,
@@ -155,7 +154,10 @@ def start_variant_run(step: str, variant: str, parent: Parent, config: FineTuneC
 
 
 def fine_tune(model: keras.Model, data: Dataset, config: FineTuneConfig, callbacks=()) -> None:
-    """A fixed number of epochs (schedules like pruning's must run to the end): no early stopping."""
+    """A fixed number of epochs (schedules like pruning's must run to the end): no early stopping.
+
+    `callbacks` may include an EpochLogger: the CLI passes one, plain calls log nothing.
+    """
     keras.utils.set_random_seed(config.seed)
     model.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate),
@@ -168,7 +170,7 @@ def fine_tune(model: keras.Model, data: Dataset, config: FineTuneConfig, callbac
         validation_data=(data.x_val, data.y_val),
         epochs=config.epochs,
         batch_size=config.batch_size,
-        callbacks=[*callbacks, EpochLogger()],
+        callbacks=list(callbacks),
         verbose=2,
     )
 

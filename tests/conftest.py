@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import mlflow
@@ -13,6 +14,20 @@ import pytest
 import steps  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports tensorflow)
 
 PROJECT = Path(__file__).resolve().parents[1]
+
+# Anything logged outside the `tracking`/`session_store` fixtures lands here, never in the user's store.
+STRAY_STORE = f"sqlite:///{tempfile.mkdtemp(prefix='rtdeploy-stray-')}/mlflow.db"
+os.environ["MLFLOW_TRACKING_URI"] = STRAY_STORE
+
+
+@pytest.fixture(autouse=True)
+def no_run_left_active():
+    """A plain function that silently starts an MLflow run (e.g. by logging outside one) is a bug."""
+    yield
+    leaked = mlflow.active_run()
+    if leaked is not None:
+        mlflow.end_run()
+        pytest.fail(f"the test left MLflow run {leaked.info.run_id} active")
 
 
 def _use_store(folder: Path, monkeypatch) -> str:
@@ -31,7 +46,7 @@ def tracking(tmp_path, monkeypatch) -> str:
     """A fresh sqlite tracking store in tmp_path; returns its URI."""
     uri = _use_store(tmp_path, monkeypatch)
     yield uri
-    mlflow.set_tracking_uri(None)
+    mlflow.set_tracking_uri(STRAY_STORE)
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +55,7 @@ def session_store(tmp_path_factory):
     monkeypatch = pytest.MonkeyPatch()
     uri = _use_store(tmp_path_factory.mktemp("store"), monkeypatch)
     yield uri
-    mlflow.set_tracking_uri(None)
+    mlflow.set_tracking_uri(STRAY_STORE)
     monkeypatch.undo()
 
 

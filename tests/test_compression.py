@@ -3,9 +3,11 @@ weights, the deployables agree with their Keras parents, and parents are never m
 
 from __future__ import annotations
 
+import mlflow
 import numpy as np
 import pytest
 
+from steps import contract
 from steps.architectures import kernel_sparsity
 from steps.cluster import ClusterConfig, cluster_model
 from steps.convert import to_tflite
@@ -13,7 +15,9 @@ from steps.data import load_dataset
 from steps.litert_model import LiteRTClassifier
 from steps.prune import M_BY_N, PruneConfig, prune_model
 from steps.quantize import QuantizeConfig, qat_scheme_name, quantize
+from steps.tracking import ModelLoadError, log_dataset, log_keras_model, log_litert_model
 from steps.train import TrainConfig, train
+from steps.variants import Baseline, load_parent, set_lineage_tags
 
 PARENT = "runs:/parent/keras_model"  # plain functions take the model itself; the URI only satisfies the config
 
@@ -132,3 +136,38 @@ def test_qat_scheme_follows_the_parent_recipe(steps, scheme):
 def test_invalid_settings_fail_naming_the_parameter_and_allowed_values(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+def test_a_model_uri_that_does_not_exist_fails_naming_it(tracking, digits):
+    with pytest.raises(ModelLoadError, match="cannot load a Keras model from 'runs:/0123456789abcdef/keras_model'"):
+        load_parent("runs:/0123456789abcdef/keras_model", digits)
+
+
+def test_a_deployable_is_refused_as_a_parent_keras_model(tracking, float_model, digits, tmp_path):
+    with mlflow.start_run() as run:
+        path = tmp_path / "model.tflite"
+        path.write_bytes(to_tflite(float_model))
+        log_litert_model(path, digits)
+    with pytest.raises(ModelLoadError, match="cannot load a Keras model"):
+        load_parent(f"runs:/{run.info.run_id}/{contract.LITERT_MODEL}", digits)
+
+
+def test_a_parent_from_other_data_is_refused(tracking, float_model, digits, tmp_path):
+    other = tmp_path / "other.npz"
+    rng = np.random.default_rng(0)
+    np.savez(other, x_train=rng.random((50, 8, 8)), y_train=np.arange(50) % 10,
+             x_test=rng.random((20, 8, 8)), y_test=np.arange(20) % 10)
+    with mlflow.start_run() as run:
+        log_dataset(digits)
+        set_lineage_tags(Baseline(run.info.run_id, 0.98, 700_000), [])
+        log_keras_model(float_model, digits)
+    with pytest.raises(ValueError, match="pass the dataset .* of its train run"):
+        load_parent(f"runs:/{run.info.run_id}/{contract.KERAS_MODEL}", load_dataset(str(other)))
+
+
+def test_a_model_file_parent_is_its_own_baseline(float_model, digits, tmp_path):
+    path = tmp_path / "float.keras"
+    float_model.save(path)
+    parent = load_parent(str(path), digits)
+    assert parent.variant == "external" and parent.recipe == []
+    assert parent.baseline.accuracy >= 0.97 and parent.baseline.gzip_bytes > 100_000
