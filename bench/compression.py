@@ -22,15 +22,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import steps  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before tensorflow)
 import mlflow  # noqa: E402
-from results import write_section  # noqa: E402
 
+import steps  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before tensorflow)
+from results import write_section  # noqa: E402
 from steps import contract  # noqa: E402
 from steps.data import load_dataset  # noqa: E402
 from steps.litert_model import LiteRTClassifier  # noqa: E402
 from steps.measure import single_sample_latency_ms  # noqa: E402
-from steps.pipeline import BEST_COMPRESSION_RATIO, STEP_RUN_TAG, TAG_BEST_VARIANT  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parents[1]
 KERAS_RUNS = 200  # model.predict costs tens of ms a call: fewer runs than LiteRT's
@@ -85,15 +84,23 @@ def report(main_run_id: str) -> str:
             f"{int(row.size_gzip_bytes):,} | {row.compression_ratio:.1f}x | {row.sparsity:.2f} | "
             f"{row.latency_p50_ms:.3f} | {row.latency_p99_ms:.3f} |"
         )
-    train_run_id = main.data.tags[STEP_RUN_TAG.format(step="train")]
-    lines += ["", "Single-sample latency of the float model (one process, after warm-up):", "",
-              "| runtime | p50 (ms) | p95 (ms) | p99 (ms) |", "|---|---:|---:|---:|"]
+    train_run_id = main.data.tags[contract.TAG_STEP_RUN.format(step="train")]
+    lines += [
+        "",
+        "Single-sample latency of the float model (one process, after warm-up):",
+        "",
+        "| runtime | p50 (ms) | p95 (ms) | p99 (ms) |",
+        "|---|---:|---:|---:|",
+    ]
     for name, (p50, p95, p99) in reference_latencies(train_run_id).items():
         lines.append(f"| {name} | {p50:.3f} | {p95:.3f} | {p99:.3f} |")
-    best = main.data.tags.get(TAG_BEST_VARIANT, "none")
-    ratio = main.data.metrics.get(BEST_COMPRESSION_RATIO, float("nan"))
-    lines += ["", f"Best variant within the 0.5-point accuracy budget: **{best}**, {ratio:.1f}x smaller gzipped "
-              "than the float32 deployable (goal: 10x, TFMOT's MNIST figure; stretch: Deep Compression's 35x)."]
+    best = main.data.tags.get(contract.TAG_BEST_VARIANT, "none")
+    ratio = main.data.metrics.get(contract.BEST_COMPRESSION_RATIO, float("nan"))
+    lines += [
+        "",
+        f"Best variant within the 0.5-point accuracy budget: **{best}**, {ratio:.1f}x smaller gzipped "
+        "than the float32 deployable (goal: 10x, TFMOT's MNIST figure; stretch: Deep Compression's 35x).",
+    ]
     return "\n".join(lines)
 
 

@@ -8,18 +8,17 @@ add up.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 
 import mlflow
 import numpy as np
 import tf_keras as keras
-from tensorflow_model_optimization.python.core.clustering.keras.experimental import cluster as experimental_cluster
 from tensorflow_model_optimization.python.core.clustering.keras.cluster import strip_clustering
 from tensorflow_model_optimization.python.core.clustering.keras.cluster_config import CentroidInitialization
+from tensorflow_model_optimization.python.core.clustering.keras.experimental import cluster as experimental_cluster
 
 from steps.architectures import kernel_sparsity
-from steps.config import parse_config, setting
+from steps.config import parse_config, run_cli, setting
 from steps.convert import to_tflite
 from steps.data import Dataset, load_dataset
 from steps.tracking import EpochLogger
@@ -47,7 +46,9 @@ class ClusterConfig(FineTuneConfig):
     def __post_init__(self):
         super().__post_init__()
         if self.n_clusters < 2:
-            raise ValueError(f"n_clusters must be >= 2 (one value per kernel cannot represent it), got {self.n_clusters}")
+            raise ValueError(
+                f"n_clusters must be >= 2 (one value per kernel cannot represent it), got {self.n_clusters}"
+            )
 
 
 @dataclass
@@ -73,7 +74,9 @@ def cluster_model(parent: keras.Model, data: Dataset, config: ClusterConfig, cal
     fine_tune(wrapped, data, config, callbacks)
     model = strip_clustering(wrapped)
     unique = {
-        layer.name: int(np.unique(layer.kernel.numpy()).size) for layer in model.layers if isinstance(layer, CLUSTERABLE_LAYERS)
+        layer.name: int(np.unique(layer.kernel.numpy()).size)
+        for layer in model.layers
+        if isinstance(layer, CLUSTERABLE_LAYERS)
     }
     return ClusteredModel(model, unique)
 
@@ -84,18 +87,21 @@ def main(argv: list[str] | None = None) -> None:
     with mlflow.start_run():
         parent = load_parent(config.model_uri, data)
         variant = derived_variant(parent.variant, f"c{config.n_clusters}")
-        recipe = {"n_clusters": config.n_clusters, "preserve_sparsity": config.preserve_sparsity, "epochs": config.epochs}
+        recipe = {
+            "n_clusters": config.n_clusters,
+            "preserve_sparsity": config.preserve_sparsity,
+            "epochs": config.epochs,
+        }
         start_variant_run("cluster", variant, parent, config, data, **recipe)
         clustered = cluster_model(parent.model, data, config, callbacks=(EpochLogger(),))
         mlflow.log_table(
             {"layer": list(clustered.unique_values), "unique_values": list(clustered.unique_values.values())},
             "unique_values_per_layer.json",
         )
-        log_variant("cluster", clustered.model, to_tflite(clustered.model), data, parent, kernel_sparsity(clustered.model))
+        log_variant(
+            "cluster", clustered.model, to_tflite(clustered.model), data, parent, kernel_sparsity(clustered.model)
+        )
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except (ValueError, FileNotFoundError) as error:
-        sys.exit(f"cluster: error: {error}")
+    run_cli("cluster", main)

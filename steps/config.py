@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from typing import Any, Sequence, TypeVar
+import sys
+from typing import Any, Callable, Sequence, TypeVar
 
 C = TypeVar("C")
 
@@ -74,3 +75,11 @@ def parse_configs(classes: Sequence[type], argv: Sequence[str] | None = None, de
 def as_parameters(config: Any) -> dict[str, str]:
     """The config as MLflow parameters: every field, as the string MLflow stores."""
     return {key: str(value) for key, value in dataclasses.asdict(config).items()}
+
+
+def run_cli(step: str, main: Callable[[list[str]], None]) -> None:
+    """Run a stage's `main`; a user's mistake (bad value, missing file) exits with its message, not a traceback."""
+    try:
+        main(sys.argv[1:])
+    except (ValueError, FileNotFoundError) as error:  # DatasetError, ModelLoadError, config checks
+        sys.exit(f"{step}: error: {error}")

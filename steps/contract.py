@@ -13,6 +13,10 @@ TAG_BASELINE_RUN = "rtdeploy.baseline_run"  # the train run whose float32 deploy
 TAG_BASELINE_ACCURACY = "rtdeploy.baseline_accuracy"  # that deployable's accuracy, so children need not look it up
 TAG_BASELINE_GZIP_BYTES = "rtdeploy.baseline_gzip_bytes"
 TAG_RECIPE = "rtdeploy.recipe"  # JSON list of the compression steps (with settings) that made this variant
+# Tags and metrics of the pipeline (main) run
+TAG_STEP_RUN = "rtdeploy.run.{step}"  # which child run did each step of the plan
+TAG_BEST_VARIANT = "rtdeploy.best_variant"  # smallest variant within the accuracy budget
+BEST_COMPRESSION_RATIO = "best_compression_ratio"  # that variant's compression_ratio
 
 # Metrics every variant run logs, so the MLflow UI compares them side by side
 ACCURACY = "accuracy"  # top-1 of the deployable on the test split

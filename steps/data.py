@@ -163,9 +163,7 @@ def _as_images(x: np.ndarray, what: str) -> np.ndarray:
     if x.ndim == 3:
         x = x[..., np.newaxis]
     if x.ndim != 4 or x.shape[-1] not in (1, 3):
-        raise DatasetError(
-            f"{what} has shape {x.shape}; images must be (N, H, W) grayscale or (N, H, W, 1|3)"
-        )
+        raise DatasetError(f"{what} has shape {x.shape}; images must be (N, H, W) grayscale or (N, H, W, 1|3)")
     if not np.issubdtype(x.dtype, np.number):
         raise DatasetError(f"{what} has dtype {x.dtype}; pixels must be numbers")
     x = x.astype(np.float32)

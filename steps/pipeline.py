@@ -16,12 +16,12 @@ from pathlib import Path
 import mlflow
 from mlflow.entities import Run
 from mlflow.utils.git_utils import get_git_commit
-from mlflow.utils.string_utils import quote
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_PROJECT_ENTRY_POINT
+from mlflow.utils.string_utils import quote
 
 from steps import contract
 from steps.cluster import ClusterConfig
-from steps.config import as_parameters, parse_configs, require_choice, setting
+from steps.config import as_parameters, parse_configs, require_choice, run_cli, setting
 from steps.prune import PruneConfig
 from steps.quantize import QuantizeConfig
 from steps.report import comparison_figure, comparison_table
@@ -30,9 +30,6 @@ from steps.tracking import log_config
 from steps.train import TrainConfig
 
 ENV_MANAGERS = ("auto", "local", "virtualenv", "uv", "conda")
-STEP_RUN_TAG = "rtdeploy.run.{step}"  # on the pipeline run: which child run did each step
-TAG_BEST_VARIANT = "rtdeploy.best_variant"  # on the pipeline run: smallest variant within the accuracy budget
-BEST_COMPRESSION_RATIO = "best_compression_ratio"
 
 # The variants `main` derives from one trained model: (key, entry point, parent key, settings).
 # Settings not named here take the step's defaults.
@@ -142,7 +139,7 @@ def run_pipeline(pipeline: PipelineConfig, train: TrainConfig) -> dict[str, str]
     for key, entry_point, parent, settings in COMPRESSION_PLAN:
         parent_uri = f"runs:/{step_runs[parent]}/{contract.KERAS_MODEL}"
         step_runs[key] = step(entry_point, STEP_CONFIGS[entry_point](model_uri=parent_uri, **data_settings, **settings))
-    mlflow.set_tags({STEP_RUN_TAG.format(step=key): run_id for key, run_id in step_runs.items()})
+    mlflow.set_tags({contract.TAG_STEP_RUN.format(step=key): run_id for key, run_id in step_runs.items()})
     report_variants([variant_row(run_id) for run_id in step_runs.values()], pipeline.max_accuracy_drop)
     return step_runs
 
@@ -162,13 +159,14 @@ def report_variants(rows: list[VariantRow], max_accuracy_drop: float) -> Variant
     for row in sorted(rows, key=lambda r: r[contract.SIZE_GZIP_BYTES]):
         print(
             f"{row.variant:{width}}  {row[contract.ACCURACY]:.4f}  {row[contract.ACCURACY_DROP]:+.4f}  "
-            f"{int(row[contract.SIZE_GZIP_BYTES]):>11,}  {row[contract.COMPRESSION_RATIO]:5.1f}  {row[contract.LATENCY_P50_MS]:.3f}"
+            f"{int(row[contract.SIZE_GZIP_BYTES]):>11,}  {row[contract.COMPRESSION_RATIO]:5.1f}  "
+            f"{row[contract.LATENCY_P50_MS]:.3f}"
         )
     if best is None:
         print(f"pipeline: no variant is within max_accuracy_drop={max_accuracy_drop}")
         return None
-    mlflow.set_tag(TAG_BEST_VARIANT, best.variant)
-    mlflow.log_metric(BEST_COMPRESSION_RATIO, best[contract.COMPRESSION_RATIO])
+    mlflow.set_tag(contract.TAG_BEST_VARIANT, best.variant)
+    mlflow.log_metric(contract.BEST_COMPRESSION_RATIO, best[contract.COMPRESSION_RATIO])
     print(
         f"pipeline: best within max_accuracy_drop={max_accuracy_drop}: {best.variant} "
         f"({best[contract.COMPRESSION_RATIO]:.1f}x smaller gzipped than float32, run {best.run_id})"
@@ -187,4 +185,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_cli("pipeline", main)

@@ -10,7 +10,6 @@ channels are not a multiple of four cannot take it and stay dense.
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
 
 import mlflow
@@ -19,7 +18,7 @@ import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 
 from steps.architectures import kernel_sparsity
-from steps.config import parse_config, require_choice, setting
+from steps.config import parse_config, require_choice, run_cli, setting
 from steps.convert import to_tflite
 from steps.data import Dataset, load_dataset
 from steps.tracking import EpochLogger
@@ -101,7 +100,9 @@ def prune_model(parent: keras.Model, data: Dataset, config: PruneConfig, callbac
     fine_tune(wrapped, data, config, callbacks=(tfmot.sparsity.keras.UpdatePruningStep(), *callbacks))
     model = tfmot.sparsity.keras.strip_pruning(wrapped)
     layer_sparsity = {
-        layer.name: float(np.mean(layer.kernel.numpy() == 0)) for layer in model.layers if isinstance(layer, PRUNABLE_LAYERS)
+        layer.name: float(np.mean(layer.kernel.numpy() == 0))
+        for layer in model.layers
+        if isinstance(layer, PRUNABLE_LAYERS)
     }
     return PrunedModel(model, layer_sparsity, left_dense)
 
@@ -129,7 +130,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except (ValueError, FileNotFoundError) as error:
-        sys.exit(f"prune: error: {error}")
+    run_cli("prune", main)

@@ -8,7 +8,6 @@ PCQAT) so the zeros and shared values survive quantization.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 
 import mlflow
@@ -16,7 +15,7 @@ import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 
 from steps.architectures import kernel_sparsity
-from steps.config import parse_config, require_choice, setting
+from steps.config import parse_config, require_choice, run_cli, setting
 from steps.convert import CONVERSION_MODES, to_tflite
 from steps.data import Dataset, load_dataset
 from steps.tracking import EpochLogger
@@ -71,7 +70,9 @@ def quantization_aware_model(
         else:
             model = tfmot.quantization.keras.quantize_apply(
                 annotated,
-                tfmot.experimental.combine.Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=scheme == "PCQAT"),
+                tfmot.experimental.combine.Default8BitClusterPreserveQuantizeScheme(
+                    preserve_sparsity=scheme == "PCQAT"
+                ),
             )
     fine_tune(model, data, config, callbacks)
     return model
@@ -102,7 +103,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except (ValueError, FileNotFoundError) as error:
-        sys.exit(f"quantize: error: {error}")
+    run_cli("quantize", main)

@@ -28,7 +28,11 @@ TABLE_METRICS = (
 def comparison_table(rows: list[VariantRow]) -> dict[str, list]:
     """Columns for mlflow.log_table, one row per variant, smallest gzip size first."""
     ordered = sorted(rows, key=lambda r: r[contract.SIZE_GZIP_BYTES])
-    table = {"variant": [r.variant for r in ordered], "step": [r.step for r in ordered], "run_id": [r.run_id for r in ordered]}
+    table = {
+        "variant": [r.variant for r in ordered],
+        "step": [r.step for r in ordered],
+        "run_id": [r.run_id for r in ordered],
+    }
     for key in TABLE_METRICS:
         table[key] = [r.metrics.get(key) for r in ordered]
     return table
@@ -37,20 +41,40 @@ def comparison_table(rows: list[VariantRow]) -> dict[str, list]:
 def comparison_figure(rows: list[VariantRow], best: VariantRow | None = None) -> Figure:
     """Accuracy vs gzip size and vs p50 latency; Pareto front joined, best variant ringed."""
     figure, axes = plt.subplots(1, 2, figsize=(13, 5.5), constrained_layout=True)
-    panels = ((contract.SIZE_GZIP_BYTES, "gzip size (KiB, log scale)", 1 / 1024), (contract.LATENCY_P50_MS, "p50 latency, one sample (ms)", 1.0))
+    panels = (
+        (contract.SIZE_GZIP_BYTES, "gzip size (KiB, log scale)", 1 / 1024),
+        (contract.LATENCY_P50_MS, "p50 latency, one sample (ms)", 1.0),
+    )
     for axis, (cost, label, scale) in zip(axes, panels):
         front = pareto_front(rows, cost)
         axis.scatter([r[cost] * scale for r in rows], [r[contract.ACCURACY] for r in rows], color="tab:blue", zorder=2)
         axis.plot(
-            [r[cost] * scale for r in front], [r[contract.ACCURACY] for r in front],
-            color="tab:orange", marker="o", zorder=3, label="Pareto front",
+            [r[cost] * scale for r in front],
+            [r[contract.ACCURACY] for r in front],
+            color="tab:orange",
+            marker="o",
+            zorder=3,
+            label="Pareto front",
         )
         if best is not None:
-            axis.scatter([best[cost] * scale], [best[contract.ACCURACY]], s=260, facecolors="none",
-                         edgecolors="tab:green", linewidths=2, zorder=4, label=f"best within budget: {best.variant}")
+            axis.scatter(
+                [best[cost] * scale],
+                [best[contract.ACCURACY]],
+                s=260,
+                facecolors="none",
+                edgecolors="tab:green",
+                linewidths=2,
+                zorder=4,
+                label=f"best within budget: {best.variant}",
+            )
         for row in rows:
-            axis.annotate(row.variant, (row[cost] * scale, row[contract.ACCURACY]), textcoords="offset points",
-                          xytext=(4, 4), fontsize=7)
+            axis.annotate(
+                row.variant,
+                (row[cost] * scale, row[contract.ACCURACY]),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=7,
+            )
         if cost == contract.SIZE_GZIP_BYTES:
             axis.set_xscale("log")
             axis.xaxis.set_major_formatter(ScalarFormatter())
@@ -62,4 +86,58 @@ def comparison_figure(rows: list[VariantRow], best: VariantRow | None = None) ->
         axis.grid(True, which="both", alpha=0.3)
         axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize=8, frameon=False)
     figure.suptitle("rtdeploy variants: accuracy vs cost")
+    return figure
+
+
+def confusion_matrix_figure(confusion, class_names: tuple[str, ...]) -> Figure:
+    """Counts of true (rows) vs predicted (columns) classes; the diagonal is right."""
+    import numpy as np
+
+    size = max(4.0, 0.55 * len(class_names) + 2)
+    figure, axis = plt.subplots(figsize=(size, size * 0.85), constrained_layout=True)
+    image = axis.imshow(confusion, cmap="Blues")
+    figure.colorbar(image, ax=axis, shrink=0.8)
+    ticks = np.arange(len(class_names))
+    axis.set_xticks(ticks, class_names, rotation=45 if max(map(len, class_names)) > 3 else 0)
+    axis.set_yticks(ticks, class_names)
+    axis.set_xlabel("predicted class")
+    axis.set_ylabel("true class")
+    threshold = confusion.max() / 2 if confusion.size else 0
+    for (row, column), count in np.ndenumerate(confusion):
+        if count:
+            color = "white" if count > threshold else "black"
+            axis.text(column, row, str(count), ha="center", va="center", fontsize=8, color=color)
+    axis.set_title("confusion matrix (test split)")
+    return figure
+
+
+def error_rate_figure(per_class) -> Figure:
+    """Error types: the share of each true class that the model gets wrong."""
+    figure, axis = plt.subplots(figsize=(max(5.0, 0.5 * len(per_class) + 2), 3.5), constrained_layout=True)
+    axis.bar(per_class["class"].astype(str), per_class["error_rate"], color="tab:red")
+    axis.set_xlabel("true class")
+    axis.set_ylabel("error rate")
+    axis.set_title("errors per true class")
+    axis.grid(True, axis="y", alpha=0.3)
+    return figure
+
+
+def confusion_examples_figure(top_confusions, images) -> Figure:
+    """Error causes: for each frequent true->predicted confusion, test images the model got wrong that way."""
+    rows = len(top_confusions)
+    columns = max(len(examples) for examples in top_confusions["examples"])
+    figure, axes = plt.subplots(rows, columns, figsize=(1.6 * columns + 1.5, 1.6 * rows + 0.6), squeeze=False)
+    for r, confusion in enumerate(top_confusions.itertuples(index=False)):
+        for c in range(columns):
+            axis = axes[r][c]
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if c < len(confusion.examples):
+                image = images[confusion.examples[c]]
+                axis.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
+            else:
+                axis.axis("off")
+        axes[r][0].set_ylabel(f"{confusion.true} -> {confusion.predicted}\n({confusion.count}x)", fontsize=8)
+    figure.suptitle("most frequent confusions: true -> predicted")
+    figure.tight_layout()
     return figure

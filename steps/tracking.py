@@ -33,7 +33,9 @@ class EpochLogger(keras.callbacks.Callback):
 
 
 def set_step_tags(step: str, variant: str, parent_model: str = "") -> None:
-    tags = {contract.TAG_STEP: step, contract.TAG_VARIANT: variant}
+    tags = {contract.TAG_STEP: step}
+    if variant:
+        tags[contract.TAG_VARIANT] = variant
     if parent_model:
         tags[contract.TAG_PARENT_MODEL] = parent_model
     mlflow.set_tags(tags)

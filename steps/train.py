@@ -6,20 +6,17 @@ The float Keras model is the parent of every compressed variant; the float32
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 
 import mlflow
-import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
 from steps import contract
 from steps.architectures import ARCHITECTURES, build_model, kernel_sparsity
-from steps.config import parse_config, require_choice, require_positive, setting
+from steps.config import parse_config, require_choice, require_positive, run_cli, setting
 from steps.convert import to_tflite
 from steps.data import Dataset, load_dataset
-from steps.variants import Baseline, set_lineage_tags
 from steps.tracking import (
     EpochLogger,
     ModelLoadError,
@@ -30,6 +27,7 @@ from steps.tracking import (
     log_keras_model,
     set_step_tags,
 )
+from steps.variants import Baseline, set_lineage_tags
 
 OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam")
 MOMENTUM = 0.9  # the classic value for SGD with momentum
@@ -48,8 +46,12 @@ class TrainConfig:
     epochs: int = setting(40, "most epochs to train; early stopping on validation loss usually ends sooner")
     batch_size: int = setting(32, "samples per gradient step")
     patience: int = setting(5, "epochs without a better validation loss before stopping (best weights kept)")
-    seed: int = setting(42, "seed for weight init and shuffling (the data split is fixed, so every stage tests on the same samples)")
-    base_model: str = setting("", "a Keras model to fine-tune instead of a new one: MLflow model URI, .keras/.h5 or SavedModel")
+    seed: int = setting(
+        42, "seed for weight init and shuffling (the data split is fixed, so every stage tests on the same samples)"
+    )
+    base_model: str = setting(
+        "", "a Keras model to fine-tune instead of a new one: MLflow model URI, .keras/.h5 or SavedModel"
+    )
 
     def __post_init__(self):
         require_choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -152,7 +154,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except (ValueError, FileNotFoundError) as error:  # DatasetError, ModelLoadError: a user's fix, not a traceback
-        sys.exit(f"train: error: {error}")
+    run_cli("train", main)

@@ -126,9 +126,15 @@ def test_qat_scheme_follows_the_parent_recipe(steps, scheme):
     [
         (lambda: PruneConfig(model_uri=PARENT, target_sparsity=1.0), r"target_sparsity must be in \[0, 1\)"),
         (lambda: PruneConfig(model_uri=PARENT, target_sparsity=-0.1), r"target_sparsity must be in \[0, 1\)"),
-        (lambda: PruneConfig(model_uri=PARENT, structure="4:8"), "structure='4:8' is not valid; use one of: unstructured, 2:4"),
+        (
+            lambda: PruneConfig(model_uri=PARENT, structure="4:8"),
+            "structure='4:8' is not valid; use one of: unstructured, 2:4",
+        ),
         (lambda: ClusterConfig(model_uri=PARENT, n_clusters=1), "n_clusters must be >= 2"),
-        (lambda: QuantizeConfig(model_uri=PARENT, mode="int4"), "mode='int4' is not valid; use one of: none, dynamic, float16, int8, qat"),
+        (
+            lambda: QuantizeConfig(model_uri=PARENT, mode="int4"),
+            "mode='int4' is not valid; use one of: none, dynamic, float16, int8, qat",
+        ),
         (lambda: QuantizeConfig(), "model_uri is required"),
     ],
     ids=["sparsity-1", "sparsity-negative", "structure", "clusters", "mode", "no-model"],
@@ -155,8 +161,13 @@ def test_a_deployable_is_refused_as_a_parent_keras_model(tracking, float_model, 
 def test_a_parent_from_other_data_is_refused(tracking, float_model, digits, tmp_path):
     other = tmp_path / "other.npz"
     rng = np.random.default_rng(0)
-    np.savez(other, x_train=rng.random((50, 8, 8)), y_train=np.arange(50) % 10,
-             x_test=rng.random((20, 8, 8)), y_test=np.arange(20) % 10)
+    np.savez(
+        other,
+        x_train=rng.random((50, 8, 8)),
+        y_train=np.arange(50) % 10,
+        x_test=rng.random((20, 8, 8)),
+        y_test=np.arange(20) % 10,
+    )
     with mlflow.start_run() as run:
         log_dataset(digits)
         set_lineage_tags(Baseline(run.info.run_id, 0.98, 700_000), [])

@@ -118,8 +118,18 @@ def _empty_class_folder(folder):
         (lambda p: _image_folder(p / "one", classes=("only",)), "at least two classes"),
         (lambda p: _empty_class_folder(p), "has no .png/.jpg/.jpeg images"),
     ],
-    ids=["missing", "keys", "lengths", "one-class", "not-images", "corrupt-npz", "wrong-suffix",
-         "undecodable", "one-folder", "empty-class"],
+    ids=[
+        "missing",
+        "keys",
+        "lengths",
+        "one-class",
+        "not-images",
+        "corrupt-npz",
+        "wrong-suffix",
+        "undecodable",
+        "one-folder",
+        "empty-class",
+    ],
 )
 def test_unusable_data_fails_with_a_message_naming_the_problem(tmp_path, make, message):
     with pytest.raises(DatasetError, match=message):

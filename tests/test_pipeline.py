@@ -10,15 +10,14 @@ import sys
 
 import mlflow
 import pytest
-from PIL import Image
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_PROJECT_ENTRY_POINT
-
-from steps import contract
-from steps.config import as_parameters
-from steps.pipeline import BEST_COMPRESSION_RATIO, COMPRESSION_PLAN, STEP_RUN_TAG, TAG_BEST_VARIANT, run_step
-from steps.train import TrainConfig
+from PIL import Image
 
 from conftest import mlflow_run, run_command
+from steps import contract
+from steps.config import as_parameters
+from steps.pipeline import COMPRESSION_PLAN, run_step
+from steps.train import TrainConfig
 
 pytestmark = pytest.mark.e2e
 TARGET_ACCURACY = 0.97
@@ -39,7 +38,7 @@ def first_main(session_store):
     result = mlflow_run()
     assert result.returncode == 0, result.stderr[-3000:]
     (main,) = _runs("main")
-    train = mlflow.get_run(main.data.tags[STEP_RUN_TAG.format(step="train")])
+    train = mlflow.get_run(main.data.tags[contract.TAG_STEP_RUN.format(step="train")])
     return main, train
 
 
@@ -64,7 +63,10 @@ def test_train_run_logs_params_curves_metrics_and_dataset(first_main):
     curve = mlflow.MlflowClient().get_metric_history(train.info.run_id, contract.EPOCH_METRICS["val_loss"])
     assert len(curve) == metrics[contract.EPOCHS_TRAINED] > 1
     contexts = {
-        tag.value for dataset_input in train.inputs.dataset_inputs for tag in dataset_input.tags if tag.key == "mlflow.data.context"
+        tag.value
+        for dataset_input in train.inputs.dataset_inputs
+        for tag in dataset_input.tags
+        if tag.key == "mlflow.data.context"
     }
     assert contexts == {"train", "validation", "test"}
     assert all(d.dataset.name == "digits" and d.dataset.digest for d in train.inputs.dataset_inputs)
@@ -103,7 +105,7 @@ def test_running_main_again_reuses_the_finished_train_run(first_main):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "reusing finished run" in result.stdout + result.stderr
     latest_main = _runs("main")[-1]
-    assert latest_main.data.tags[STEP_RUN_TAG.format(step="train")] == train.info.run_id
+    assert latest_main.data.tags[contract.TAG_STEP_RUN.format(step="train")] == train.info.run_id
     assert len(_runs("train")) == 1
     assert len(_runs("quantize")) == sum(entry_point == "quantize" for _, entry_point, *_ in COMPRESSION_PLAN)
 
@@ -123,10 +125,18 @@ def test_a_changed_parameter_is_not_served_from_the_cache(first_main):
 
 def test_main_derives_every_compression_variant_with_lineage(first_main):
     main, train = first_main
-    runs = {key: mlflow.get_run(main.data.tags[STEP_RUN_TAG.format(step=key)]) for key, *_ in COMPRESSION_PLAN}
+    runs = {key: mlflow.get_run(main.data.tags[contract.TAG_STEP_RUN.format(step=key)]) for key, *_ in COMPRESSION_PLAN}
     variants = {run.data.tags[contract.TAG_VARIANT] for run in runs.values()}
-    assert {"dynamic", "float16", "int8", "qat-int8", "pruned80-int8", "pruned2:4-int8", "c16-int8",
-            "pruned80-c16-qat-int8"} <= variants
+    assert {
+        "dynamic",
+        "float16",
+        "int8",
+        "qat-int8",
+        "pruned80-int8",
+        "pruned2:4-int8",
+        "c16-int8",
+        "pruned80-c16-qat-int8",
+    } <= variants
     for key, entry_point, parent_key, _ in COMPRESSION_PLAN:
         run = runs[key]
         parent_run = train if parent_key == "train" else runs[parent_key]
@@ -145,15 +155,21 @@ def test_main_derives_every_compression_variant_with_lineage(first_main):
 
 def test_best_variant_within_half_a_point_is_at_least_10x_smaller(first_main):
     main, train = first_main
-    best_ratio = main.data.metrics[BEST_COMPRESSION_RATIO]
-    assert best_ratio >= 10, f"best variant {main.data.tags[TAG_BEST_VARIANT]} is only {best_ratio:.1f}x smaller"
+    best_ratio = main.data.metrics[contract.BEST_COMPRESSION_RATIO]
+    assert best_ratio >= 10, (
+        f"best variant {main.data.tags[contract.TAG_BEST_VARIANT]} is only {best_ratio:.1f}x smaller"
+    )
 
 
 def test_main_logs_a_comparison_table_and_a_plot(first_main, tmp_path):
     main, _ = first_main
     table = mlflow.load_table("variants.json", run_ids=[main.info.run_id])
     assert len(table) == 1 + len(COMPRESSION_PLAN)
-    assert {"variant", "run_id", contract.ACCURACY, contract.SIZE_GZIP_BYTES, contract.LATENCY_P50_MS} <= set(table.columns)
-    path = mlflow.artifacts.download_artifacts(run_id=main.info.run_id, artifact_path="variants.png", dst_path=str(tmp_path))
+    assert {"variant", "run_id", contract.ACCURACY, contract.SIZE_GZIP_BYTES, contract.LATENCY_P50_MS} <= set(
+        table.columns
+    )
+    path = mlflow.artifacts.download_artifacts(
+        run_id=main.info.run_id, artifact_path="variants.png", dst_path=str(tmp_path)
+    )
     with Image.open(path) as image:
         assert image.format == "PNG" and image.width > 800

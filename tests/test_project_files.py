@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 import tomllib
 
 import pytest
 import yaml
 
-from steps.config import parse_config, parse_configs
+from conftest import PROJECT
 from steps.cluster import ClusterConfig
+from steps.config import parse_config, parse_configs
 from steps.pipeline import PipelineConfig
 from steps.prune import PruneConfig
 from steps.quantize import QuantizeConfig
 from steps.train import OPTIMIZERS, TrainConfig
-
-from conftest import PROJECT
 
 ENTRY_POINT_CONFIGS = {
     "train": (TrainConfig,),
@@ -86,3 +87,10 @@ def test_readme_documents_every_parameter(entry_point):
     readme = (PROJECT / "README.md").read_text()
     for name in _mlproject()["entry_points"][entry_point]["parameters"]:
         assert f"| `{name}` |" in readme, f"README does not document {entry_point} parameter {name}"
+
+
+def test_code_passes_ruff():
+    result = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "steps", "tests", "bench"], cwd=PROJECT, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout

@@ -9,13 +9,12 @@ import pytest
 import tf_keras as keras
 from PIL import Image
 
+from conftest import mlflow_run
 from steps import contract
 from steps.architectures import build_model
 from steps.data import load_dataset
 from steps.tracking import ModelLoadError
 from steps.train import OPTIMIZERS, TrainConfig, main, make_optimizer, train
-
-from conftest import mlflow_run
 
 TINY = ["--epochs", "2", "--width", "4"]
 
@@ -73,7 +72,9 @@ def test_train_on_an_image_folder_without_code_changes(tracking, tmp_path):
     for label in ("circle", "square"):
         (tmp_path / "images" / label).mkdir(parents=True)
         for i in range(10):
-            Image.fromarray(rng.integers(0, 256, (20, 20), dtype=np.uint8)).save(tmp_path / "images" / label / f"{i}.png")
+            Image.fromarray(rng.integers(0, 256, (20, 20), dtype=np.uint8)).save(
+                tmp_path / "images" / label / f"{i}.png"
+            )
     main(["--dataset", str(tmp_path / "images"), "--image_size", "16", *TINY])
     run = _only_run()
     assert run.info.status == "FINISHED" and run.data.params["image_size"] == "16"
