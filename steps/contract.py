@@ -58,6 +58,26 @@ EPOCH_METRICS = {
 KERAS_MODEL = "keras_model"  # float or compressed tf_keras model: a parent for later steps
 LITERT_MODEL = "litert_model"  # the .tflite deployable as a LiteRT pyfunc model
 
+# Tags of a registered model version: what it is, where it came from, and the gate's verdict
+VERSION_TAG_VARIANT = "variant"
+VERSION_TAG_ACCURACY = "accuracy"
+VERSION_TAG_SIZE_GZIP_BYTES = "size_gzip_bytes"
+VERSION_TAG_SOURCE_RUN = "source_run_id"
+VERSION_TAG_DATASET_DIGEST = "dataset_digest"
+VERSION_TAG_PARENT_MODEL = "parent_model"
+VERSION_TAG_BASELINE_RUN = "baseline_run_id"
+VERSION_TAG_RECIPE = "recipe"
+VERSION_TAG_VALIDATION_STATUS = "validation_status"  # passed / failed / forced
+VERSION_TAG_VALIDATION_REASON = "validation_reason"
+VALIDATION_PASSED = "passed"
+VALIDATION_FAILED = "failed"
+VALIDATION_FORCED = "forced"
+
+# Tags of register/promote/rollback runs: which version they acted on
+TAG_MODEL_NAME = "rtdeploy.model_name"
+TAG_MODEL_VERSION = "rtdeploy.model_version"
+TAG_FORCED = "rtdeploy.forced"
+
 # Registry aliases
 CHAMPION = "champion"
 CHALLENGER = "challenger"

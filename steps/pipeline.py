@@ -15,6 +15,7 @@ from pathlib import Path
 
 import mlflow
 from mlflow.entities import Run
+from mlflow.exceptions import ExecutionException
 from mlflow.utils.git_utils import get_git_commit
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_PROJECT_ENTRY_POINT
 from mlflow.utils.string_utils import quote
@@ -24,9 +25,11 @@ from steps.cluster import ClusterConfig
 from steps.config import as_parameters, parse_configs, require_choice, run_cli, setting
 from steps.prune import PruneConfig
 from steps.quantize import QuantizeConfig
+from steps.register import DEFAULT_MODEL_NAME, RegisterConfig
+from steps.registry import RegistryError
 from steps.report import comparison_figure, comparison_table
 from steps.selection import VariantRow, select_best
-from steps.tracking import log_config
+from steps.tracking import log_config, variant_row
 from steps.train import TrainConfig
 
 ENV_MANAGERS = ("auto", "local", "virtualenv", "uv", "conda")
@@ -54,6 +57,7 @@ STEP_CONFIGS = {"prune": PruneConfig, "cluster": ClusterConfig, "quantize": Quan
 class PipelineConfig:
     """Run every stage on one data set (the parameters of `train` apply to its stage)."""
 
+    model_name: str = setting(DEFAULT_MODEL_NAME, "registered model the best variant is registered under")
     max_accuracy_drop: float = setting(0.005, "largest accuracy loss vs the float baseline a chosen variant may have")
     env_manager: str = setting("auto", f"environment of the child runs: {', '.join(ENV_MANAGERS)} (auto = this run's)")
     reuse_runs: bool = setting(True, "reuse a finished child run with the same entry point, parameters and git commit")
@@ -141,12 +145,21 @@ def run_pipeline(pipeline: PipelineConfig, train: TrainConfig) -> dict[str, str]
         step_runs[key] = step(entry_point, STEP_CONFIGS[entry_point](model_uri=parent_uri, **data_settings, **settings))
     mlflow.set_tags({contract.TAG_STEP_RUN.format(step=key): run_id for key, run_id in step_runs.items()})
     report_variants([variant_row(run_id) for run_id in step_runs.values()], pipeline.max_accuracy_drop)
+    # Registration depends on the registry's state, not only on its parameters: never reused.
+    register = RegisterConfig(
+        run_id=mlflow.active_run().info.run_id,
+        model_name=pipeline.model_name,
+        max_accuracy_drop=pipeline.max_accuracy_drop,
+    )
+    try:
+        step_runs["register"] = run_step("register", as_parameters(register), env_manager=env_manager, reuse=False)
+    except ExecutionException as error:
+        raise RegistryError(
+            f"register did not promote a new champion (its reason is printed above; {error}); "
+            f"every variant is logged, and models:/{pipeline.model_name}@{contract.CHAMPION} is unchanged"
+        ) from error
+    mlflow.set_tag(contract.TAG_STEP_RUN.format(step="register"), step_runs["register"])
     return step_runs
-
-
-def variant_row(run_id: str) -> VariantRow:
-    run = mlflow.get_run(run_id)
-    return VariantRow(run_id, run.data.tags[contract.TAG_STEP], run.data.tags[contract.TAG_VARIANT], run.data.metrics)
 
 
 def report_variants(rows: list[VariantRow], max_accuracy_drop: float) -> VariantRow | None:

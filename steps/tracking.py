@@ -16,6 +16,7 @@ from mlflow.types.schema import Schema, TensorSpec
 from steps import contract, litert_model
 from steps.data import Dataset
 from steps.measure import DeployableMeasurement, measure_deployable, variant_metrics
+from steps.selection import VariantRow
 
 # What a LiteRT deployable needs at serving time: no tensorflow.
 LITERT_REQUIREMENTS = [f"{name}=={version(name)}" for name in ("mlflow", "ai-edge-litert", "numpy", "pandas")]
@@ -149,3 +150,19 @@ def load_keras_model(reference: str) -> keras.Model:
     if not isinstance(model, keras.Model):
         raise ModelLoadError(f"{reference!r} is a {type(model).__name__}, not a tf_keras model")
     return model
+
+
+def variant_row(run_id: str) -> VariantRow:
+    """A variant run as the selection functions see it."""
+    run = mlflow.get_run(run_id)
+    return VariantRow(run_id, run.data.tags[contract.TAG_STEP], run.data.tags[contract.TAG_VARIANT], run.data.metrics)
+
+
+def variant_rows_of_pipeline(pipeline_run_id: str) -> list[VariantRow]:
+    """Every variant a main run made or reused, found through its step-run tags (register runs are no variant)."""
+    prefix = contract.TAG_STEP_RUN.format(step="")
+    tags = mlflow.get_run(pipeline_run_id).data.tags
+    runs = [mlflow.get_run(run_id) for key, run_id in sorted(tags.items()) if key.startswith(prefix)]
+    if not runs:
+        raise ValueError(f"run {pipeline_run_id} is not a main (pipeline) run: it has no step runs")
+    return [variant_row(run.info.run_id) for run in runs if contract.TAG_VARIANT in run.data.tags]

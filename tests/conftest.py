@@ -10,8 +10,10 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from mlflow.utils.mlflow_tags import MLFLOW_PROJECT_ENTRY_POINT
 
 import steps  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports tensorflow)
+from steps import contract
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -69,3 +71,23 @@ def mlflow_run(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
     return run_command(
         [sys.executable, "-m", "mlflow", "run", str(PROJECT), "--env-manager", "local", *args], timeout=timeout
     )
+
+
+def entry_point_runs(entry_point: str):
+    """Runs of an MLproject entry point in the current store, oldest first."""
+    return mlflow.search_runs(
+        search_all_experiments=True,
+        filter_string=f"tags.`{MLFLOW_PROJECT_ENTRY_POINT}` = '{entry_point}'",
+        order_by=["attributes.start_time ASC"],
+        output_format="list",
+    )
+
+
+@pytest.fixture(scope="session")
+def first_main(session_store):
+    """The README's main job, `mlflow run .` with every default, in a private store: (main run, train run)."""
+    result = mlflow_run()
+    assert result.returncode == 0, result.stderr[-3000:]
+    (main,) = entry_point_runs("main")
+    train = mlflow.get_run(main.data.tags[contract.TAG_STEP_RUN.format(step="train")])
+    return main, train

@@ -10,10 +10,10 @@ import sys
 
 import mlflow
 import pytest
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_PROJECT_ENTRY_POINT
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from PIL import Image
 
-from conftest import mlflow_run, run_command
+from conftest import entry_point_runs, mlflow_run, run_command
 from steps import contract
 from steps.config import as_parameters
 from steps.pipeline import COMPRESSION_PLAN, run_step
@@ -21,25 +21,6 @@ from steps.train import TrainConfig
 
 pytestmark = pytest.mark.e2e
 TARGET_ACCURACY = 0.97
-
-
-def _runs(entry_point: str):
-    return mlflow.search_runs(
-        search_all_experiments=True,
-        filter_string=f"tags.`{MLFLOW_PROJECT_ENTRY_POINT}` = '{entry_point}'",
-        order_by=["attributes.start_time ASC"],
-        output_format="list",
-    )
-
-
-@pytest.fixture(scope="session")
-def first_main(session_store):
-    """The README's main job, `mlflow run .` with every default, in a private store."""
-    result = mlflow_run()
-    assert result.returncode == 0, result.stderr[-3000:]
-    (main,) = _runs("main")
-    train = mlflow.get_run(main.data.tags[contract.TAG_STEP_RUN.format(step="train")])
-    return main, train
 
 
 def test_main_finishes_with_a_nested_train_run_above_the_target(first_main):
@@ -104,10 +85,17 @@ def test_running_main_again_reuses_the_finished_train_run(first_main):
     result = mlflow_run()
     assert result.returncode == 0, result.stderr[-3000:]
     assert "reusing finished run" in result.stdout + result.stderr
-    latest_main = _runs("main")[-1]
-    assert latest_main.data.tags[contract.TAG_STEP_RUN.format(step="train")] == train.info.run_id
-    assert len(_runs("train")) == 1
-    assert len(_runs("quantize")) == sum(entry_point == "quantize" for _, entry_point, *_ in COMPRESSION_PLAN)
+    second_main = entry_point_runs("main")[-1]
+    assert second_main.data.tags[contract.TAG_STEP_RUN.format(step="train")] == train.info.run_id
+    started_since = [
+        run
+        for entry_point in ("train", "prune", "cluster", "quantize")
+        for run in entry_point_runs(entry_point)
+        if run.info.start_time > second_main.info.start_time
+    ]
+    assert started_since == []
+    versions = mlflow.MlflowClient().search_model_versions("name = 'digits-classifier'")
+    assert len(versions) == 1, "the same best variant must not be registered twice"
 
 
 def test_a_changed_parameter_is_not_served_from_the_cache(first_main):

@@ -13,9 +13,13 @@ import yaml
 from conftest import PROJECT
 from steps.cluster import ClusterConfig
 from steps.config import parse_config, parse_configs
+from steps.evaluate import EvaluateConfig
 from steps.pipeline import PipelineConfig
+from steps.promote import PromoteConfig
 from steps.prune import PruneConfig
 from steps.quantize import QuantizeConfig
+from steps.register import RegisterConfig
+from steps.rollback import RollbackConfig
 from steps.train import OPTIMIZERS, TrainConfig
 
 ENTRY_POINT_CONFIGS = {
@@ -24,6 +28,10 @@ ENTRY_POINT_CONFIGS = {
     "prune": (PruneConfig,),
     "cluster": (ClusterConfig,),
     "quantize": (QuantizeConfig,),
+    "evaluate": (EvaluateConfig,),
+    "register": (RegisterConfig,),
+    "promote": (PromoteConfig,),
+    "rollback": (RollbackConfig,),
 }
 
 
