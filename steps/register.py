@@ -113,7 +113,7 @@ def log_verdict(version: ModelVersion, verdict: Verdict) -> None:
 def main(argv: list[str] | None = None) -> None:
     config = parse_config(RegisterConfig, argv)
     with mlflow.start_run():
-        set_step_tags("register", "", f"runs:/{config.run_id}")
+        set_step_tags("register", "")
         log_config(config)
         version, verdict = register(config)
         log_verdict(version, verdict)

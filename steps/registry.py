@@ -93,7 +93,7 @@ def lineage(name: str, version: str | int) -> list[dict]:
     return chain
 
 
-def test_data_of(version: ModelVersion):
+def evaluation_data_of(version: ModelVersion):
     """The test split of the data the version was made from (the gate compares on one data set)."""
     params = mlflow.get_run(version.tags[contract.VERSION_TAG_SOURCE_RUN]).data.params
     return load_dataset(params.get("dataset", "digits"), image_size=int(float(params.get("image_size", 28))))
@@ -114,7 +114,7 @@ def accuracy_of(version: ModelVersion, x: np.ndarray, y: np.ndarray) -> float:
 def gate(challenger: ModelVersion, thresholds: Thresholds) -> Verdict:
     """Evaluate challenger and champion on the challenger's test split and decide; the verdict is recorded."""
     champion = version_by_alias(challenger.name, contract.CHAMPION)
-    data = test_data_of(challenger)
+    data = evaluation_data_of(challenger)
     challenger_accuracy = accuracy_of(challenger, data.x_test, data.y_test)
     champion_accuracy = None if champion is None else accuracy_of(champion, data.x_test, data.y_test)
     verdict = decide(challenger_accuracy, champion_accuracy, thresholds)
