@@ -20,6 +20,7 @@ from steps.prune import PruneConfig
 from steps.quantize import QuantizeConfig
 from steps.register import RegisterConfig
 from steps.rollback import RollbackConfig
+from steps.serve.cli import ServeConfig
 from steps.train import OPTIMIZERS, TrainConfig
 
 ENTRY_POINT_CONFIGS = {
@@ -32,6 +33,7 @@ ENTRY_POINT_CONFIGS = {
     "register": (RegisterConfig,),
     "promote": (PromoteConfig,),
     "rollback": (RollbackConfig,),
+    "serve": (ServeConfig,),
 }
 
 

@@ -1,0 +1,3 @@
+from steps.serve.cli import console_script
+
+console_script()

@@ -1,0 +1,232 @@
+"""HTTP only: routes, request ids, body limits, and errors turned into JSON in one place."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from steps.serve import protocol
+from steps.serve.batching import InferenceEngine
+from steps.serve.errors import BadRequest, NotFound, PayloadTooLarge, ServeError, Unavailable
+from steps.serve.metrics import ServerMetrics
+from steps.serve.predlog import PredictionLog
+from steps.serve.reload import AliasFollower, ModelHolder
+from steps.serve.runtime import ServedModel
+
+log = logging.getLogger("rtdeploy.serve")
+RETRY_AFTER_SECONDS = "1"
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    model_uri: str
+    poll_seconds: float
+    max_batch_size: int
+    max_batch_wait_ms: float
+    max_queue: int
+    max_body_bytes: int
+    prediction_log: str
+
+
+class Server:
+    """The parts one server is made of; the Starlette app is built around it."""
+
+    def __init__(self, settings: ServerSettings):
+        self.settings = settings
+        self.metrics = ServerMetrics()
+        self.holder = ModelHolder()
+        self.engine = InferenceEngine(
+            self.metrics, settings.max_batch_size, settings.max_batch_wait_ms, settings.max_queue
+        )
+        self.follower = AliasFollower(settings.model_uri, self.holder, self.engine, self.metrics, settings.poll_seconds)
+        self.predlog: PredictionLog | None = None
+
+    def model(self) -> ServedModel:
+        model = self.holder.current
+        if model is None:
+            reason = self.holder.last_error or "loading"
+            raise Unavailable(f"no model is loaded yet ({reason}); retry shortly")
+        return model
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app):
+        self.predlog = PredictionLog(self.settings.prediction_log)
+        try:
+            self.follower.load_now()
+        except Exception as error:  # not there yet or broken: serve 503 and keep polling
+            self.holder.last_error = str(error)
+            log.error("no model loaded at start: %s", error)
+        self.follower.start()
+        try:
+            yield
+        finally:
+            self.follower.stop()
+            self.engine.close()
+            self.predlog.close()
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"body of {declared} bytes is over the {limit}-byte limit; send smaller batches")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"body is over the {limit}-byte limit; send smaller batches")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def build_app(server: Server) -> Starlette:
+    def endpoint(name: str, handler):
+        """Request id, timing, metrics, and the one place where errors become JSON."""
+
+        async def wrapped(request: Request) -> Response:
+            start = time.perf_counter()
+            request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+            try:
+                response = await handler(request, request_id)
+            except ServeError as error:
+                response = JSONResponse(error.as_json(), status_code=error.status)
+                if isinstance(error, Unavailable):
+                    response.headers["Retry-After"] = RETRY_AFTER_SECONDS
+                kind = error.kind
+            except Exception:  # a bug of ours, never the client's: logged with its traceback
+                log.exception("internal error on %s", name)
+                response = JSONResponse({"error_code": "INTERNAL_ERROR", "message": "internal server error"}, 500)
+                kind = "INTERNAL_ERROR"
+            else:
+                kind = None
+            response.headers["X-Request-Id"] = request_id
+            server.metrics.observe_request(name, response.status_code, time.perf_counter() - start, kind)
+            return response
+
+        return wrapped
+
+    async def invocations(request: Request, request_id: str) -> Response:
+        start = time.perf_counter()
+        model = server.model()
+        body = await read_body(request, server.settings.max_body_bytes)
+        batch = protocol.parse_invocation(body, request.headers.get("content-type"), model.sample_shape)
+        probabilities = await server.engine.predict(model, batch)
+        top = probabilities.argmax(axis=1)
+        await server.predlog.log_prediction(
+            request_id,
+            "invocations",
+            model.ref.name,
+            model.ref.version,
+            (time.perf_counter() - start) * 1000,
+            protocol.input_summary(batch),
+            ",".join(model.class_names[i] for i in top),
+            float(probabilities[range(len(top)), top].mean()),
+        )
+        headers = {"X-Model-Version": model.ref.version}
+        return Response(protocol.format_predictions(probabilities), media_type="application/json", headers=headers)
+
+    async def predict(request: Request, request_id: str) -> Response:
+        start = time.perf_counter()
+        model = server.model()
+        if protocol.media_type(request.headers.get("content-type")) == "multipart/form-data":
+            form = await request.form(max_part_size=server.settings.max_body_bytes)
+            upload = form.get("file")
+            if upload is None or isinstance(upload, str):
+                raise BadRequest('multipart body needs the image in a field named "file"')
+            data = await upload.read()
+        else:
+            data = await read_body(request, server.settings.max_body_bytes)
+        batch = protocol.image_to_input(data, model.sample_shape)
+        probabilities = (await server.engine.predict(model, batch))[0]
+        k = _int_query(request, "k", 3)
+        ranked = protocol.top_k(probabilities, model.class_names, k)
+        await server.predlog.log_prediction(
+            request_id,
+            "predict",
+            model.ref.name,
+            model.ref.version,
+            (time.perf_counter() - start) * 1000,
+            protocol.input_summary(batch),
+            ranked[0]["label"],
+            ranked[0]["probability"],
+        )
+        answer = {
+            "request_id": request_id,
+            "model_version": model.ref.version,
+            "label": ranked[0]["label"],
+            "probabilities": dict(zip(model.class_names, probabilities.tolist())),
+            "top_k": ranked,
+        }
+        return Response(
+            orjson.dumps(answer), media_type="application/json", headers={"X-Model-Version": model.ref.version}
+        )
+
+    async def feedback(request: Request, request_id: str) -> Response:
+        body = await read_body(request, 64 * 1024)
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError as error:
+            raise BadRequest(f'body is not JSON ({error}); send {{"request_id": "...", "label": "..."}}')
+        if not isinstance(payload, dict) or not isinstance(payload.get("request_id"), str) or "label" not in payload:
+            raise BadRequest('send {"request_id": "<X-Request-Id of the prediction>", "label": "<true class>"}')
+        label = str(payload["label"])
+        model = server.holder.current
+        if model is not None and label not in model.class_names:
+            raise BadRequest(f"label {label!r} is not a class of the model; classes: {', '.join(model.class_names)}")
+        if not server.predlog.has_prediction(payload["request_id"]):
+            raise NotFound(f"no prediction with request id {payload['request_id']!r} is logged")
+        await server.predlog.log_feedback(payload["request_id"], label)
+        return JSONResponse({"request_id": payload["request_id"], "label": label, "recorded": True})
+
+    async def ping(request: Request, request_id: str) -> Response:
+        return PlainTextResponse("alive\n")
+
+    async def ready(request: Request, request_id: str) -> Response:
+        model = server.model()
+        return JSONResponse({"ready": True, "model_version": model.ref.version})
+
+    async def version(request: Request, request_id: str) -> Response:
+        model = server.model()
+        ref = model.ref
+        return JSONResponse(
+            {
+                "name": ref.name,
+                "version": ref.version,
+                "alias": ref.alias,
+                "run_id": ref.run_id,
+                "model_uri": server.settings.model_uri,
+                "loaded_at": model.loaded_at,
+                "last_error": server.holder.last_error,
+            }
+        )
+
+    async def metrics(request: Request, request_id: str) -> Response:
+        return Response(server.metrics.exposition(), media_type="text/plain; version=0.0.4")
+
+    routes = [
+        Route("/invocations", endpoint("invocations", invocations), methods=["POST"]),
+        Route("/predict", endpoint("predict", predict), methods=["POST"]),
+        Route("/feedback", endpoint("feedback", feedback), methods=["POST"]),
+        Route("/ping", endpoint("ping", ping), methods=["GET"]),
+        Route("/ready", endpoint("ready", ready), methods=["GET"]),
+        Route("/version", endpoint("version", version), methods=["GET"]),
+        Route("/metrics", endpoint("metrics", metrics), methods=["GET"]),
+    ]
+    return Starlette(routes=routes, lifespan=server.lifespan)
+
+
+def _int_query(request: Request, name: str, default: int) -> int:
+    value = request.query_params.get(name)
+    if value is None:
+        return default
+    if not value.isdigit() or int(value) < 1:
+        raise BadRequest(f"query parameter {name}={value!r} must be a positive integer")
+    return int(value)

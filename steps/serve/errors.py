@@ -1,0 +1,42 @@
+"""Errors a client can cause or meet, each with its HTTP status and a message that says how to fix the request."""
+
+from __future__ import annotations
+
+
+class ServeError(Exception):
+    status = 500
+    kind = "internal_error"
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def as_json(self) -> dict:
+        return {"error_code": self.kind, "message": self.message}
+
+
+class BadRequest(ServeError):
+    status = 400
+    kind = "BAD_REQUEST"
+
+
+class NotFound(ServeError):
+    status = 404
+    kind = "NOT_FOUND"
+
+
+class PayloadTooLarge(ServeError):
+    status = 413
+    kind = "PAYLOAD_TOO_LARGE"
+
+
+class UnsupportedMediaType(ServeError):
+    status = 415
+    kind = "UNSUPPORTED_MEDIA_TYPE"
+
+
+class Unavailable(ServeError):
+    """Not ready yet, or the queue is full: try again shortly (Retry-After)."""
+
+    status = 503
+    kind = "UNAVAILABLE"

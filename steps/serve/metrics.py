@@ -1,0 +1,52 @@
+"""Prometheus metrics of one server, in a registry of its own (several servers can live in one test process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+class ServerMetrics:
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.request_seconds = Histogram(
+            "rtdeploy_request_seconds",
+            "Request latency by endpoint and status",
+            ["endpoint", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.inference_seconds = Histogram(
+            "rtdeploy_inference_seconds", "Model invocation time per batch", buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.queue_seconds = Histogram(
+            "rtdeploy_queue_seconds",
+            "Time a request waited for the inference thread",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "rtdeploy_batch_size", "Samples per model invocation", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.requests = Counter(
+            "rtdeploy_requests", "Requests by endpoint and status", ["endpoint", "status"], registry=r
+        )
+        self.errors = Counter(
+            "rtdeploy_errors", "Failed requests by endpoint and error kind", ["endpoint", "kind"], registry=r
+        )
+        self.model_version = Gauge("rtdeploy_model_version", "Version being served", ["name"], registry=r)
+        self.reloads = Counter("rtdeploy_reloads", "Model versions loaded after start", registry=r)
+        self.failed_reloads = Counter("rtdeploy_failed_reloads", "Model versions that failed to load", registry=r)
+        self.queue_depth = Gauge("rtdeploy_queue_depth", "Requests waiting for inference", registry=r)
+
+    def observe_request(self, endpoint: str, status: int, seconds: float, error_kind: str | None = None) -> None:
+        self.request_seconds.labels(endpoint, str(status)).observe(seconds)
+        self.requests.labels(endpoint, str(status)).inc()
+        if error_kind:
+            self.errors.labels(endpoint, error_kind).inc()
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,122 @@
+"""Request and response formats, framework-free: MLflow's scoring protocol, CSV, and image files.
+
+`/invocations` accepts what a client of `mlflow models serve` sends: a JSON
+object with exactly one of `instances`, `inputs`, `dataframe_split`,
+`dataframe_records` (plus optional `params`), or CSV with a header row; it
+answers `{"predictions": [[p_class0, p_class1, ...], ...]}`. `/predict`
+takes one PNG/JPEG image and turns it into the model's input.
+"""
+
+from __future__ import annotations
+
+import io
+from math import prod
+
+import numpy as np
+import orjson
+import pandas as pd
+
+from steps.litert_model import InputError, to_batch
+from steps.serve.errors import BadRequest, UnsupportedMediaType
+
+INPUT_KEYS = ("instances", "inputs", "dataframe_split", "dataframe_records")
+ALLOWED_KEYS = (*INPUT_KEYS, "params")
+JSON_TYPES = ("application/json", "")
+CSV_TYPES = ("text/csv",)
+
+
+def media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def parse_invocation(body: bytes, content_type: str | None, sample_shape: tuple[int, ...]) -> np.ndarray:
+    """A float32 batch (n, *sample_shape) from an /invocations request body."""
+    kind = media_type(content_type)
+    if kind in CSV_TYPES:
+        return _batch(_read_csv(body), sample_shape)
+    if kind not in JSON_TYPES:
+        raise UnsupportedMediaType(f"content type {kind!r} is not supported; send application/json or text/csv")
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise BadRequest(f'body is not valid JSON ({error}); send an object like {{"instances": [...]}}')
+    if not isinstance(payload, dict):
+        raise BadRequest(
+            f"body must be a JSON object with one of {', '.join(INPUT_KEYS)}; got {type(payload).__name__}"
+        )
+    unknown = sorted(set(payload) - set(ALLOWED_KEYS))
+    if unknown:
+        raise BadRequest(f"unknown keys {unknown}; use exactly one of {', '.join(INPUT_KEYS)} (and optionally params)")
+    given = [key for key in INPUT_KEYS if key in payload]
+    if len(given) != 1:
+        raise BadRequest(f"send exactly one of {', '.join(INPUT_KEYS)}; got {given or 'none'}")
+    key = given[0]
+    value = payload[key]
+    if key in ("instances", "inputs"):
+        return _batch(value, sample_shape)
+    if key == "dataframe_split":
+        if not isinstance(value, dict) or "data" not in value:
+            raise BadRequest('dataframe_split must be an object with "columns" and "data" (pandas orient="split")')
+        try:
+            frame = pd.DataFrame(value["data"], columns=value.get("columns"))
+        except (ValueError, TypeError) as error:
+            raise BadRequest(f"dataframe_split does not form a table ({error})")
+        return _batch(frame, sample_shape)
+    if not isinstance(value, list) or not all(isinstance(record, dict) for record in value):
+        raise BadRequest('dataframe_records must be a list of objects, one per row (pandas orient="records")')
+    return _batch(pd.DataFrame.from_records(value), sample_shape)
+
+
+def _read_csv(body: bytes) -> pd.DataFrame:
+    try:
+        return pd.read_csv(io.BytesIO(body))
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise BadRequest(f"body is not a CSV table with a header row ({error})")
+
+
+def _batch(value, sample_shape: tuple[int, ...]) -> np.ndarray:
+    if isinstance(value, dict):  # {"inputs": {"name": tensor}}: our models have one input
+        if len(value) != 1:
+            raise BadRequest(f"the model has one input; got named inputs {sorted(value)}")
+        value = next(iter(value.values()))
+    if isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
+        value = pd.DataFrame.from_records(value)  # instances as records
+    try:
+        return to_batch(value, sample_shape)
+    except InputError as error:
+        raise BadRequest(str(error))
+
+
+def format_predictions(probabilities: np.ndarray) -> bytes:
+    return orjson.dumps({"predictions": probabilities}, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def image_to_input(data: bytes, sample_shape: tuple[int, ...]) -> np.ndarray:
+    """One PNG/JPEG -> the model's input: grayscale or RGB by channel count, resized, scaled to [0, 1]."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        raise BadRequest("the image is empty; send a PNG or JPEG file")
+    height, width, channels = sample_shape
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.format not in ("PNG", "JPEG"):
+                raise BadRequest(f"image format {image.format} is not supported; send PNG or JPEG")
+            converted = image.convert("L" if channels == 1 else "RGB").resize(
+                (width, height), Image.Resampling.BILINEAR
+            )
+            pixels = np.asarray(converted, dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
+        raise BadRequest(f"the body is not a readable PNG or JPEG image ({error})")
+    return pixels.reshape(1, *sample_shape)
+
+
+def top_k(probabilities: np.ndarray, class_names: list[str], k: int) -> list[dict]:
+    order = np.argsort(probabilities)[::-1][: max(1, min(k, len(probabilities)))]
+    return [{"label": class_names[i], "probability": float(probabilities[i])} for i in order]
+
+
+def input_summary(batch: np.ndarray) -> dict:
+    """What the prediction log keeps of an input: enough for drift statistics, not the pixels."""
+    flat = batch.reshape(len(batch), prod(batch.shape[1:]))
+    return {"n": len(batch), "mean": float(flat.mean()), "std": float(flat.std()), "ink": float((flat > 0.5).mean())}

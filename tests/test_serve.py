@@ -1,0 +1,339 @@
+"""The real-time server, for real: a server process on 127.0.0.1 serving a registered LiteRT model from a
+sqlite registry. Every scoring format agrees with mlflow.pyfunc, bad requests get 4xx and the server keeps
+serving, the alias is followed without failed requests, a corrupt version is refused, and acknowledged
+predictions survive kill -9."""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from conftest import run_command
+from steps import contract
+from steps.architectures import build_model
+from steps.convert import to_tflite
+from steps.data import load_dataset
+from steps.tracking import log_litert_model
+
+MODEL = "served-digits"
+SAMPLE_SHAPE = (8, 8, 1)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory, digits):
+    """A sqlite registry with MODEL v1 (champion), v2 (same weights as float16) and v3 (corrupt file)."""
+    folder = tmp_path_factory.mktemp("registry")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    previous_uri, previous_cwd = os.environ.get("MLFLOW_TRACKING_URI"), os.getcwd()
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    os.chdir(folder)
+    mlflow.set_tracking_uri(uri)
+    model = build_model("cnn", SAMPLE_SHAPE, 10, width=8)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(digits.x_train, digits.y_train, epochs=3, verbose=0)
+    for mode in ("none", "float16", "none"):
+        with mlflow.start_run() as run:
+            path = folder / f"{run.info.run_id}.tflite"
+            path.write_bytes(to_tflite(model, mode))
+            log_litert_model(path, digits)
+        mlflow.register_model(f"runs:/{run.info.run_id}/{contract.LITERT_MODEL}", MODEL)
+    client = mlflow.MlflowClient()
+    corrupt = Path(client.get_model_version_download_uri(MODEL, "3").removeprefix("file://"))
+    for tflite in corrupt.rglob("*.tflite"):
+        tflite.write_bytes(b"not a flatbuffer" * 100)
+    client.set_registered_model_alias(MODEL, contract.CHAMPION, "1")
+    yield uri
+    os.chdir(previous_cwd)
+    if previous_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = previous_uri
+    mlflow.set_tracking_uri(previous_uri)
+
+
+class ServerProcess:
+    def __init__(self, registry_uri: str, log_path: Path, *extra: str):
+        self.port = free_port()
+        self.log_path = log_path
+        args = [
+            sys.executable,
+            "-m",
+            "steps.serve",
+            "--model_uri",
+            f"models:/{MODEL}@{contract.CHAMPION}",
+            "--port",
+            str(self.port),
+            "--poll_seconds",
+            "0.3",
+            "--prediction_log",
+            str(log_path),
+            *extra,
+        ]
+        env = os.environ | {"MLFLOW_TRACKING_URI": registry_uri}
+        self.process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if self.request("GET", "/ready")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        self.process.kill()
+        raise RuntimeError(f"server did not get ready:\n{self.process.stdout.read()}")
+
+    def request(self, method: str, path: str, body: bytes | None = None, content_type: str = "application/json"):
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            headers = {"Content-Type": content_type} if body is not None else {}
+            connection.request(method, path, body, headers)
+            response = connection.getresponse()
+            return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+        finally:
+            connection.close()
+
+    def invoke(self, payload) -> tuple[int, dict, dict]:
+        status, headers, body = self.request("POST", "/invocations", json.dumps(payload).encode())
+        return status, headers, json.loads(body)
+
+    def stop(self, sig=signal.SIGTERM) -> None:
+        self.process.send_signal(sig)
+        self.process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(registry, tmp_path_factory):
+    process = ServerProcess(registry, tmp_path_factory.mktemp("serve") / "predictions.db")
+    yield process
+    process.stop()
+
+
+def test_serving_never_imports_tensorflow(registry):
+    script = (
+        "import sys; from steps.serve import app, cli, runtime; "
+        f"m = runtime.load(runtime.resolve('models:/{MODEL}/1')); m.warm(); "
+        "print(sorted(k for k in sys.modules if k.split('.')[0] in ('tensorflow', 'tf_keras', 'keras')))"
+    )
+    result = run_command([sys.executable, "-c", script])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_every_scoring_format_gives_the_same_classes_as_pyfunc(server, digits):
+    x = digits.x_test[:16]
+    expected = mlflow.pyfunc.load_model(f"models:/{MODEL}/1").predict(x).argmax(axis=1)
+    flat = x.reshape(len(x), -1)
+    columns = [f"p{i}" for i in range(flat.shape[1])]
+    payloads = {
+        "instances": {"instances": x.tolist()},
+        "inputs": {"inputs": x.tolist()},
+        "dataframe_split": {"dataframe_split": {"columns": columns, "data": flat.tolist()}},
+        "dataframe_records": {"dataframe_records": [dict(zip(columns, row)) for row in flat.tolist()]},
+    }
+    for name, payload in payloads.items():
+        status, headers, answer = server.invoke(payload)
+        assert status == 200, (name, answer)
+        assert np.array_equal(np.argmax(answer["predictions"], axis=1), expected), name
+        assert headers["x-model-version"] == "1" and headers["x-request-id"]
+    csv = ",".join(columns) + "\n" + "\n".join(",".join(map(str, row)) for row in flat.tolist())
+    status, _, body = server.request("POST", "/invocations", csv.encode(), "text/csv")
+    assert status == 200 and np.array_equal(np.argmax(json.loads(body)["predictions"], axis=1), expected)
+
+
+def test_predict_takes_an_image_and_feedback_takes_its_true_label(server, digits):
+    image = Image.fromarray((digits.x_test[0, ..., 0] * 255).astype(np.uint8)).resize((32, 32))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    status, headers, body = server.request("POST", "/predict?k=3", buffer.getvalue(), "image/png")
+    answer = json.loads(body)
+    assert status == 200, answer
+    assert answer["label"] in [str(i) for i in range(10)] and len(answer["top_k"]) == 3
+    assert sum(answer["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
+    feedback = json.dumps({"request_id": headers["x-request-id"], "label": str(digits.y_test[0])}).encode()
+    assert server.request("POST", "/feedback", feedback)[0] == 200
+    unknown = json.dumps({"request_id": "no-such-request", "label": "3"}).encode()
+    assert server.request("POST", "/feedback", unknown)[0] == 404
+
+
+@pytest.mark.parametrize(
+    "body, content_type, status, words",
+    [
+        (b"{not json", "application/json", 400, "not valid JSON"),
+        (b'{"instancez": []}', "application/json", 400, "unknown keys"),
+        (b'{"instances": [[1, 2, 3]]}', "application/json", 400, "expected (n, 8, 8, 1)"),
+        (b'{"instances": [["a"]]}', "application/json", 400, "not a numeric array"),
+        (b'{"instances": []}', "application/json", 400, "expected"),
+        (
+            json.dumps({"inputs": np.full((1, 8, 8, 1), 1e39).tolist()}).encode(),
+            "application/json",
+            400,
+            "NaN or infinite",
+        ),
+        (b'{"instances": [], "inputs": []}', "application/json", 400, "exactly one"),
+        (b"a,b\n1,2", "text/csv", 400, "expected"),
+        (b"<xml/>", "application/xml", 415, "not supported"),
+        (b"[" + b"0.5," * 2_000_000 + b"0.5]", "application/json", 413, "limit"),
+    ],
+    ids=["not-json", "unknown-key", "shape", "strings", "empty", "inf", "two-keys", "csv-shape", "xml", "too-big"],
+)
+def test_bad_requests_get_a_4xx_naming_the_problem_and_the_server_keeps_serving(
+    server, digits, body, content_type, status, words
+):
+    got, _, answer = server.request("POST", "/invocations", body, content_type)
+    assert got == status, answer
+    assert words in json.loads(answer)["message"]
+    assert server.invoke({"instances": digits.x_test[:1].tolist()})[0] == 200
+
+
+def test_an_image_that_is_not_an_image_is_a_400(server):
+    status, _, body = server.request("POST", "/predict", b"GIF89a not really", "image/png")
+    assert status == 400 and "PNG or JPEG" in json.loads(body)["message"]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    body=st.one_of(
+        st.binary(max_size=200),
+        st.recursive(
+            st.none() | st.booleans() | st.floats(allow_nan=False) | st.integers() | st.text(max_size=5),
+            lambda children: (
+                st.lists(children, max_size=4)
+                | st.dictionaries(
+                    st.sampled_from(
+                        ["instances", "inputs", "dataframe_split", "dataframe_records", "columns", "data", "x"]
+                    ),
+                    children,
+                    max_size=3,
+                )
+            ),
+            max_leaves=40,
+        ).map(lambda value: json.dumps(value).encode()),
+    ),
+    content_type=st.sampled_from(["application/json", "text/csv", "image/png", "", "application/json; charset=utf-8"]),
+    path=st.sampled_from(["/invocations", "/predict", "/feedback"]),
+)
+def test_fuzzed_requests_never_get_a_5xx(server, body, content_type, path):
+    status, _, answer = server.request("POST", path, body, content_type)
+    assert status < 500, answer
+
+
+def test_alias_move_is_served_without_a_failed_request_and_a_corrupt_version_is_refused(server, digits):
+    client = mlflow.MlflowClient()
+    payload = {"instances": digits.x_test[:2].tolist()}
+    failures, versions, stop = [], set(), threading.Event()
+
+    def load():
+        while not stop.is_set():
+            status, headers, answer = server.invoke(payload)
+            if status != 200:
+                failures.append((status, answer))
+            versions.add(headers.get("x-model-version"))
+
+    workers = [threading.Thread(target=load) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    try:
+        client.set_registered_model_alias(MODEL, contract.CHAMPION, "2")
+        assert _wait_for_version(server, "2"), "the new champion was not served within 15 s"
+        client.set_registered_model_alias(MODEL, contract.CHAMPION, "3")  # corrupt: must not replace v2
+        time.sleep(2)
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join()
+    assert failures == []
+    assert {"1", "2"} <= versions and "3" not in versions
+    status, _, body = server.request("GET", "/version")
+    assert json.loads(body)["version"] == "2" and "cannot be loaded" in json.loads(body)["last_error"]
+    metrics = server.request("GET", "/metrics")[2].decode()
+    assert "rtdeploy_failed_reloads_total 1.0" in metrics and "rtdeploy_reloads_total 1.0" in metrics
+    client.set_registered_model_alias(MODEL, contract.CHAMPION, "1")
+    assert _wait_for_version(server, "1")
+
+
+def _wait_for_version(server, version: str, timeout: float = 15) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if json.loads(server.request("GET", "/version")[2])["version"] == version:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_acknowledged_predictions_survive_kill_9(registry, digits, tmp_path):
+    log_path = tmp_path / "predictions.db"
+    first = ServerProcess(registry, log_path)
+    acknowledged = []
+    for row in digits.x_test[:50]:
+        status, headers, _ = first.invoke({"instances": [row.tolist()]})
+        assert status == 200
+        acknowledged.append(headers["x-request-id"])
+    first.stop(signal.SIGKILL)
+    with sqlite3.connect(log_path) as connection:
+        logged = {row[0] for row in connection.execute("SELECT request_id FROM predictions")}
+    assert set(acknowledged) <= logged
+    second = ServerProcess(registry, log_path)  # the log opens again after the crash, and keeps growing
+    try:
+        assert second.invoke({"instances": [digits.x_test[0].tolist()]})[0] == 200
+    finally:
+        second.stop()
+    with sqlite3.connect(log_path) as connection:
+        assert connection.execute("SELECT COUNT(*) FROM predictions").fetchone()[0] >= len(acknowledged) + 1
+
+
+def test_dynamic_batching_merges_concurrent_requests_and_keeps_answers_apart(registry, digits, tmp_path):
+    batched = ServerProcess(registry, tmp_path / "p.db", "--max_batch_size", "16", "--max_batch_wait_ms", "5")
+    try:
+        expected = mlflow.pyfunc.load_model(f"models:/{MODEL}/1").predict(digits.x_test[:64]).argmax(axis=1)
+        results = {}
+
+        def one(i):
+            status, _, answer = batched.invoke({"instances": [digits.x_test[i].tolist()]})
+            results[i] = (status, int(np.argmax(answer["predictions"][0])))
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(64)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert all(results[i] == (200, expected[i]) for i in range(64))
+        metrics = batched.request("GET", "/metrics")[2].decode()
+        single = float(
+            next(
+                line.split()[-1]
+                for line in metrics.splitlines()
+                if line.startswith('rtdeploy_batch_size_bucket{le="1.0"}')
+            )
+        )
+        total = float(
+            next(line.split()[-1] for line in metrics.splitlines() if line.startswith("rtdeploy_batch_size_count"))
+        )
+        assert total < 64 and single < total  # some invocations carried several requests
+    finally:
+        batched.stop()
