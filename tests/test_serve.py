@@ -337,3 +337,29 @@ def test_dynamic_batching_merges_concurrent_requests_and_keeps_answers_apart(reg
         assert total < 64 and single < total  # some invocations carried several requests
     finally:
         batched.stop()
+
+
+def test_a_full_queue_answers_503_with_retry_after_instead_of_growing(registry, digits, tmp_path):
+    tight = ServerProcess(registry, tmp_path / "p.db", "--max_queue", "1")
+    try:
+        statuses, retry_after = [], []
+        payload = json.dumps({"instances": digits.x_test[:32].tolist()}).encode()
+
+        def hammer():
+            for _ in range(25):
+                status, headers, _ = tight.request("POST", "/invocations", payload)
+                statuses.append(status)
+                if status == 503:
+                    retry_after.append(headers.get("retry-after"))
+
+        threads = [threading.Thread(target=hammer) for _ in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert set(statuses) <= {200, 503} and statuses.count(200) > 0
+        assert statuses.count(503) > 0, "16 concurrent clients never found the one-slot queue full"
+        assert set(retry_after) == {"1"}
+        assert tight.request("GET", "/ping")[0] == 200
+    finally:
+        tight.stop()
