@@ -51,6 +51,26 @@ COMPRESSION_PLAN = (
     ("pruned-clustered-qat-int8", "quantize", "pruned-clustered", {"mode": "qat"}),
 )
 STEP_CONFIGS = {"prune": PruneConfig, "cluster": ClusterConfig, "quantize": QuantizeConfig}
+ALL_VARIANTS = "all"
+
+
+def plan_for(variants: str) -> list[tuple]:
+    """The plan's steps for a comma-separated list of plan keys, with the steps they derive from, in order."""
+    if variants == ALL_VARIANTS:
+        return list(COMPRESSION_PLAN)
+    by_key = {step[0]: step for step in COMPRESSION_PLAN}
+    wanted = [key.strip() for key in variants.split(",") if key.strip()]
+    unknown = [key for key in wanted if key not in by_key]
+    if unknown or not wanted:
+        raise ValueError(
+            f"variants={variants!r}: unknown {unknown}; use {ALL_VARIANTS!r} or some of: {', '.join(by_key)}"
+        )
+    needed = set()
+    for key in wanted:
+        while key in by_key and key not in needed:  # a variant needs its parent's step too
+            needed.add(key)
+            key = by_key[key][2]
+    return [step for step in COMPRESSION_PLAN if step[0] in needed]
 
 
 @dataclass(frozen=True)
@@ -60,10 +80,12 @@ class PipelineConfig:
     model_name: str = setting(DEFAULT_MODEL_NAME, "registered model the best variant is registered under")
     max_accuracy_drop: float = setting(0.005, "largest accuracy loss vs the float baseline a chosen variant may have")
     env_manager: str = setting("auto", f"environment of the child runs: {', '.join(ENV_MANAGERS)} (auto = this run's)")
+    variants: str = setting(ALL_VARIANTS, "which compression variants to make: all, or plan keys like int8,pruned-int8")
     reuse_runs: bool = setting(True, "reuse a finished child run with the same entry point, parameters and git commit")
 
     def __post_init__(self):
         require_choice("env_manager", self.env_manager, ENV_MANAGERS)
+        plan_for(self.variants)  # raises on unknown keys
         if not 0 <= self.max_accuracy_drop < 1:
             raise ValueError(f"max_accuracy_drop must be in [0, 1), got {self.max_accuracy_drop}")
 
@@ -140,7 +162,7 @@ def run_pipeline(pipeline: PipelineConfig, train: TrainConfig) -> dict[str, str]
 
     step_runs = {"train": step("train", train)}
     data_settings = {"dataset": train.dataset, "image_size": train.image_size, "seed": train.seed}
-    for key, entry_point, parent, settings in COMPRESSION_PLAN:
+    for key, entry_point, parent, settings in plan_for(pipeline.variants):
         parent_uri = f"runs:/{step_runs[parent]}/{contract.KERAS_MODEL}"
         step_runs[key] = step(entry_point, STEP_CONFIGS[entry_point](model_uri=parent_uri, **data_settings, **settings))
     mlflow.set_tags({contract.TAG_STEP_RUN.format(step=key): run_id for key, run_id in step_runs.items()})

@@ -7,6 +7,7 @@ import pytest
 
 from steps import contract
 from steps.gate import Thresholds, decide
+from steps.pipeline import plan_for
 from steps.selection import VariantRow, pareto_front, select_best
 
 
@@ -78,3 +79,15 @@ def test_gate_thresholds_must_make_sense():
         Thresholds(-0.01, 0.9)
     with pytest.raises(ValueError, match=r"min_accuracy must be in \[0, 1\]"):
         Thresholds(0.0, 1.5)
+
+
+def test_a_partial_plan_brings_the_steps_its_variants_derive_from():
+    assert [step[0] for step in plan_for("pruned-clustered-qat-int8, int8")] == [
+        "int8",
+        "pruned",
+        "pruned-clustered",
+        "pruned-clustered-qat-int8",
+    ]
+    assert len(plan_for("all")) == 12
+    with pytest.raises(ValueError, match="unknown \\['pruned90'\\]; use 'all' or some of: dynamic"):
+        plan_for("pruned90")

@@ -54,7 +54,7 @@ def test_a_version_leads_back_to_its_float_baseline_with_its_recipe(first_main):
 def test_degraded_challenger_is_refused_then_forced_then_rolled_back(first_main):
     champion = alias(contract.CHAMPION)
 
-    degraded = mlflow_run("-P", "epochs=1")  # a model trained for one epoch
+    degraded = mlflow_run("-P", "epochs=1", "-P", "variants=float16,int8")  # trained for one epoch
     output = degraded.stdout + degraded.stderr
     assert degraded.returncode != 0, "main must fail when the gate refuses the challenger"
     assert "not promoted" in output and "accuracy_change_vs_champion" in output
