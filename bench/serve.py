@@ -104,7 +104,7 @@ def run_wrk(port: int, script: Path, connections: int, seconds: float) -> dict:
             "wrk",
             f"-t{threads}",
             f"-c{connections}",
-            f"-d{seconds}s",
+            f"-d{max(1, round(seconds))}s",
             "--timeout",
             "10s",
             "-s",
@@ -178,7 +178,7 @@ def flip_under_load(port: int, script: Path, seconds: float) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=10.0, help="load duration per measurement")
+    parser.add_argument("--seconds", type=int, default=10, help="load duration per measurement")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench/serve.py needs wrk: apt-get install wrk")
@@ -288,7 +288,7 @@ def main() -> None:
                 stop(process)
     write_section(
         "Serving (digits, one sample per request)",
-        f"python bench/serve.py --seconds {args.seconds:g}",
+        f"python bench/serve.py --seconds {args.seconds}",
         report(rows, flips),
     )
     print(report(rows, flips))
@@ -309,7 +309,7 @@ def report(rows, flips) -> str:
     lines.append("")
     for c in CONCURRENCY:
         ratios = [
-            f"{by[(ours, c)]['throughput'] / by[(name, c)]['throughput']:.1f}x {name}"
+            f"{by[(ours, c)]['throughput'] / by[(name, c)]['throughput']:.2f}x {name}"
             for name in dict.fromkeys(n for n, *_ in rows)
             if name != ours and (name, c) in by
         ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -44,9 +45,8 @@ class Server:
         self.settings = settings
         self.metrics = ServerMetrics()
         self.holder = ModelHolder()
-        self.engine = InferenceEngine(
-            self.metrics, settings.max_batch_size, settings.max_batch_wait_ms, settings.max_queue
-        )
+        self.engine = InferenceEngine(self.metrics, settings.max_batch_size, settings.max_batch_wait_ms)
+        self.in_flight = 0  # prediction requests admitted and not yet answered
         self.follower = AliasFollower(settings.model_uri, self.holder, self.engine, self.metrics, settings.poll_seconds)
         self.predlog: PredictionLog | None = None
 
@@ -57,8 +57,24 @@ class Server:
             raise Unavailable(f"no model is loaded yet ({reason}); retry shortly")
         return model
 
+    @contextlib.contextmanager
+    def admitted(self):
+        """Bound the requests in progress: past max_queue answer 503 instead of queueing without limit."""
+        if self.in_flight >= self.settings.max_queue:
+            raise Unavailable(
+                f"the server is at capacity ({self.settings.max_queue} requests in progress); retry shortly"
+            )
+        self.in_flight += 1
+        self.metrics.queue_depth.set(self.in_flight)
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+            self.metrics.queue_depth.set(self.in_flight)
+
     @contextlib.asynccontextmanager
     async def lifespan(self, app):
+        self.engine.bind(asyncio.get_running_loop())
         self.predlog = PredictionLog(self.settings.prediction_log)
         try:
             self.follower.load_now()
@@ -114,6 +130,10 @@ def build_app(server: Server) -> Starlette:
         return wrapped
 
     async def invocations(request: Request, request_id: str) -> Response:
+        with server.admitted():
+            return await _invocations(request, request_id)
+
+    async def _invocations(request: Request, request_id: str) -> Response:
         start = time.perf_counter()
         model = server.model()
         body = await read_body(request, server.settings.max_body_bytes)
@@ -134,6 +154,10 @@ def build_app(server: Server) -> Starlette:
         return Response(protocol.format_predictions(probabilities), media_type="application/json", headers=headers)
 
     async def predict(request: Request, request_id: str) -> Response:
+        with server.admitted():
+            return await _predict(request, request_id)
+
+    async def _predict(request: Request, request_id: str) -> Response:
         start = time.perf_counter()
         model = server.model()
         if protocol.media_type(request.headers.get("content-type")) == "multipart/form-data":

@@ -1,22 +1,23 @@
-"""Inference on one dedicated thread, with optional dynamic batching and a bounded queue.
+"""Inference on the event loop's thread, with optional dynamic batching.
 
-Each model's LiteRT interpreter lives on the inference thread only (never
-shared across threads). With max_batch_size > 1, requests that arrive while
-the thread is busy are merged into one invocation of up to max_batch_size
-samples, waiting at most max_batch_wait_ms for company. A full queue answers
-503 with Retry-After instead of growing without limit.
+The models served here answer in tens of microseconds, less than handing a
+request to another thread and back costs, so invocations run inline on the
+event loop thread, which then owns every interpreter (one per thread, never
+shared). With max_batch_size > 1, requests that arrive within
+max_batch_wait_ms are merged into one invocation of up to max_batch_size
+samples. A model that takes milliseconds per call would want an inference
+thread instead: the place to change is `_run`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
-from steps.serve.errors import Unavailable
 from steps.serve.metrics import ServerMetrics
 from steps.serve.runtime import ServedModel
 
@@ -30,21 +31,29 @@ class _Pending:
 
 
 class InferenceEngine:
-    def __init__(
-        self, metrics: ServerMetrics, max_batch_size: int = 1, max_batch_wait_ms: float = 2.0, max_queue: int = 256
-    ):
+    def __init__(self, metrics: ServerMetrics, max_batch_size: int = 1, max_batch_wait_ms: float = 2.0):
         self.metrics = metrics
         self.max_batch_size = max(1, max_batch_size)
         self.max_batch_wait = max_batch_wait_ms / 1000.0
-        self.max_queue = max_queue
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
-        self._waiting = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
         self._queue: asyncio.Queue[_Pending] | None = None
         self._collector: asyncio.Task | None = None
 
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Called on the event loop at start: inference and warm-up happen on this loop's thread."""
+        self._loop, self._loop_thread = loop, threading.get_ident()
+
     def warm(self, model: ServedModel) -> None:
-        """Build and exercise the model's interpreter on the inference thread (blocking)."""
-        self._executor.submit(model.warm).result()
+        """Build and exercise the model's interpreter on the loop thread (blocks the caller until done)."""
+        if self._loop is None or threading.get_ident() == self._loop_thread:
+            model.warm()
+            return
+
+        async def warm_on_loop():
+            model.warm()
+
+        asyncio.run_coroutine_threadsafe(warm_on_loop(), self._loop).result()
 
     def _run(self, model: ServedModel, batch: np.ndarray) -> np.ndarray:
         start = time.perf_counter()
@@ -54,25 +63,8 @@ class InferenceEngine:
         return probabilities
 
     async def predict(self, model: ServedModel, batch: np.ndarray) -> np.ndarray:
-        if self._waiting >= self.max_queue:
-            raise Unavailable(f"the server is at capacity ({self.max_queue} requests waiting); retry shortly")
-        self._waiting += 1
-        self.metrics.queue_depth.set(self._waiting)
-        try:
-            if self.max_batch_size == 1 or len(batch) >= self.max_batch_size:
-                queued_at = time.perf_counter()
-                loop = asyncio.get_running_loop()
-                return await loop.run_in_executor(self._executor, self._timed_run, model, batch, queued_at)
-            return await self._batched(model, batch)
-        finally:
-            self._waiting -= 1
-            self.metrics.queue_depth.set(self._waiting)
-
-    def _timed_run(self, model: ServedModel, batch: np.ndarray, queued_at: float) -> np.ndarray:
-        self.metrics.queue_seconds.observe(time.perf_counter() - queued_at)
-        return self._run(model, batch)
-
-    async def _batched(self, model: ServedModel, batch: np.ndarray) -> np.ndarray:
+        if self.max_batch_size == 1 or len(batch) >= self.max_batch_size:
+            return self._run(model, batch)
         if self._collector is None:
             self._queue = asyncio.Queue()
             self._collector = asyncio.get_running_loop().create_task(self._collect())
@@ -82,7 +74,6 @@ class InferenceEngine:
 
     async def _collect(self) -> None:
         """Take the oldest request, add same-model requests until the batch is full or the wait is over, run."""
-        loop = asyncio.get_running_loop()
         carry: list[_Pending] = []
         while True:
             first = carry.pop(0) if carry else await self._queue.get()
@@ -91,11 +82,10 @@ class InferenceEngine:
             while size < self.max_batch_size:
                 remaining = deadline - time.perf_counter()
                 try:
-                    item = (
-                        self._queue.get_nowait()
-                        if remaining <= 0
-                        else await asyncio.wait_for(self._queue.get(), remaining)
-                    )
+                    if remaining <= 0:
+                        item = self._queue.get_nowait()
+                    else:
+                        item = await asyncio.wait_for(self._queue.get(), remaining)
                 except (asyncio.TimeoutError, asyncio.QueueEmpty):
                     break
                 if item.model is not first.model or size + len(item.batch) > self.max_batch_size:
@@ -106,9 +96,8 @@ class InferenceEngine:
             now = time.perf_counter()
             for item in group:
                 self.metrics.queue_seconds.observe(now - item.queued_at)
-            merged = np.concatenate([item.batch for item in group])
             try:
-                probabilities = await loop.run_in_executor(self._executor, self._run, first.model, merged)
+                probabilities = self._run(first.model, np.concatenate([item.batch for item in group]))
             except Exception as error:  # hand the failure to every waiting request
                 for item in group:
                     if not item.future.done():
@@ -123,4 +112,3 @@ class InferenceEngine:
     def close(self) -> None:
         if self._collector is not None:
             self._collector.cancel()
-        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -40,7 +40,7 @@ class ServerMetrics:
         self.model_version = Gauge("rtdeploy_model_version", "Version being served", ["name"], registry=r)
         self.reloads = Counter("rtdeploy_reloads", "Model versions loaded after start", registry=r)
         self.failed_reloads = Counter("rtdeploy_failed_reloads", "Model versions that failed to load", registry=r)
-        self.queue_depth = Gauge("rtdeploy_queue_depth", "Requests waiting for inference", registry=r)
+        self.queue_depth = Gauge("rtdeploy_in_flight", "Prediction requests in progress", registry=r)
 
     def observe_request(self, endpoint: str, status: int, seconds: float, error_kind: str | None = None) -> None:
         self.request_seconds.labels(endpoint, str(status)).observe(seconds)

@@ -119,4 +119,4 @@ def top_k(probabilities: np.ndarray, class_names: list[str], k: int) -> list[dic
 def input_summary(batch: np.ndarray) -> dict:
     """What the prediction log keeps of an input: enough for drift statistics, not the pixels."""
     flat = batch.reshape(len(batch), prod(batch.shape[1:]))
-    return {"n": len(batch), "mean": float(flat.mean()), "std": float(flat.std()), "ink": float((flat > 0.5).mean())}
+    return {"n": len(batch), "mean": float(flat.mean()), "std": float(flat.std())}
