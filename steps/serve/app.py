@@ -104,14 +104,15 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def build_app(server: Server) -> Starlette:
-    def endpoint(name: str, handler):
-        """Request id, timing, metrics, and the one place where errors become JSON."""
+    def endpoint(name: str, handler, admit: bool = False):
+        """Request id, timing, metrics, admission (predictions), and the one place where errors become JSON."""
 
         async def wrapped(request: Request) -> Response:
             start = time.perf_counter()
             request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
             try:
-                response = await handler(request, request_id)
+                with server.admitted() if admit else contextlib.nullcontext():
+                    response = await handler(request, request_id)
             except ServeError as error:
                 response = JSONResponse(error.as_json(), status_code=error.status)
                 if isinstance(error, Unavailable):
@@ -130,10 +131,6 @@ def build_app(server: Server) -> Starlette:
         return wrapped
 
     async def invocations(request: Request, request_id: str) -> Response:
-        with server.admitted():
-            return await _invocations(request, request_id)
-
-    async def _invocations(request: Request, request_id: str) -> Response:
         start = time.perf_counter()
         model = server.model()
         body = await read_body(request, server.settings.max_body_bytes)
@@ -154,10 +151,6 @@ def build_app(server: Server) -> Starlette:
         return Response(protocol.format_predictions(probabilities), media_type="application/json", headers=headers)
 
     async def predict(request: Request, request_id: str) -> Response:
-        with server.admitted():
-            return await _predict(request, request_id)
-
-    async def _predict(request: Request, request_id: str) -> Response:
         start = time.perf_counter()
         model = server.model()
         if protocol.media_type(request.headers.get("content-type")) == "multipart/form-data":
@@ -236,8 +229,8 @@ def build_app(server: Server) -> Starlette:
         return Response(server.metrics.exposition(), media_type="text/plain; version=0.0.4")
 
     routes = [
-        Route("/invocations", endpoint("invocations", invocations), methods=["POST"]),
-        Route("/predict", endpoint("predict", predict), methods=["POST"]),
+        Route("/invocations", endpoint("invocations", invocations, admit=True), methods=["POST"]),
+        Route("/predict", endpoint("predict", predict, admit=True), methods=["POST"]),
         Route("/feedback", endpoint("feedback", feedback), methods=["POST"]),
         Route("/ping", endpoint("ping", ping), methods=["GET"]),
         Route("/ready", endpoint("ready", ready), methods=["GET"]),
