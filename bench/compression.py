@@ -16,10 +16,7 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
-
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import mlflow  # noqa: E402
@@ -29,7 +26,7 @@ from results import write_section  # noqa: E402
 from steps import contract  # noqa: E402
 from steps.data import load_dataset  # noqa: E402
 from steps.litert_model import LiteRTClassifier  # noqa: E402
-from steps.measure import single_sample_latency_ms  # noqa: E402
+from steps.measure import latency_percentiles_ms, single_sample_latency_ms  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parents[1]
 KERAS_RUNS = 200  # model.predict costs tens of ms a call: fewer runs than LiteRT's
@@ -45,18 +42,6 @@ def run_pipeline() -> str:
     return main.info.run_id
 
 
-def percentiles_ms(call, sample, warmup: int, runs: int) -> tuple[float, float, float]:
-    for _ in range(warmup):
-        call(sample)
-    timings = np.empty(runs)
-    for i in range(runs):
-        start = time.perf_counter()
-        call(sample)
-        timings[i] = time.perf_counter() - start
-    p50, p95, p99 = np.percentile(timings * 1000, [50, 95, 99])
-    return float(p50), float(p95), float(p99)
-
-
 def reference_latencies(train_run_id: str) -> dict[str, tuple[float, float, float]]:
     """Single-sample latency of the float model three ways, in this one process."""
     data = load_dataset("digits")
@@ -65,8 +50,8 @@ def reference_latencies(train_run_id: str) -> dict[str, tuple[float, float, floa
     litert_path = mlflow.artifacts.download_artifacts(f"runs:/{train_run_id}/{contract.LITERT_MODEL}")
     litert = LiteRTClassifier.from_file(str(next(Path(litert_path).rglob("*.tflite"))))
     return {
-        "Keras `model.predict(x)`": percentiles_ms(lambda x: model.predict(x, verbose=0), sample, 20, KERAS_RUNS),
-        "Keras `model(x)`": percentiles_ms(lambda x: model(x, training=False), sample, 20, KERAS_RUNS),
+        "Keras `model.predict(x)`": latency_percentiles_ms(lambda: model.predict(sample, verbose=0), 20, KERAS_RUNS),
+        "Keras `model(x)`": latency_percentiles_ms(lambda: model(sample, training=False), 20, KERAS_RUNS),
         "LiteRT float32 (rtdeploy)": single_sample_latency_ms(litert, sample[0]),
     }
 

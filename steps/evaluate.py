@@ -28,6 +28,7 @@ from steps.config import parse_config, require_positive, run_cli, setting
 from steps.data import Dataset, load_dataset
 from steps.report import confusion_examples_figure, confusion_matrix_figure, error_rate_figure
 from steps.tracking import log_config, log_dataset, set_step_tags
+from steps.variants import source_run_id
 
 # Metric keys of the evaluation report (beyond the contract's shared ones)
 THROUGHPUT = "throughput_batch32_per_s"
@@ -199,7 +200,7 @@ def model_sizes(model_uri: str) -> dict[str, float]:
 
 def variant_of(model_uri: str) -> str:
     """The variant tag of the run that logged the model ("" if it has none)."""
-    run_id = mlflow.models.get_model_info(model_uri).run_id
+    run_id = source_run_id(model_uri)
     return mlflow.get_run(run_id).data.tags.get(contract.TAG_VARIANT, "") if run_id else ""
 
 

@@ -35,20 +35,25 @@ def sizes(tflite: bytes) -> tuple[int, int]:
     return len(tflite), len(gzip.compress(tflite, compresslevel=9, mtime=0))
 
 
+def latency_percentiles_ms(call, warmup: int, runs: int) -> tuple[float, float, float]:
+    """p50, p95, p99 in milliseconds of `call()`, after `warmup` untimed calls."""
+    for _ in range(warmup):
+        call()
+    timings = np.empty(runs)
+    for i in range(runs):
+        start = time.perf_counter()
+        call()
+        timings[i] = time.perf_counter() - start
+    p50, p95, p99 = np.percentile(timings * 1000.0, [50, 95, 99])
+    return float(p50), float(p95), float(p99)
+
+
 def single_sample_latency_ms(
     classifier: LiteRTClassifier, sample: np.ndarray, warmup: int = LATENCY_WARMUP, runs: int = LATENCY_RUNS
 ) -> tuple[float, float, float]:
     """p50, p95, p99 of predicting one sample, through the same path a server uses."""
     batch = sample[np.newaxis]
-    for _ in range(warmup):
-        classifier.predict_proba(batch)
-    timings = np.empty(runs)
-    for i in range(runs):
-        start = time.perf_counter()
-        classifier.predict_proba(batch)
-        timings[i] = time.perf_counter() - start
-    p50, p95, p99 = np.percentile(timings * 1000.0, [50, 95, 99])
-    return float(p50), float(p95), float(p99)
+    return latency_percentiles_ms(lambda: classifier.predict_proba(batch), warmup, runs)
 
 
 def measure_deployable(tflite: bytes, x_test: np.ndarray, y_test: np.ndarray) -> DeployableMeasurement:

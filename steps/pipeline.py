@@ -8,6 +8,7 @@ not pass it on by itself, mlflow#11849).
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from dataclasses import dataclass
@@ -90,12 +91,19 @@ class PipelineConfig:
             raise ValueError(f"max_accuracy_drop must be in [0, 1), got {self.max_accuracy_drop}")
 
 
+@functools.cache
 def project_dir() -> Path:
     """The folder holding MLproject: this checkout, or the working directory `mlflow run` uses."""
     for candidate in (Path(__file__).resolve().parents[1], Path.cwd()):
         if (candidate / "MLproject").is_file():
             return candidate
     raise FileNotFoundError("no MLproject found; run the pipeline from the rtdeploy project folder")
+
+
+@functools.cache
+def project_commit() -> str | None:
+    """The checkout's commit, read once per pipeline: every step's reuse check compares with it."""
+    return get_git_commit(str(project_dir()))
 
 
 def detect_env_manager() -> str:
@@ -135,7 +143,7 @@ def run_step(entry_point: str, parameters: dict[str, str], *, env_manager: str, 
     """Run an entry point as a child of the active run, or reuse a matching finished run; returns its run id."""
     folder = project_dir()
     experiment_id = mlflow.active_run().info.experiment_id
-    git_commit = get_git_commit(str(folder))
+    git_commit = project_commit()
     if reuse and git_commit:
         previous = find_reusable_run(entry_point, parameters, git_commit, experiment_id)
         if previous:

@@ -16,7 +16,9 @@ from mlflow.exceptions import MlflowException
 
 from steps import contract
 from steps.data import load_dataset
+from steps.evaluate import predict_classes
 from steps.gate import Thresholds, Verdict, decide
+from steps.variants import source_run_id
 
 
 class RegistryError(ValueError):
@@ -89,7 +91,7 @@ def lineage(name: str, version: str | int) -> list[dict]:
                 "params": dict(run.data.params),
             }
         )
-        run_id = mlflow.models.get_model_info(parent_uri).run_id if parent_uri.startswith("runs:/") else ""
+        run_id = (source_run_id(parent_uri) or "") if parent_uri else ""
     return chain
 
 
@@ -100,9 +102,8 @@ def evaluation_data_of(version: ModelVersion):
 
 
 def accuracy_of(version: ModelVersion, x: np.ndarray, y: np.ndarray) -> float:
-    model = mlflow.pyfunc.load_model(f"models:/{version.name}/{version.version}")
     try:
-        predicted = np.asarray(model.predict(x)).argmax(axis=1)
+        predicted = predict_classes(f"models:/{version.name}/{version.version}", x)
     except Exception as error:  # a champion for other data: it cannot be compared on this test split
         raise RegistryError(
             f"{version.name} version {version.version} cannot predict the test data ({error}); "

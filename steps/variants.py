@@ -100,7 +100,7 @@ def load_parent(uri: str, data: Dataset) -> Parent:
             f"model_uri {uri!r} maps {tuple(model.input_shape[1:])} to {model.output_shape[-1]} classes but dataset "
             f"{data.name!r} has {data.input_shape} images of {data.n_classes} classes; pass the parent's dataset"
         )
-    run_id = _source_run_id(uri)
+    run_id = source_run_id(uri)
     tags = mlflow.get_run(run_id).data.tags if run_id else {}
     if contract.TAG_BASELINE_ACCURACY not in tags:  # not made by an rtdeploy step: it is its own baseline
         return Parent(uri, model, EXTERNAL_VARIANT, [], _measure_baseline(model, data))
@@ -119,7 +119,7 @@ def load_parent(uri: str, data: Dataset) -> Parent:
     return Parent(uri, model, tags.get(contract.TAG_VARIANT, EXTERNAL_VARIANT), recipe, baseline)
 
 
-def _source_run_id(uri: str) -> str | None:
+def source_run_id(uri: str) -> str | None:
     """The run that logged the model at `uri`, or None for a plain file."""
     if "://" not in uri and not uri.startswith(("runs:/", "models:/")):
         return None
