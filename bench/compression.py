@@ -25,7 +25,7 @@ import steps  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before tensorflow)
 from results import write_section  # noqa: E402
 from steps import contract  # noqa: E402
 from steps.data import load_dataset  # noqa: E402
-from steps.litert_model import LiteRTClassifier  # noqa: E402
+from steps.litert_runtime import LiteRTClassifier  # noqa: E402
 from steps.measure import latency_percentiles_ms, single_sample_latency_ms  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parents[1]

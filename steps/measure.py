@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from steps import contract
-from steps.litert_model import LiteRTClassifier
+from steps.litert_runtime import LiteRTClassifier
 
 LATENCY_WARMUP = 50  # first invocations allocate and fill caches: not what a server sees
 LATENCY_RUNS = 500

@@ -13,7 +13,7 @@ import tf_keras as keras
 from mlflow.models import ModelSignature
 from mlflow.types.schema import Schema, TensorSpec
 
-from steps import contract, litert_model
+from steps import contract, litert_model, litert_runtime
 from steps.data import Dataset
 from steps.measure import DeployableMeasurement, measure_deployable, variant_metrics
 from steps.selection import VariantRow
@@ -88,6 +88,7 @@ def log_litert_model(tflite_path: str | Path, data: Dataset) -> str:
         name=contract.LITERT_MODEL,
         python_model=litert_model.__file__,
         artifacts={litert_model.TFLITE_ARTIFACT: str(tflite_path)},
+        code_paths=[litert_runtime.__file__],  # imported by the model's code, beside it in the deployable
         signature=_signature(data),
         input_example=data.x_test[:INPUT_EXAMPLE_SIZE],
         pip_requirements=LITERT_REQUIREMENTS,

@@ -19,7 +19,7 @@ from steps import contract
 from steps.config import require_positive, setting
 from steps.convert import to_tflite
 from steps.data import Dataset
-from steps.litert_model import LiteRTClassifier
+from steps.litert_runtime import LiteRTClassifier
 from steps.measure import sizes
 from steps.tracking import (
     ModelLoadError,

@@ -12,7 +12,7 @@ from steps.architectures import kernel_sparsity
 from steps.cluster import ClusterConfig, cluster_model
 from steps.convert import to_tflite
 from steps.data import load_dataset
-from steps.litert_model import LiteRTClassifier
+from steps.litert_runtime import LiteRTClassifier
 from steps.prune import M_BY_N, PruneConfig, prune_model
 from steps.quantize import QuantizeConfig, qat_scheme_name, quantize
 from steps.tracking import ModelLoadError, log_dataset, log_keras_model, log_litert_model

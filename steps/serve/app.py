@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import itertools
 import logging
 import time
 import uuid
 from dataclasses import dataclass
 
+import numpy as np
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -48,8 +50,15 @@ class Server:
         self.holder = ModelHolder()
         self.engine = InferenceEngine(self.metrics, settings.max_batch_size, settings.max_batch_wait_ms)
         self.in_flight = 0  # prediction requests admitted and not yet answered
+        self.metrics.in_flight.set_function(lambda: self.in_flight)
         self.follower = AliasFollower(settings.model_uri, self.holder, self.engine, self.metrics, settings.poll_seconds)
-        self.predlog: PredictionLog | None = None
+        self.predlog = PredictionLog(settings.prediction_log)  # opened first: a bad file stops the start
+        # Request ids unique across restarts (they key the prediction log) at a counter's cost, not uuid4's.
+        self._request_prefix = uuid.uuid4().hex[:12]
+        self._request_numbers = itertools.count(1)
+
+    def new_request_id(self) -> str:
+        return f"{self._request_prefix}-{next(self._request_numbers):x}"
 
     def model(self) -> ServedModel:
         model = self.holder.current
@@ -58,30 +67,22 @@ class Server:
             raise Unavailable(f"no model is loaded yet ({reason}); retry shortly")
         return model
 
-    @contextlib.contextmanager
-    def admitted(self):
+    async def admitted(self, handler, request: Request, request_id: str) -> Response:
         """Bound the requests in progress: past max_queue answer 503 instead of queueing without limit."""
         if self.in_flight >= self.settings.max_queue:
             raise Unavailable(
                 f"the server is at capacity ({self.settings.max_queue} requests in progress); retry shortly"
             )
         self.in_flight += 1
-        self.metrics.queue_depth.set(self.in_flight)
         try:
-            yield
+            return await handler(request, request_id)
         finally:
             self.in_flight -= 1
-            self.metrics.queue_depth.set(self.in_flight)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app):
         self.engine.bind(asyncio.get_running_loop())
-        self.predlog = PredictionLog(self.settings.prediction_log)
-        try:
-            self.follower.load_now()
-        except Exception as error:  # not there yet or broken: serve 503 and keep polling
-            self.holder.last_error = str(error)
-            log.error("no model loaded at start: %s", error)
+        self.follower.check_once()  # not there yet or broken: serve 503 and keep polling
         self.follower.start()
         # Everything imported and loaded so far (mlflow, pandas, the model) lives as long as the
         # server: keep it out of the cyclic GC, whose full passes over it stalled requests ~80 ms.
@@ -114,9 +115,11 @@ def build_app(server: Server) -> Starlette:
 
         async def wrapped(request: Request) -> Response:
             start = time.perf_counter()
-            request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+            request_id = request.headers.get("x-request-id") or server.new_request_id()
             try:
-                with server.admitted() if admit else contextlib.nullcontext():
+                if admit:
+                    response = await server.admitted(handler, request, request_id)
+                else:
                     response = await handler(request, request_id)
             except ServeError as error:
                 response = JSONResponse(error.as_json(), status_code=error.status)
@@ -145,12 +148,11 @@ def build_app(server: Server) -> Starlette:
         await server.predlog.log_prediction(
             request_id,
             "invocations",
-            model.ref.name,
-            model.ref.version,
+            model.ref,
             (time.perf_counter() - start) * 1000,
             protocol.input_summary(batch),
-            ",".join(model.class_names[i] for i in top),
-            float(probabilities[range(len(top)), top].mean()),
+            ",".join([model.class_names[i] for i in top]),
+            float(probabilities[np.arange(len(top)), top].mean()),
         )
         headers = {"X-Model-Version": model.ref.version}
         return Response(protocol.format_predictions(probabilities), media_type="application/json", headers=headers)
@@ -173,8 +175,7 @@ def build_app(server: Server) -> Starlette:
         await server.predlog.log_prediction(
             request_id,
             "predict",
-            model.ref.name,
-            model.ref.version,
+            model.ref,
             (time.perf_counter() - start) * 1000,
             protocol.input_summary(batch),
             ranked[0]["label"],

@@ -40,11 +40,19 @@ class ServerMetrics:
         self.model_version = Gauge("rtdeploy_model_version", "Version being served", ["name"], registry=r)
         self.reloads = Counter("rtdeploy_reloads", "Model versions loaded after start", registry=r)
         self.failed_reloads = Counter("rtdeploy_failed_reloads", "Model versions that failed to load", registry=r)
-        self.queue_depth = Gauge("rtdeploy_in_flight", "Prediction requests in progress", registry=r)
+        self.in_flight = Gauge("rtdeploy_in_flight", "Prediction requests in progress", registry=r)
+        self._per_status: dict[tuple[str, int], tuple] = {}  # labelled children, looked up once
 
     def observe_request(self, endpoint: str, status: int, seconds: float, error_kind: str | None = None) -> None:
-        self.request_seconds.labels(endpoint, str(status)).observe(seconds)
-        self.requests.labels(endpoint, str(status)).inc()
+        children = self._per_status.get((endpoint, status))
+        if children is None:
+            labels = (endpoint, str(status))
+            children = self._per_status[endpoint, status] = (
+                self.request_seconds.labels(*labels),
+                self.requests.labels(*labels),
+            )
+        children[0].observe(seconds)
+        children[1].inc()
         if error_kind:
             self.errors.labels(endpoint, error_kind).inc()
 

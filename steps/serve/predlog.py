@@ -13,34 +13,46 @@ needs synchronous=FULL, a setting away).
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 import threading
 import time
 from pathlib import Path
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS predictions (
-    request_id TEXT PRIMARY KEY,
-    time REAL NOT NULL,
-    endpoint TEXT NOT NULL,
-    model_name TEXT NOT NULL,
-    model_version TEXT NOT NULL,
-    latency_ms REAL NOT NULL,
-    input_summary TEXT NOT NULL,
-    predicted_label TEXT NOT NULL,
-    probability REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS feedback (
-    request_id TEXT NOT NULL,
-    time REAL NOT NULL,
-    true_label TEXT NOT NULL
-);
+from steps.serve.runtime import ModelRef
+
+PREDICTION_COLUMNS = {  # `monitor` and `update` read these
+    "request_id": "TEXT PRIMARY KEY",
+    "time": "REAL NOT NULL",
+    "endpoint": "TEXT NOT NULL",
+    "model_name": "TEXT NOT NULL",
+    "model_version": "TEXT NOT NULL",
+    "latency_ms": "REAL NOT NULL",
+    "n_samples": "INTEGER NOT NULL",
+    "input_mean": "REAL NOT NULL",
+    "input_std": "REAL NOT NULL",
+    "predicted_label": "TEXT NOT NULL",
+    "probability": "REAL NOT NULL",
+}
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS predictions ({", ".join(f"{name} {kind}" for name, kind in PREDICTION_COLUMNS.items())});
+CREATE TABLE IF NOT EXISTS feedback (request_id TEXT NOT NULL, time REAL NOT NULL, true_label TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS feedback_request ON feedback (request_id);
 """
-INSERT_PREDICTION = "INSERT INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+INSERT_PREDICTION = f"INSERT INTO predictions VALUES ({', '.join('?' * len(PREDICTION_COLUMNS))})"
 INSERT_FEEDBACK = "INSERT INTO feedback VALUES (?, ?, ?)"
 CHECKPOINT_SECONDS = 1.0
+
+
+def _check_layout(connection: sqlite3.Connection, path: str) -> None:
+    """A log of another layout (an older server's) cannot take today's rows: say so at start, not per request."""
+    expected = list(PREDICTION_COLUMNS)
+    found = [row[1] for row in connection.execute("PRAGMA table_info(predictions)")]
+    if found != expected:
+        connection.close()
+        raise ValueError(
+            f"prediction log {path} has columns {found}, not {expected}; "
+            "move it away or pass another --prediction_log (nothing in it was changed)"
+        )
 
 
 class PredictionLog:
@@ -50,6 +62,7 @@ class PredictionLog:
         self._connection.execute("PRAGMA journal_mode=WAL")
         self._connection.execute(f"PRAGMA synchronous={synchronous}")
         self._connection.executescript(SCHEMA)
+        _check_layout(self._connection, self.path)
         # Checkpoints copy the WAL into the database and fsync: tens of milliseconds that must not
         # stall the event loop. A background thread runs them (PASSIVE: never blocks the writer).
         self._connection.execute("PRAGMA wal_autocheckpoint=0")
@@ -78,8 +91,8 @@ class PredictionLog:
         group, self._pending = self._pending, []
         try:
             self._connection.execute("BEGIN")
-            for sql, row, _ in group:
-                self._connection.execute(sql, row)
+            for sql in {sql for sql, _, _ in group}:
+                self._connection.executemany(sql, [row for each, row, _ in group if each == sql])
             self._connection.execute("COMMIT")
         except Exception as error:  # disk full, file removed: every waiting request learns it
             if self._connection.in_transaction:
@@ -96,15 +109,14 @@ class PredictionLog:
         self,
         request_id: str,
         endpoint: str,
-        model_name: str,
-        model_version: str,
+        model: ModelRef,
         latency_ms: float,
-        input_summary: dict,
+        input_summary: tuple[int, float, float],
         predicted_label: str,
         probability: float,
     ) -> None:
-        """Returns once the row is committed."""
-        row = (request_id, time.time(), endpoint, model_name, model_version, latency_ms, json.dumps(input_summary),
+        """Returns once the row is committed. input_summary: samples, pixel mean, pixel std."""
+        row = (request_id, time.time(), endpoint, model.name, model.version, latency_ms, *input_summary,
                predicted_label, probability)  # fmt: skip
         await self._write(INSERT_PREDICTION, row)
 

@@ -13,7 +13,8 @@ import threading
 
 from steps.serve.batching import InferenceEngine
 from steps.serve.metrics import ServerMetrics
-from steps.serve.runtime import ModelLoadFailed, ModelRef, ServedModel, load, resolve
+from steps.serve.registry import LookupFailed, alias_lookup, parse_model_uri
+from steps.serve.runtime import ModelLoadFailed, ServedModel, fetch
 
 log = logging.getLogger("rtdeploy.serve")
 
@@ -31,48 +32,63 @@ class AliasFollower:
         self, model_uri: str, holder: ModelHolder, engine: InferenceEngine, metrics: ServerMetrics, poll_seconds: float
     ):
         self.model_uri = model_uri
+        self.name, self.alias, self.fixed_version = parse_model_uri(model_uri)
         self.holder = holder
         self.engine = engine
         self.metrics = metrics
         self.poll_seconds = poll_seconds
-        self._failed: ModelRef | None = None
+        self._version_of = None  # (name, alias) -> version, once the registry URI is known
+        self._failed: str | None = None  # a version that failed to load: not retried until the alias moves
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll_loop, name="alias-follower", daemon=True)
 
     def load_now(self) -> None:
-        """Resolve and load synchronously (at start: the server is not ready before this succeeds)."""
-        ref = resolve(self.model_uri)
-        self._install(ref)
+        """Fetch and load synchronously (at start: the server is not ready before this succeeds)."""
+        try:
+            model, registry_uri = fetch(self.model_uri)
+        except ModelLoadFailed as error:
+            if error.registry_uri:
+                self._version_of = alias_lookup(error.registry_uri)
+            raise
+        self._version_of = alias_lookup(registry_uri)
+        self._install(model)
 
-    def _install(self, ref: ModelRef) -> None:
-        model = load(ref)
+    def _install(self, model: ServedModel) -> None:
         self.engine.warm(model)
         old = self.holder.current
         self.holder.current = model  # the swap
-        self.metrics.model_version.labels(ref.name).set(float(ref.version))
+        self.metrics.model_version.labels(model.ref.name).set(float(model.ref.version))
         if old is not None:
             self.metrics.reloads.inc()
-            log.warning("serving %s version %s (was %s)", ref.name, ref.version, old.ref.version)
+            log.warning("serving %s version %s (was %s)", model.ref.name, model.ref.version, old.ref.version)
 
     def check_once(self) -> None:
-        try:
-            ref = resolve(self.model_uri)
-        except (ModelLoadFailed, Exception) as error:  # registry unreachable: keep serving, try next poll
-            self.holder.last_error = f"cannot resolve {self.model_uri}: {error}"
-            log.warning(self.holder.last_error)
-            return
+        """Ask where the alias points (cheap); fetch and swap only when it moved to a version not yet tried."""
         current = self.holder.current
-        if (current is not None and current.ref.version == ref.version) or ref == self._failed:
-            return
+        if self._version_of is not None:  # the registry is known: poll it without mlflow
+            wanted = self._wanted_version()
+            if wanted is None or wanted == self._failed or (current is not None and wanted == current.ref.version):
+                return
         try:
-            self._install(ref)
-            self._failed = None
-            self.holder.last_error = None
+            self.load_now()
         except ModelLoadFailed as error:
-            self._failed = ref
+            self._failed = error.version
             self.metrics.failed_reloads.inc()
             self.holder.last_error = str(error)
             log.error("keeping version %s: %s", current.ref.version if current else "none", error)
+        else:
+            self._failed = None
+            self.holder.last_error = None
+
+    def _wanted_version(self) -> str | None:
+        if self.alias is None:
+            return self.fixed_version
+        try:
+            return self._version_of(self.name, self.alias)
+        except LookupFailed as error:  # registry unreachable or alias unset: keep serving, try next poll
+            self.holder.last_error = str(error)
+            log.warning(self.holder.last_error)
+            return None
 
     def _poll_loop(self) -> None:
         while not self._stop.wait(self.poll_seconds):

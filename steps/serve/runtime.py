@@ -1,58 +1,48 @@
-"""Load, warm and run a registered LiteRT deployable; resolve which version an alias points at."""
+"""Load, warm and run a registered LiteRT deployable, without mlflow in this process.
+
+A child process (`steps.serve.fetch`) resolves the URI and downloads the
+version; this process reads the .tflite into memory and builds its
+interpreters, so the files can go as soon as the model is loaded.
+"""
 
 from __future__ import annotations
 
-import re
+import json
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import mlflow
 import numpy as np
-from mlflow.exceptions import MlflowException
-from mlflow.models import Model
 
-from steps.litert_model import LiteRTClassifier
+from steps.litert_runtime import LiteRTClassifier
 
-MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 WARMUP_CALLS = 20
-CLASS_NAMES_KEY = "class_names"  # in the logged model's metadata
+FETCH_TIMEOUT_SECONDS = 300
 
 
 class ModelLoadFailed(Exception):
-    """A version that cannot be served; the old one keeps serving."""
+    """A version that cannot be served; the old one keeps serving.
+
+    Carries what was learnt before the failure: the version (so it is not
+    retried until the alias moves) and the registry URI (so it can be polled).
+    """
+
+    def __init__(self, message: str, version: str | None = None, registry_uri: str | None = None):
+        super().__init__(message)
+        self.version = version
+        self.registry_uri = registry_uri
 
 
 @dataclass(frozen=True)
 class ModelRef:
-    """Which registered version a URI means right now."""
+    """Which registered version a URI meant when it was fetched."""
 
     name: str
     version: str
     alias: str | None
     run_id: str
-
-    @property
-    def uri(self) -> str:
-        return f"models:/{self.name}/{self.version}"
-
-
-def resolve(model_uri: str) -> ModelRef:
-    """models:/<name>@<alias> or models:/<name>/<version> -> the version it points at now."""
-    match = MODEL_URI.match(model_uri)
-    if match is None:
-        raise ValueError(f"model_uri {model_uri!r} is not models:/<name>@<alias> or models:/<name>/<version>")
-    client = mlflow.MlflowClient()
-    name, alias = match["name"], match["alias"]
-    try:
-        version = (
-            client.get_model_version_by_alias(name, alias)
-            if alias
-            else client.get_model_version(name, match["version"])
-        )
-    except MlflowException as error:
-        raise ModelLoadFailed(f"{model_uri} does not resolve to a version ({error.message})") from error
-    return ModelRef(name, str(version.version), alias, version.run_id or "")
 
 
 @dataclass
@@ -67,29 +57,63 @@ class ServedModel:
         return self.classifier.sample_shape
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        return self.classifier.predict_proba(batch)
+        """Probabilities for a batch already checked against sample_shape."""
+        return self.classifier.predict_batch(batch)
 
-    def warm(self) -> None:
-        """Allocate the calling thread's interpreter and run it a few times before any request is timed."""
-        for size in (1, 1, 4):
-            for _ in range(WARMUP_CALLS // 3):
+    def warm(self, max_batch_size: int = 1) -> None:
+        """Build the calling thread's interpreters and run them before any request is timed."""
+        size = 1
+        while True:
+            for _ in range(WARMUP_CALLS // 2 if size == 1 else 2):
                 self.predict(np.zeros((size, *self.sample_shape), np.float32))
+            if size >= max_batch_size:
+                return
+            size = min(size * 2, max_batch_size)
 
 
-def load(ref: ModelRef) -> ServedModel:
-    """Download and open a version's .tflite; any problem becomes ModelLoadFailed with the reason."""
+def fetch(model_uri: str) -> tuple[ServedModel, str]:
+    """Resolve and load model_uri; returns the model and the registry URI to poll."""
+    with tempfile.TemporaryDirectory(prefix="rtdeploy-fetch-") as folder:
+        try:
+            child = subprocess.run(
+                [sys.executable, "-m", "steps.serve.fetch", model_uri, folder],
+                capture_output=True,
+                text=True,
+                timeout=FETCH_TIMEOUT_SECONDS,
+            )
+        except subprocess.TimeoutExpired as error:
+            raise ModelLoadFailed(f"fetching {model_uri} took over {FETCH_TIMEOUT_SECONDS} s") from error
+        answer = _last_json_line(child.stdout)
+        if child.returncode != 0 or answer is None or "error" in answer:
+            answer = answer or {}
+            reason = answer.get("error") or child.stderr.strip()[-2000:] or f"exit code {child.returncode}"
+            raise ModelLoadFailed(reason, answer.get("version"), answer.get("registry_uri"))
+        ref = ModelRef(answer["name"], answer["version"], answer["alias"], answer["run_id"])
+        try:
+            return load(ref, answer["tflite"], answer["class_names"]), answer["registry_uri"]
+        except ModelLoadFailed as error:
+            raise ModelLoadFailed(str(error), ref.version, answer["registry_uri"]) from error
+
+
+def load(ref: ModelRef, tflite_path: str, class_names: list[str] | None) -> ServedModel:
+    """Open a version's .tflite; any problem becomes ModelLoadFailed with the reason."""
+    uri = f"models:/{ref.name}/{ref.version}"
     try:
-        local = Path(mlflow.artifacts.download_artifacts(ref.uri))
-        tflite = sorted(local.rglob("*.tflite"))
-        if not tflite:
-            raise ModelLoadFailed(f"{ref.uri} holds no .tflite file: register a LiteRT deployable (litert_model)")
-        classifier = LiteRTClassifier.from_file(str(tflite[0]))
-        metadata = Model.load(str(local)).metadata or {}
-    except ModelLoadFailed:
-        raise
-    except Exception as error:  # corrupt flatbuffer, missing files, registry errors
-        raise ModelLoadFailed(f"{ref.uri} cannot be loaded: {type(error).__name__}: {error}") from error
+        classifier = LiteRTClassifier.from_file(tflite_path)
+    except Exception as error:  # corrupt flatbuffer, unsupported ops
+        raise ModelLoadFailed(f"{uri} cannot be loaded: {type(error).__name__}: {error}") from error
     if len(classifier.sample_shape) != 3:
-        raise ModelLoadFailed(f"{ref.uri} takes inputs {classifier.sample_shape}; an image model takes (H, W, C)")
-    names = list(metadata.get(CLASS_NAMES_KEY) or [str(i) for i in range(classifier.n_classes)])
+        raise ModelLoadFailed(f"{uri} takes inputs {classifier.sample_shape}; an image model takes (H, W, C)")
+    names = list(class_names or [str(i) for i in range(classifier.n_classes)])
+    if len(names) != classifier.n_classes:
+        raise ModelLoadFailed(f"{uri} has {len(names)} class names for {classifier.n_classes} outputs")
     return ServedModel(ref, classifier, names)
+
+
+def _last_json_line(text: str) -> dict | None:
+    for line in reversed(text.strip().splitlines()):
+        try:
+            return json.loads(line)
+        except ValueError:
+            continue
+    return None

@@ -1,0 +1,97 @@
+"""Where an alias points, asked of the registry without importing mlflow (the server polls this).
+
+A SQLite registry is read directly (read-only, one indexed row); an MLflow
+tracking server over its REST API. Any other store (PostgreSQL, MySQL,
+Databricks) is asked through mlflow's client, imported on first use: correct
+everywhere, at the cost of mlflow's memory in the server process.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import sqlite3
+import urllib.error
+import urllib.parse
+import urllib.request
+
+MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
+TIMEOUT_SECONDS = 10
+
+
+class LookupFailed(Exception):
+    """The registry did not answer where the alias points; the server keeps what it serves."""
+
+
+def parse_model_uri(model_uri: str) -> tuple[str, str | None, str | None]:
+    """models:/<name>@<alias> or models:/<name>/<version> -> (name, alias, version)."""
+    match = MODEL_URI.match(model_uri)
+    if match is None:
+        raise ValueError(f"model_uri {model_uri!r} is not models:/<name>@<alias> or models:/<name>/<version>")
+    return match["name"], match["alias"], match["version"]
+
+
+def alias_lookup(registry_uri: str):
+    """A function (name, alias) -> version, for the registry at registry_uri."""
+    if registry_uri.startswith("sqlite:///"):
+        return _sqlite_lookup(registry_uri)
+    if registry_uri.startswith(("http://", "https://")):
+        return _rest_lookup(registry_uri)
+    return _mlflow_lookup(registry_uri)
+
+
+def _sqlite_lookup(registry_uri: str):
+    path = registry_uri.removeprefix("sqlite:///").split("?", 1)[0]
+
+    def version_of(name: str, alias: str) -> str:
+        try:
+            read_only = f"file:{urllib.parse.quote(path)}?mode=ro"
+            with sqlite3.connect(read_only, uri=True, timeout=TIMEOUT_SECONDS) as connection:
+                rows = connection.execute(
+                    "SELECT version FROM registered_model_aliases WHERE name = ? AND alias = ?", (name, alias)
+                ).fetchall()
+        except sqlite3.Error as error:
+            raise LookupFailed(f"cannot read the registry {registry_uri} ({error})") from error
+        if len(rows) != 1:
+            raise LookupFailed(f"models:/{name}@{alias} points at no version in {registry_uri}")
+        return str(rows[0][0])
+
+    return version_of
+
+
+def _rest_lookup(registry_uri: str):
+    headers = {}
+    if token := os.environ.get("MLFLOW_TRACKING_TOKEN"):
+        headers["Authorization"] = f"Bearer {token}"
+    elif user := os.environ.get("MLFLOW_TRACKING_USERNAME"):
+        secret = f"{user}:{os.environ.get('MLFLOW_TRACKING_PASSWORD', '')}".encode()
+        headers["Authorization"] = f"Basic {base64.b64encode(secret).decode()}"
+
+    def version_of(name: str, alias: str) -> str:
+        query = urllib.parse.urlencode({"name": name, "alias": alias})
+        url = f"{registry_uri.rstrip('/')}/api/2.0/mlflow/registered-models/alias?{query}"
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=TIMEOUT_SECONDS) as r:
+                return str(json.load(r)["model_version"]["version"])
+        except urllib.error.HTTPError as error:
+            detail = error.read().decode(errors="replace")[:300]
+            raise LookupFailed(f"models:/{name}@{alias}: {registry_uri} answered {error.code} ({detail})") from error
+        except (OSError, ValueError, KeyError) as error:
+            raise LookupFailed(f"cannot ask {registry_uri} where models:/{name}@{alias} points ({error})") from error
+
+    return version_of
+
+
+def _mlflow_lookup(registry_uri: str):
+    def version_of(name: str, alias: str) -> str:
+        import mlflow  # only for stores this module cannot read itself
+
+        try:
+            client = mlflow.MlflowClient(registry_uri=registry_uri)
+            return str(client.get_model_version_by_alias(name, alias).version)
+        except Exception as error:
+            raise LookupFailed(f"models:/{name}@{alias} in {registry_uri}: {error}") from error
+
+    return version_of
