@@ -104,6 +104,14 @@ def _batch(value, sample_shape: tuple[int, ...]) -> np.ndarray:
         raise BadRequest(str(error))
 
 
+def top_labels(probabilities: np.ndarray, class_names: list[str]) -> tuple[str, float]:
+    """For the log: the predicted labels, comma-separated, and their mean probability."""
+    top = probabilities.argmax(axis=1).tolist()
+    rows = probabilities.tolist()
+    labels = ",".join([class_names[i] for i in top])
+    return labels, sum(row[i] for row, i in zip(rows, top)) / len(top)
+
+
 def format_predictions(probabilities: np.ndarray) -> bytes:
     return orjson.dumps({"predictions": probabilities}, option=orjson.OPT_SERIALIZE_NUMPY)
 
