@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -30,6 +31,7 @@ from steps import contract
 from steps.architectures import build_model
 from steps.convert import to_tflite
 from steps.data import load_dataset
+from steps.serve.registry import LookupFailed, alias_lookup
 from steps.tracking import log_litert_model
 
 MODEL = "served-digits"
@@ -147,6 +149,19 @@ def test_the_serving_process_never_imports_tensorflow_mlflow_or_pandas(registry)
     assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
+def test_a_deployable_runs_as_pyfunc_with_neither_tensorflow_nor_rtdeploy_importable(registry):
+    script = (
+        "import sys\n"
+        "for name in ('steps', 'tensorflow', 'tf_keras', 'keras'): sys.modules[name] = None  # import fails\n"
+        "import mlflow, numpy as np\n"
+        f"model = mlflow.pyfunc.load_model('models:/{MODEL}/1')\n"
+        "print(model.predict(np.zeros((3, 8, 8, 1), np.float32)).shape)"
+    )
+    result = run_command([sys.executable, "-c", script])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "(3, 10)"
+
+
 def test_every_scoring_format_gives_the_same_classes_as_pyfunc(server, digits):
     x = digits.x_test[:16]
     expected = mlflow.pyfunc.load_model(f"models:/{MODEL}/1").predict(x).argmax(axis=1)
@@ -157,6 +172,8 @@ def test_every_scoring_format_gives_the_same_classes_as_pyfunc(server, digits):
         "inputs": {"inputs": x.tolist()},
         "dataframe_split": {"dataframe_split": {"columns": columns, "data": flat.tolist()}},
         "dataframe_records": {"dataframe_records": [dict(zip(columns, row)) for row in flat.tolist()]},
+        "one column of tensors": {"dataframe_split": {"columns": ["image"], "data": [[s] for s in x.tolist()]}},
+        "instances as records": {"instances": [{"image": sample} for sample in x.tolist()]},
     }
     for name, payload in payloads.items():
         status, headers, answer = server.invoke(payload)
@@ -199,10 +216,29 @@ def test_predict_takes_an_image_and_feedback_takes_its_true_label(server, digits
         ),
         (b'{"instances": [], "inputs": []}', "application/json", 400, "exactly one"),
         (b"a,b\n1,2", "text/csv", 400, "expected"),
+        (b"a,b\n1,x", "text/csv", 400, "not a numeric array"),
+        (b"a,b\n", "text/csv", 400, "header row and at least one row"),
+        (b'{"dataframe_split": {"columns": ["a", "b"], "data": [[1]]}}', "application/json", 400, "2 values"),
+        (b'{"dataframe_records": [{"a": 1}, {"b": 2}]}', "application/json", 400, "same keys"),
         (b"<xml/>", "application/xml", 415, "not supported"),
         (b"[" + b"0.5," * 2_000_000 + b"0.5]", "application/json", 413, "limit"),
     ],
-    ids=["not-json", "unknown-key", "shape", "strings", "empty", "inf", "two-keys", "csv-shape", "xml", "too-big"],
+    ids=[
+        "not-json",
+        "unknown-key",
+        "shape",
+        "strings",
+        "empty",
+        "inf",
+        "two-keys",
+        "csv-shape",
+        "csv-text",
+        "csv-no-rows",
+        "split-ragged",
+        "records-keys",
+        "xml",
+        "too-big",
+    ],  # fmt: skip
 )
 def test_bad_requests_get_a_4xx_naming_the_problem_and_the_server_keeps_serving(
     server, digits, body, content_type, status, words
@@ -296,6 +332,54 @@ def _wait_for(condition, timeout: float = 30) -> bool:
 def _wait_for_version(server, version: str, timeout: float = 30) -> bool:
     """Poll + fetch (a child process that imports mlflow, ~3 s) + warm-up."""
     return _wait_for(lambda: _version_info(server)["version"] == version, timeout)
+
+
+def test_the_alias_is_polled_without_mlflow_and_agrees_with_the_mlflow_client(registry, tmp_path):
+    """SQLite read directly, a tracking server over REST (a real `mlflow server` here), anything else via mlflow."""
+    client = mlflow.MlflowClient()
+    expected = str(client.get_model_version_by_alias(MODEL, contract.CHAMPION).version)
+    port = free_port()
+    tracking_server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", registry, "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        rest_uri = f"http://127.0.0.1:{port}"
+        assert _wait_for(lambda: _answers(f"{rest_uri}/health"), timeout=120), "mlflow server did not start"
+        for uri in (registry, rest_uri):
+            version_of = alias_lookup(uri)
+            assert version_of(MODEL, contract.CHAMPION) == expected, uri
+            with pytest.raises(LookupFailed, match="no-such-alias"):
+                version_of(MODEL, "no-such-alias")
+    finally:
+        tracking_server.terminate()
+        tracking_server.wait(timeout=30)
+    with pytest.raises(LookupFailed, match="cannot ask"):
+        alias_lookup(rest_uri)(MODEL, contract.CHAMPION)  # the tracking server is gone: a clear failure
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def test_a_prediction_log_of_another_layout_stops_the_start_and_is_left_as_it_was(registry, tmp_path):
+    old_log = tmp_path / "old.db"
+    with sqlite3.connect(old_log) as connection:
+        connection.execute("CREATE TABLE predictions (request_id TEXT, input_summary TEXT)")
+        connection.execute("INSERT INTO predictions VALUES ('r1', '{}')")
+    before = old_log.read_bytes()
+    result = run_command(
+        [sys.executable, "-m", "steps.serve", "--model_uri", f"models:/{MODEL}/1", "--prediction_log", str(old_log)]
+    )
+    assert result.returncode != 0
+    assert "has columns" in result.stderr and "pass another --prediction_log" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert old_log.read_bytes() == before
 
 
 def test_acknowledged_predictions_survive_kill_9(registry, digits, tmp_path):

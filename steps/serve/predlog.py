@@ -47,7 +47,7 @@ def _check_layout(connection: sqlite3.Connection, path: str) -> None:
     """A log of another layout (an older server's) cannot take today's rows: say so at start, not per request."""
     expected = list(PREDICTION_COLUMNS)
     found = [row[1] for row in connection.execute("PRAGMA table_info(predictions)")]
-    if found != expected:
+    if found and found != expected:
         connection.close()
         raise ValueError(
             f"prediction log {path} has columns {found}, not {expected}; "
@@ -59,10 +59,10 @@ class PredictionLog:
     def __init__(self, path: str | Path, synchronous: str = "NORMAL"):
         self.path = str(path)
         self._connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        _check_layout(self._connection, self.path)  # before anything is written to the file
         self._connection.execute("PRAGMA journal_mode=WAL")
         self._connection.execute(f"PRAGMA synchronous={synchronous}")
         self._connection.executescript(SCHEMA)
-        _check_layout(self._connection, self.path)
         # Checkpoints copy the WAL into the database and fsync: tens of milliseconds that must not
         # stall the event loop. A background thread runs them (PASSIVE: never blocks the writer).
         self._connection.execute("PRAGMA wal_autocheckpoint=0")
