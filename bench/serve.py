@@ -4,12 +4,14 @@ In one run, on this machine: trains the digits model (`python -m steps.train`,
 about 30 s) into a private tracking store, registers its float32 LiteRT
 deployable, then drives with wrk (C, event-driven: not the bottleneck) at
 concurrency 1, 4, 16 and 64:
-  - rtdeploy serve (models:/bench-digits@champion)
+  - rtdeploy serve (models:/bench-digits@champion), as configured by default
+  - the same with dynamic batching on
   - mlflow models serve of the Keras float parent (tensorflow flavor)
   - mlflow models serve of the same LiteRT pyfunc
   - a no-op endpoint on rtdeploy's HTTP stack (Starlette, uvicorn, uvloop, httptools): the ceiling
-and reports p50/p95/p99, throughput, errors and server RSS. Then flips the
-champion alias 10 times under load and counts failed requests.
+and reports p50/p95/p99, throughput, errors and server RSS (with every child
+process). Then flips the champion alias 10 times under load, each flip served
+before the next, and counts failed requests.
 
     apt-get install wrk   # once
     python bench/serve.py [--seconds 10]
@@ -37,6 +39,8 @@ from results import write_section  # noqa: E402
 CONCURRENCY = (1, 4, 16, 64)
 MODEL = "bench-digits"
 FLIPS = 10
+OURS = "rtdeploy serve (LiteRT)"
+FLIP_BUDGET_SECONDS = 6  # load time per flip: poll 0.5 s + fetch ~3-4 s + warm-up
 NOOP_APP = """
 from starlette.applications import Starlette
 from starlette.responses import Response
@@ -152,28 +156,40 @@ def prepare_models(env: dict) -> tuple[str, str]:
 
 
 def flip_under_load(port: int, script: Path, seconds: float) -> dict:
-    """Steady load, then the same load while the champion alias flips between v1 and v2 ten times."""
+    """Steady load, then the same load while the champion alias flips between v1 and v2 ten times.
+
+    Each flip waits until the server answers with the new version (poll + fetch in a child process +
+    warm-up, a few seconds), so every flip is a real swap under load, not one the server skipped.
+    """
     import mlflow
 
     steady = run_wrk(port, script, 16, seconds)
     client = mlflow.MlflowClient()
-    flipping = threading.Event()
+    swap_seconds = []
+
+    def served_version() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/version", timeout=5) as response:
+            return json.load(response)["version"]
 
     def flip():
+        time.sleep(2)  # let the load settle first
         for i in range(FLIPS):
-            client.set_registered_model_alias(MODEL, "champion", "2" if i % 2 == 0 else "1")
-            time.sleep(seconds / (FLIPS + 1))
-        flipping.set()
+            target = "2" if i % 2 == 0 else "1"
+            started = time.time()
+            client.set_registered_model_alias(MODEL, "champion", target)
+            while served_version() != target and time.time() - started < 60:
+                time.sleep(0.1)
+            swap_seconds.append(time.time() - started)
 
     flipper = threading.Thread(target=flip)
     flipper.start()
-    during = run_wrk(port, script, 16, seconds)
+    during = run_wrk(port, script, 16, FLIPS * FLIP_BUDGET_SECONDS)
     flipper.join()
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
     reloads = next(
         (float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("rtdeploy_reloads_total")), 0
     )
-    return {"steady": steady, "during": during, "reloads": reloads}
+    return {"steady": steady, "during": during, "reloads": reloads, "swap_seconds": swap_seconds}
 
 
 def main() -> None:
@@ -201,7 +217,7 @@ def main() -> None:
         (Path(folder) / "noop_app.py").write_text(NOOP_APP)
 
         servers = {
-            "rtdeploy serve (LiteRT)": lambda port: (
+            OURS: lambda port: (
                 [
                     sys.executable,
                     "-m",
@@ -214,6 +230,24 @@ def main() -> None:
                     "0.5",
                     "--prediction_log",
                     f"{folder}/predictions.db",
+                ],
+                "/ready",
+            ),
+            "rtdeploy serve, batching on (max_batch_size 32, wait 0)": lambda port: (
+                [
+                    sys.executable,
+                    "-m",
+                    "steps.serve",
+                    "--model_uri",
+                    f"models:/{MODEL}@champion",
+                    "--port",
+                    str(port),
+                    "--max_batch_size",
+                    "32",
+                    "--max_batch_wait_ms",
+                    "0",
+                    "--prediction_log",
+                    f"{folder}/predictions-batching.db",
                 ],
                 "/ready",
             ),
@@ -282,7 +316,7 @@ def main() -> None:
                         f"p99 {measured['p99']:.2f} ms errors {measured['errors']} rss {measured['rss_mb']:.0f} MB",
                         flush=True,
                     )
-                if name.startswith("rtdeploy"):
+                if name == OURS:
                     flips = flip_under_load(port, script, args.seconds)
             finally:
                 stop(process)
@@ -305,20 +339,20 @@ def report(rows, flips) -> str:
             f"{m['p99']:.2f} | {m['errors']} | {m['rss_mb']:.0f} |"
         )
     by = {(name, c): m for name, c, m in rows}
-    ours = next(name for name, *_ in rows if name.startswith("rtdeploy"))
     lines.append("")
     for c in CONCURRENCY:
         ratios = [
-            f"{by[(ours, c)]['throughput'] / by[(name, c)]['throughput']:.2f}x {name}"
+            f"{by[(OURS, c)]['throughput'] / by[(name, c)]['throughput']:.2f}x {name}"
             for name in dict.fromkeys(n for n, *_ in rows)
-            if name != ours and (name, c) in by
+            if name != OURS and (name, c) in by
         ]
         lines.append(f"- concurrency {c}: rtdeploy throughput = " + "; ".join(ratios))
     if flips:
         lines += [
             "",
             f"Alias flips under load (concurrency 16, {FLIPS} flips, "
-            f"{int(flips['reloads'])} reloads counted by the server): "
+            f"{int(flips['reloads'])} reloads counted by the server, alias move to new version served in "
+            f"{min(flips['swap_seconds']):.1f}-{max(flips['swap_seconds']):.1f} s): "
             f"{flips['during']['errors']} failed requests of {flips['during']['requests']:,}; p99 during flips "
             f"{flips['during']['p99']:.2f} ms vs steady {flips['steady']['p99']:.2f} ms "
             f"(p50 {flips['during']['p50']:.2f} vs {flips['steady']['p50']:.2f} ms).",

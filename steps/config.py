@@ -59,8 +59,10 @@ def parse_configs(classes: Sequence[type], argv: Sequence[str] | None = None, de
                 continue
             seen.add(field.name)
             type_name = field.type if isinstance(field.type, str) else field.type.__name__
+            dashed = f"--{field.name.replace('_', '-')}"  # what a shell user types out of habit; same option
             parser.add_argument(
                 f"--{field.name}",
+                *([dashed] if "_" in field.name else []),
                 type={"bool": parse_bool, "int": int, "float": float}.get(type_name, str),
                 default=field.default,
                 help=f"{field.metadata.get('help', '')} (default: {field.default!r})",

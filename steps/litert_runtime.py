@@ -14,6 +14,8 @@ from math import prod
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
+MAX_INTERPRETER_BATCH = 64  # larger batches run in chunks: per-sample cost is flat beyond a few samples
+
 
 class InputError(ValueError):
     """A batch that does not fit the model; the message says what was expected."""
@@ -24,8 +26,9 @@ class LiteRTClassifier:
 
     LiteRT interpreters are not thread-safe, so each thread gets its own,
     built lazily from the same model bytes. A model with a dynamic batch axis
-    keeps one interpreter per power-of-two batch size (a batch is padded up to
-    it) instead of re-allocating tensors whenever the batch size changes.
+    keeps one interpreter per power-of-two batch size up to 64 (a batch is
+    padded up to it, a larger one runs in chunks) instead of re-allocating
+    tensors whenever the batch size changes.
     int8/uint8 inputs and outputs are (de)quantized here, so callers always
     pass and get float32.
     """
@@ -127,8 +130,8 @@ class _Runner:
 
 
 def _bucket(n: int) -> int:
-    """The power of two at or above n: few interpreters, at most half of a batch padding."""
-    return 1 << (n - 1).bit_length()
+    """The power of two at or above n, at most MAX_INTERPRETER_BATCH: few interpreters, little padding."""
+    return min(1 << (n - 1).bit_length(), MAX_INTERPRETER_BATCH)
 
 
 def to_batch(data, sample_shape: tuple[int, ...]) -> np.ndarray:

@@ -48,12 +48,21 @@ def test_int8_deployable_takes_and_returns_floats(tmp_path, tiny_model):
     assert np.abs(probabilities - model.predict(x, verbose=0)).mean() < 0.02
 
 
-def test_batches_of_changing_size_reuse_the_interpreter(tmp_path, tiny_model):
+def test_batches_of_any_size_are_padded_or_chunked_and_answered_row_for_row(tmp_path, tiny_model):
     model, x = tiny_model
+    x = np.concatenate([x, x[::-1]])  # 128 samples: over the largest interpreter batch, so chunked
     classifier = _classifier(tmp_path, model)
     expected = model.predict(x, verbose=0)
-    for size in (1, 5, 64, 3):
+    for size in (1, 5, 64, 3, 100, 128):
         np.testing.assert_allclose(classifier.predict_proba(x[:size]), expected[:size], atol=1e-5)
+    assert sorted(classifier._local.runners) == [1, 4, 8, 64]  # power-of-two interpreters, built once
+
+
+def test_int8_batches_answer_as_single_samples_do(tmp_path, tiny_model):
+    model, x = tiny_model
+    classifier = _classifier(tmp_path, model, "int8", representative=x[:32])
+    one_by_one = np.concatenate([classifier.predict_proba(sample[np.newaxis]) for sample in x[:7]])
+    np.testing.assert_array_equal(classifier.predict_proba(x[:7]), one_by_one)
 
 
 @pytest.mark.parametrize(

@@ -81,6 +81,11 @@ def test_unknown_parameter_is_an_error_not_ignored(capsys):
     assert "unrecognized arguments: --epoch" in capsys.readouterr().err
 
 
+def test_options_take_dashes_as_well_as_the_underscores_of_mlproject():
+    assert parse_config(TrainConfig, ["--learning-rate", "0.01"]).learning_rate == 0.01
+    assert parse_config(TrainConfig, ["--learning_rate", "0.02"]).learning_rate == 0.02
+
+
 def test_shared_parameters_reach_every_config():
     pipeline, train = parse_configs((PipelineConfig, TrainConfig), ["--epochs", "3", "--reuse_runs", "false"])
     assert train.epochs == 3 and pipeline.reuse_runs is False

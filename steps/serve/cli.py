@@ -19,7 +19,9 @@ class ServeConfig:
     port: int = setting(8080, "TCP port")
     poll_seconds: float = setting(5.0, "how often to check where the alias points (0: never)")
     max_batch_size: int = setting(1, "samples merged into one model invocation; 1 turns dynamic batching off")
-    max_batch_wait_ms: float = setting(2.0, "how long a request may wait for others to batch with")
+    max_batch_wait_ms: float = setting(
+        2.0, "how long a request may wait for others to batch with; 0 batches only requests that arrived together"
+    )
     max_queue: int = setting(256, "prediction requests in progress at most; more are answered 503 (Retry-After)")
     max_body_bytes: int = setting(4 * 1024 * 1024, "largest request body accepted (413 above)")
     prediction_log: str = setting("predictions.db", "SQLite file of the durable prediction and feedback log")
