@@ -80,7 +80,9 @@ def registry(tmp_path_factory, digits):
 
 
 class ServerProcess:
-    def __init__(self, registry_uri: str, log_path: Path, *extra: str):
+    def __init__(
+        self, registry_uri: str, log_path: Path, *extra: str, alias: str = contract.CHAMPION, wait_for: str = "/ready"
+    ):
         self.port = free_port()
         self.log_path = log_path
         args = [
@@ -88,7 +90,7 @@ class ServerProcess:
             "-m",
             "steps.serve",
             "--model_uri",
-            f"models:/{MODEL}@{contract.CHAMPION}",
+            f"models:/{MODEL}@{alias}",
             "--port",
             str(self.port),
             "--poll_seconds",
@@ -99,16 +101,20 @@ class ServerProcess:
         ]
         env = os.environ | {"MLFLOW_TRACKING_URI": registry_uri}
         self.process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        deadline = time.time() + 60
+        if not self.wait_for_status(wait_for, 200):
+            self.process.kill()
+            raise RuntimeError(f"server did not get ready:\n{self.process.stdout.read()}")
+
+    def wait_for_status(self, path: str, status: int, timeout: float = 60) -> bool:
+        deadline = time.time() + timeout
         while time.time() < deadline:
             try:
-                if self.request("GET", "/ready")[0] == 200:
-                    return
+                if self.request("GET", path)[0] == status:
+                    return True
             except OSError:
                 pass
             time.sleep(0.2)
-        self.process.kill()
-        raise RuntimeError(f"server did not get ready:\n{self.process.stdout.read()}")
+        return False
 
     def request(self, method: str, path: str, body: bytes | None = None, content_type: str = "application/json"):
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
@@ -380,6 +386,21 @@ def test_a_prediction_log_of_another_layout_stops_the_start_and_is_left_as_it_wa
     assert "has columns" in result.stderr and "pass another --prediction_log" in result.stderr
     assert "Traceback" not in result.stderr
     assert old_log.read_bytes() == before
+
+
+def test_a_server_started_before_its_alias_exists_answers_503_then_serves_once_it_is_set(registry, tmp_path):
+    client = mlflow.MlflowClient()
+    server = ServerProcess(registry, tmp_path / "p.db", alias="staging", wait_for="/ping")
+    try:
+        status, headers, body = server.request("GET", "/ready")
+        assert status == 503 and headers["retry-after"] == "1"
+        assert f"models:/{MODEL}@staging" in json.loads(body)["message"]  # names what it waits for
+        client.set_registered_model_alias(MODEL, "staging", "1")
+        assert server.wait_for_status("/ready", 200, timeout=30), "not serving 30 s after the alias was set"
+        assert _version_info(server)["version"] == "1" and _version_info(server)["last_error"] is None
+    finally:
+        client.delete_registered_model_alias(MODEL, "staging")
+        server.stop()
 
 
 def test_acknowledged_predictions_survive_kill_9(registry, digits, tmp_path):

@@ -83,7 +83,7 @@ class Server:
         self.engine.bind(asyncio.get_running_loop())
         self.follower.check_once()  # not there yet or broken: serve 503 and keep polling
         self.follower.start()
-        # Everything imported and loaded so far (mlflow, pandas, the model) lives as long as the
+        # Everything imported and loaded so far (the app, numpy, LiteRT, the model) lives as long as the
         # server: keep it out of the cyclic GC, whose full passes over it stalled requests ~80 ms.
         gc.collect()
         gc.freeze()

@@ -42,8 +42,7 @@ class AliasFollower:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll_loop, name="alias-follower", daemon=True)
 
-    def load_now(self) -> None:
-        """Fetch and load synchronously (at start: the server is not ready before this succeeds)."""
+    def _fetch_and_install(self) -> None:
         try:
             model, registry_uri = fetch(self.model_uri)
         except ModelLoadFailed as error:
@@ -67,10 +66,13 @@ class AliasFollower:
         current = self.holder.current
         if self._version_of is not None:  # the registry is known: poll it without mlflow
             wanted = self._wanted_version()
-            if wanted is None or wanted == self._failed or (current is not None and wanted == current.ref.version):
+            if wanted is None or wanted == self._failed:  # last_error says why
+                return
+            if current is not None and wanted == current.ref.version:
+                self.holder.last_error = None  # the registry answers and names what is served
                 return
         try:
-            self.load_now()
+            self._fetch_and_install()
         except ModelLoadFailed as error:
             self._failed = error.version
             self.metrics.failed_reloads.inc()
@@ -86,8 +88,9 @@ class AliasFollower:
         try:
             return self._version_of(self.name, self.alias)
         except LookupFailed as error:  # registry unreachable or alias unset: keep serving, try next poll
+            if str(error) != self.holder.last_error:  # once, not at every poll
+                log.warning(str(error))
             self.holder.last_error = str(error)
-            log.warning(self.holder.last_error)
             return None
 
     def _poll_loop(self) -> None:
