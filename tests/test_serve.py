@@ -130,9 +130,9 @@ class ServerProcess:
         status, headers, body = self.request("POST", "/invocations", json.dumps(payload).encode())
         return status, headers, json.loads(body)
 
-    def stop(self, sig=signal.SIGTERM) -> None:
+    def stop(self, sig=signal.SIGTERM) -> int:
         self.process.send_signal(sig)
-        self.process.wait(timeout=30)
+        return self.process.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -419,7 +419,8 @@ def test_acknowledged_predictions_survive_kill_9(registry, digits, tmp_path):
     try:
         assert second.invoke({"instances": [digits.x_test[0].tolist()]})[0] == 200
     finally:
-        second.stop()
+        exit_code = second.stop()
+    assert exit_code == 0  # SIGTERM (docker stop, kubectl, kill) is a graceful, normal end
     with sqlite3.connect(log_path) as connection:
         assert connection.execute("SELECT COUNT(*) FROM predictions").fetchone()[0] >= len(acknowledged) + 1
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import signal
+import sys
 from dataclasses import dataclass
 
 from steps.config import parse_config, require_positive, run_cli, setting
@@ -50,6 +52,9 @@ def main(argv: list[str] | None = None) -> None:
         config.prediction_log,
     )
     print(f"serve: {config.model_uri} on http://{config.host}:{config.port} (prediction log {config.prediction_log})")
+    # SIGTERM is how orchestrators (and `kill`) stop a server: uvicorn shuts down gracefully, then re-raises
+    # the signal through the handler found at start. Make that a normal end, so `mlflow run` marks it FINISHED.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(build_app(Server(settings)), host=config.host, port=config.port, log_level="warning", access_log=False)
 
 
