@@ -216,73 +216,27 @@ def main() -> None:
         script.write_text(WRK_SCRIPT % body)
         (Path(folder) / "noop_app.py").write_text(NOOP_APP)
 
+        def rtdeploy(log: str, *options: str):
+            return lambda port: (
+                [sys.executable, "-m", "steps.serve", "--model_uri", f"models:/{MODEL}@champion", "--port", str(port),
+                 "--prediction_log", f"{folder}/{log}", *options],
+                "/ready",
+            )  # fmt: skip
+
+        def mlflow_serve(model_uri: str):
+            return lambda port: (
+                [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "-p", str(port),
+                 "--env-manager", "local"],
+                "/ping",
+            )  # fmt: skip
+
         servers = {
-            OURS: lambda port: (
-                [
-                    sys.executable,
-                    "-m",
-                    "steps.serve",
-                    "--model_uri",
-                    f"models:/{MODEL}@champion",
-                    "--port",
-                    str(port),
-                    "--poll_seconds",
-                    "0.5",
-                    "--prediction_log",
-                    f"{folder}/predictions.db",
-                ],
-                "/ready",
+            OURS: rtdeploy("predictions.db", "--poll_seconds", "0.5"),
+            "rtdeploy serve, batching on (max_batch_size 32, wait 0)": rtdeploy(
+                "predictions-batching.db", "--max_batch_size", "32", "--max_batch_wait_ms", "0"
             ),
-            "rtdeploy serve, batching on (max_batch_size 32, wait 0)": lambda port: (
-                [
-                    sys.executable,
-                    "-m",
-                    "steps.serve",
-                    "--model_uri",
-                    f"models:/{MODEL}@champion",
-                    "--port",
-                    str(port),
-                    "--max_batch_size",
-                    "32",
-                    "--max_batch_wait_ms",
-                    "0",
-                    "--prediction_log",
-                    f"{folder}/predictions-batching.db",
-                ],
-                "/ready",
-            ),
-            "mlflow models serve, Keras parent": lambda port: (
-                [
-                    sys.executable,
-                    "-m",
-                    "mlflow",
-                    "models",
-                    "serve",
-                    "-m",
-                    keras_uri,
-                    "-p",
-                    str(port),
-                    "--env-manager",
-                    "local",
-                ],
-                "/ping",
-            ),
-            "mlflow models serve, same LiteRT pyfunc": lambda port: (
-                [
-                    sys.executable,
-                    "-m",
-                    "mlflow",
-                    "models",
-                    "serve",
-                    "-m",
-                    litert_uri,
-                    "-p",
-                    str(port),
-                    "--env-manager",
-                    "local",
-                ],
-                "/ping",
-            ),
+            "mlflow models serve, Keras parent": mlflow_serve(keras_uri),
+            "mlflow models serve, same LiteRT pyfunc": mlflow_serve(litert_uri),
             "no-op endpoint, same HTTP stack (ceiling)": lambda port: (
                 [
                     sys.executable,

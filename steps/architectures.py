@@ -66,3 +66,8 @@ def kernel_sparsity(model: keras.Model) -> float:
     kernels = [w.numpy() for w in model.weights if w.name.rsplit("/", 1)[-1].split(":")[0] == "kernel"]
     total = sum(k.size for k in kernels)
     return float(sum(int(np.count_nonzero(k == 0)) for k in kernels) / total) if total else 0.0
+
+
+def predicted_classes(model: keras.Model, x: np.ndarray) -> np.ndarray:
+    """The Keras model's predicted class per sample."""
+    return model.predict(x, batch_size=256, verbose=0).argmax(axis=1)

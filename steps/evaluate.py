@@ -9,7 +9,6 @@ process, so this process's tensorflow does not count), size and gzip size.
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
 import subprocess
@@ -26,6 +25,7 @@ import pandas as pd
 from steps import contract
 from steps.config import parse_config, require_positive, run_cli, setting
 from steps.data import Dataset, load_dataset
+from steps.measure import sizes
 from steps.report import confusion_examples_figure, confusion_matrix_figure, error_rate_figure
 from steps.tracking import log_config, log_dataset, set_step_tags
 from steps.variants import source_run_id
@@ -180,9 +180,8 @@ def profile_in_child(model_uri: str, x: np.ndarray, latency_runs: int) -> dict[s
     }
 
 
-def model_sizes(model_uri: str) -> dict[str, float]:
-    """Bytes of the model's payload (.tflite file, or the Keras model's data folder) raw and gzipped."""
-    local = Path(mlflow.artifacts.download_artifacts(model_uri))
+def model_sizes(local: Path) -> dict[str, float]:
+    """Bytes of a downloaded model's payload (.tflite file, or the Keras model's files) raw and gzipped."""
     tflite = sorted(local.rglob("*.tflite"))
     if tflite:
         payload = tflite[0].read_bytes()
@@ -195,7 +194,8 @@ def model_sizes(model_uri: str) -> dict[str, float]:
                 with path.open("rb") as file:
                     tar.addfile(info, file)
         payload = buffer.getvalue()
-    return {contract.SIZE_BYTES: len(payload), contract.SIZE_GZIP_BYTES: len(gzip.compress(payload, 9, mtime=0))}
+    size, gzip_size = sizes(payload)
+    return {contract.SIZE_BYTES: size, contract.SIZE_GZIP_BYTES: gzip_size}
 
 
 def variant_of(model_uri: str) -> str:
@@ -205,7 +205,7 @@ def variant_of(model_uri: str) -> str:
 
 
 def predict_classes(model_uri: str, x: np.ndarray) -> np.ndarray:
-    """Predicted class per sample through the model's pyfunc flavor (Keras or LiteRT alike)."""
+    """Predicted class per sample through the model's pyfunc flavor (Keras or LiteRT alike); URI or local folder."""
     model = mlflow.pyfunc.load_model(model_uri)
     return np.asarray(model.predict(x.astype(np.float32))).argmax(axis=1)
 
@@ -250,10 +250,12 @@ def summary(model_uri: str, metrics: dict[str, float], evaluation: Evaluation) -
 
 def evaluate(config: EvaluateConfig, data: Dataset) -> tuple[dict[str, float], Evaluation, np.ndarray]:
     """Every number of the report: (metrics, analysis, predicted classes)."""
-    predicted = predict_classes(config.model_uri, data.x_test)
-    evaluation = analyse_predictions(predicted, data.y_test, data.class_names, top=config.top_confusions)
-    metrics = evaluation.metrics | profile_in_child(config.model_uri, data.x_test, config.latency_runs)
-    return metrics | model_sizes(config.model_uri), evaluation, predicted
+    with tempfile.TemporaryDirectory() as folder:  # downloaded once: predicting, profiling and sizing read it
+        local = mlflow.artifacts.download_artifacts(config.model_uri, dst_path=folder)
+        predicted = predict_classes(local, data.x_test)
+        evaluation = analyse_predictions(predicted, data.y_test, data.class_names, top=config.top_confusions)
+        metrics = evaluation.metrics | profile_in_child(local, data.x_test, config.latency_runs)
+        return metrics | model_sizes(Path(local)), evaluation, predicted
 
 
 def main(argv: list[str] | None = None) -> None:

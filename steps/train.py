@@ -9,11 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import mlflow
+import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
 from steps import contract
-from steps.architectures import ARCHITECTURES, build_model, kernel_sparsity
+from steps.architectures import ARCHITECTURES, build_model, kernel_sparsity, predicted_classes
 from steps.config import parse_config, require_choice, require_positive, run_cli, setting
 from steps.convert import to_tflite
 from steps.data import Dataset, load_dataset
@@ -66,6 +67,7 @@ class TrainConfig:
 class TrainedModel:
     model: keras.Model
     history: dict[str, list[float]]  # Keras history: loss, accuracy, val_loss, val_accuracy per epoch
+    test_predictions: np.ndarray  # the Keras model's class per test sample
     keras_accuracy: float  # on the test split
 
 
@@ -115,9 +117,9 @@ def train(config: TrainConfig, data: Dataset, callbacks: tuple[keras.callbacks.C
         callbacks=[stop, *callbacks],
         verbose=2,  # one line per epoch: progress without a flood
     )
-    probabilities = model.predict(data.x_test, batch_size=256, verbose=0)
-    accuracy = float((probabilities.argmax(axis=1) == data.y_test).mean())
-    return TrainedModel(model, {k: [float(v) for v in vs] for k, vs in history.history.items()}, accuracy)
+    predictions = predicted_classes(model, data.x_test)
+    history = {k: [float(v) for v in vs] for k, vs in history.history.items()}
+    return TrainedModel(model, history, predictions, float((predictions == data.y_test).mean()))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -142,8 +144,7 @@ def main(argv: list[str] | None = None) -> None:
             params=trained.model.count_params(),
         )
         set_lineage_tags(Baseline(run.info.run_id, metrics[contract.ACCURACY], metrics[contract.SIZE_GZIP_BYTES]), [])
-        keras_predictions = trained.model.predict(data.x_test, batch_size=256, verbose=0).argmax(axis=1)
-        agreement = float((keras_predictions == measured.predictions).mean())
+        agreement = float((trained.test_predictions == measured.predictions).mean())
         mlflow.log_metric(contract.AGREEMENT, agreement)
     print(
         f"train: run {run.info.run_id}: {data.name} test accuracy {metrics[contract.ACCURACY]:.4f} "

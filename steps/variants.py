@@ -16,6 +16,7 @@ import numpy as np
 import tf_keras as keras
 
 from steps import contract
+from steps.architectures import predicted_classes
 from steps.config import require_positive, setting
 from steps.convert import to_tflite
 from steps.data import Dataset
@@ -71,7 +72,7 @@ class Parent:
     baseline: Baseline
 
     def predictions(self, x: np.ndarray) -> np.ndarray:
-        return self.model.predict(x, batch_size=256, verbose=0).argmax(axis=1)
+        return predicted_classes(self.model, x)
 
 
 def derived_variant(parent_variant: str, suffix: str) -> str:

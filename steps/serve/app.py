@@ -122,6 +122,13 @@ async def read_body(request: Request, limit: int) -> bytes:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
+def prediction_response(body: bytes, model: ServedModel) -> Response:
+    """A prediction's JSON, headed with the version that made it."""
+    response = Response(body, media_type="application/json")
+    response.raw_headers.append((b"x-model-version", model.ref.version.encode()))
+    return response
+
+
 def build_app(server: Server) -> Starlette:
     def endpoint(name: str, handler, admit: bool = False):
         """Request id, timing, metrics, admission (predictions), and the one place where errors become JSON."""
@@ -134,15 +141,14 @@ def build_app(server: Server) -> Starlette:
                     response = await server.admitted(handler, request, request_id)
                 else:
                     response = await handler(request, request_id)
-            except ServeError as error:
+            except Exception as error:
+                if not isinstance(error, ServeError):  # a bug of ours, never the client's: logged with its traceback
+                    log.exception("internal error on %s", name)
+                    error = ServeError("internal server error")
                 response = JSONResponse(error.as_json(), status_code=error.status)
                 if isinstance(error, Unavailable):
                     response.headers["Retry-After"] = RETRY_AFTER_SECONDS
                 kind = error.kind
-            except Exception:  # a bug of ours, never the client's: logged with its traceback
-                log.exception("internal error on %s", name)
-                response = JSONResponse({"error_code": "INTERNAL_ERROR", "message": "internal server error"}, 500)
-                kind = "INTERNAL_ERROR"
             else:
                 kind = None
             response.raw_headers.append((b"x-request-id", request_id.encode("latin-1")))
@@ -167,9 +173,7 @@ def build_app(server: Server) -> Starlette:
             labels,
             confidence,
         )
-        response = Response(protocol.format_predictions(probabilities), media_type="application/json")
-        response.raw_headers.append((b"x-model-version", model.ref.version.encode()))
-        return response
+        return prediction_response(protocol.format_predictions(probabilities), model)
 
     async def predict(request: Request, request_id: str) -> Response:
         start = time.perf_counter()
@@ -202,9 +206,7 @@ def build_app(server: Server) -> Starlette:
             "probabilities": dict(zip(model.class_names, probabilities.tolist())),
             "top_k": ranked,
         }
-        return Response(
-            orjson.dumps(answer), media_type="application/json", headers={"X-Model-Version": model.ref.version}
-        )
+        return prediction_response(orjson.dumps(answer), model)
 
     async def feedback(request: Request, request_id: str) -> Response:
         body = await read_body(request, 64 * 1024)

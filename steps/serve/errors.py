@@ -4,8 +4,10 @@ from __future__ import annotations
 
 
 class ServeError(Exception):
+    """As such: a bug of ours (500); its subclasses are what a client can fix or wait out."""
+
     status = 500
-    kind = "internal_error"
+    kind = "INTERNAL_ERROR"
 
     def __init__(self, message: str):
         super().__init__(message)
