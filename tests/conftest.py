@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -32,7 +33,10 @@ def no_run_left_active():
         pytest.fail(f"the test left MLflow run {leaked.info.run_id} active")
 
 
-def _use_store(folder: Path, monkeypatch) -> str:
+@contextlib.contextmanager
+def store_in(folder: Path, monkeypatch):
+    """A sqlite tracking store in `folder` for this process and its children; the previous one after."""
+    previous = mlflow.get_tracking_uri()
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     # As when this interpreter's virtualenv is activated: `mlflow run --env-manager local`
@@ -40,25 +44,24 @@ def _use_store(folder: Path, monkeypatch) -> str:
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     monkeypatch.chdir(folder)  # the store's default artifact root (./mlruns) lands here too
     mlflow.set_tracking_uri(uri)
-    return uri
+    try:
+        yield uri
+    finally:  # the store in use before (a session's shared one, or the stray one), not a fixed default
+        mlflow.set_tracking_uri(previous)
 
 
 @pytest.fixture
 def tracking(tmp_path, monkeypatch) -> str:
     """A fresh sqlite tracking store in tmp_path; returns its URI."""
-    uri = _use_store(tmp_path, monkeypatch)
-    yield uri
-    mlflow.set_tracking_uri(STRAY_STORE)
+    with store_in(tmp_path, monkeypatch) as uri:
+        yield uri
 
 
 @pytest.fixture(scope="session")
 def session_store(tmp_path_factory):
     """One sqlite store shared by the slow end-to-end tests of a session."""
-    monkeypatch = pytest.MonkeyPatch()
-    uri = _use_store(tmp_path_factory.mktemp("store"), monkeypatch)
-    yield uri
-    mlflow.set_tracking_uri(STRAY_STORE)
-    monkeypatch.undo()
+    with pytest.MonkeyPatch.context() as monkeypatch, store_in(tmp_path_factory.mktemp("store"), monkeypatch) as uri:
+        yield uri
 
 
 def run_command(args: list[str], timeout: float = 900) -> subprocess.CompletedProcess:

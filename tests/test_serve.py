@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from conftest import run_command
+from conftest import run_command, store_in
 from steps import contract
 from steps.architectures import build_model
 from steps.convert import to_tflite
@@ -53,30 +53,22 @@ def digits():
 def registry(tmp_path_factory, digits):
     """A sqlite registry with MODEL v1 (champion), v2 (same weights as float16) and v3 (corrupt file)."""
     folder = tmp_path_factory.mktemp("registry")
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    previous_uri, previous_cwd = os.environ.get("MLFLOW_TRACKING_URI"), os.getcwd()
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    os.chdir(folder)
-    mlflow.set_tracking_uri(uri)
-    model = build_model("cnn", SAMPLE_SHAPE, 10, width=8)
-    model.compile("adam", "sparse_categorical_crossentropy")
-    model.fit(digits.x_train, digits.y_train, epochs=3, verbose=0)
-    for mode in ("none", "float16", "none"):
-        with mlflow.start_run() as run:
-            path = folder / f"{run.info.run_id}.tflite"
-            path.write_bytes(to_tflite(model, mode))
-            log_litert_model(path, digits)
-        mlflow.register_model(f"runs:/{run.info.run_id}/{contract.LITERT_MODEL}", MODEL)
-    client = mlflow.MlflowClient()
-    corrupt = Path(client.get_model_version_download_uri(MODEL, "3").removeprefix("file://"))
-    for tflite in corrupt.rglob("*.tflite"):
-        tflite.write_bytes(b"not a flatbuffer" * 100)
-    client.set_registered_model_alias(MODEL, contract.CHAMPION, "1")
-    yield uri
-    os.chdir(previous_cwd)
-    if previous_uri:
-        os.environ["MLFLOW_TRACKING_URI"] = previous_uri
-    mlflow.set_tracking_uri(previous_uri)
+    with pytest.MonkeyPatch.context() as monkeypatch, store_in(folder, monkeypatch) as uri:
+        model = build_model("cnn", SAMPLE_SHAPE, 10, width=8)
+        model.compile("adam", "sparse_categorical_crossentropy")
+        model.fit(digits.x_train, digits.y_train, epochs=3, verbose=0)
+        for mode in ("none", "float16", "none"):
+            with mlflow.start_run() as run:
+                path = folder / f"{run.info.run_id}.tflite"
+                path.write_bytes(to_tflite(model, mode))
+                log_litert_model(path, digits)
+            mlflow.register_model(f"runs:/{run.info.run_id}/{contract.LITERT_MODEL}", MODEL)
+        client = mlflow.MlflowClient()
+        corrupt = Path(client.get_model_version_download_uri(MODEL, "3").removeprefix("file://"))
+        for tflite in corrupt.rglob("*.tflite"):
+            tflite.write_bytes(b"not a flatbuffer" * 100)
+        client.set_registered_model_alias(MODEL, contract.CHAMPION, "1")
+        yield uri
 
 
 class ServerProcess:
