@@ -57,6 +57,7 @@ EPOCH_METRICS = {
 # Names of the models logged in a run (URIs: runs:/<run_id>/<name>)
 KERAS_MODEL = "keras_model"  # float or compressed tf_keras model: a parent for later steps
 LITERT_MODEL = "litert_model"  # the .tflite deployable as a LiteRT pyfunc model
+CLASS_NAMES = "class_names"  # key of the class names in a deployable's MLmodel metadata (the server answers labels)
 
 # Tags of a registered model version: what it is, where it came from, and the gate's verdict
 VERSION_TAG_VARIANT = "variant"

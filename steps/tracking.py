@@ -92,7 +92,7 @@ def log_litert_model(tflite_path: str | Path, data: Dataset) -> str:
         signature=_signature(data),
         input_example=data.x_test[:INPUT_EXAMPLE_SIZE],
         pip_requirements=LITERT_REQUIREMENTS,
-        metadata={"class_names": list(data.class_names)},  # the server answers with labels, not indices
+        metadata={contract.CLASS_NAMES: list(data.class_names)},  # the server answers with labels, not indices
     )
     return f"runs:/{mlflow.active_run().info.run_id}/{contract.LITERT_MODEL}"
 

@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-CLASS_NAMES_KEY = "class_names"  # in the logged model's metadata
+from steps.contract import CLASS_NAMES as CLASS_NAMES_KEY
 
 
 class FetchFailed(Exception):
