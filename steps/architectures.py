@@ -7,7 +7,9 @@ import math
 import numpy as np
 import tf_keras as keras
 
-ARCHITECTURES = ("cnn", "mlp")
+from steps.config import require_choice
+from steps.contract import ARCHITECTURES
+
 FLATTEN_TARGET = 4  # pool until the feature map is about this wide, so the dense head stays modest
 
 
@@ -17,11 +19,8 @@ def build_model(architecture: str, input_shape: tuple[int, ...], n_classes: int,
     The default cnn on digits (8x8x1, width 32) has about 190k parameters:
     enough that compression results are about weights, not file-format overhead.
     """
-    if architecture == "cnn":
-        return _cnn(input_shape, n_classes, width)
-    if architecture == "mlp":
-        return _mlp(input_shape, n_classes, width)
-    raise ValueError(f"architecture={architecture!r} is not valid; use one of: {', '.join(ARCHITECTURES)}")
+    require_choice("architecture", architecture, ARCHITECTURES)
+    return {"cnn": _cnn, "mlp": _mlp}[architecture](input_shape, n_classes, width)
 
 
 def _cnn(input_shape, n_classes, width) -> keras.Model:

@@ -1,8 +1,37 @@
-"""The public names of DESIGN.md, defined once: tags, metric keys, artifact names, aliases.
+"""The public names of DESIGN.md, defined once: steps, tags, metric keys, artifact names, aliases, parameter values.
 
 Steps, tests and the MLflow UI comparisons all depend on these strings; no
-other module spells them out.
+other module spells them out. Pure: imports nothing, so any module may use it.
 """
+
+# Steps: MLproject entry points, the `rtdeploy.step` tag and the names of runs
+TRAIN = "train"
+PRUNE = "prune"
+CLUSTER = "cluster"
+QUANTIZE = "quantize"
+EVALUATE = "evaluate"
+REGISTER = "register"
+PROMOTE = "promote"
+ROLLBACK = "rollback"
+MAIN = "main"  # the pipeline
+COMPRESSION_STEPS = (PRUNE, CLUSTER, QUANTIZE)  # steps that derive a variant from a parent Keras model
+
+# Experiments: runs land here unless the user names another one (mlflow run --experiment-name)
+EXPERIMENT = "rtdeploy"
+MONITORING_EXPERIMENT = "monitoring"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # MLflow 3's UI opens a model-training experiment on its runs table
+EXPERIMENT_KIND = "custom_model_development"  # (not the GenAI overview, which it guesses for an untagged one)
+
+DEFAULT_MODEL_NAME = "digits-classifier"  # the registered model, unless model_name says otherwise
+
+# Parameter values (the CLI refuses others, listing these)
+ARCHITECTURES = ("cnn", "mlp")
+OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam")
+PRUNE_STRUCTURES = ("unstructured", "2:4")
+# none: float32; dynamic: int8 weights, float activations; float16: half-precision weights;
+# int8: integer-only with int8 input and output, calibrated on a representative sample.
+CONVERSION_MODES = ("none", "dynamic", "float16", "int8")
+QUANTIZE_MODES = (*CONVERSION_MODES, "qat")  # qat: quantization-aware fine-tuning, then int8
 
 # Run tags
 TAG_STEP = "rtdeploy.step"
@@ -10,17 +39,22 @@ TAG_VARIANT = "rtdeploy.variant"
 TAG_PARENT_MODEL = "rtdeploy.parent_model"
 TAG_DATASET_DIGEST = "rtdeploy.dataset_digest"
 TAG_BASELINE_RUN = "rtdeploy.baseline_run"  # the train run whose float32 deployable this variant is compared with
-TAG_BASELINE_ACCURACY = "rtdeploy.baseline_accuracy"  # that deployable's accuracy, so children need not look it up
+TAG_BASELINE_ACCURACY = "rtdeploy.baseline_accuracy"  # that deployable's test accuracy, so children need not look it up
+TAG_BASELINE_VAL_ACCURACY = "rtdeploy.baseline_val_accuracy"  # and its validation accuracy (selection uses it)
 TAG_BASELINE_GZIP_BYTES = "rtdeploy.baseline_gzip_bytes"
 TAG_RECIPE = "rtdeploy.recipe"  # JSON list of the compression steps (with settings) that made this variant
 # Tags and metrics of the pipeline (main) run
 TAG_STEP_RUN = "rtdeploy.run.{step}"  # which child run did each step of the plan
-TAG_BEST_VARIANT = "rtdeploy.best_variant"  # smallest variant within the accuracy budget
+TAG_BEST_VARIANT = "rtdeploy.best_variant"  # smallest variant within the accuracy budget (on validation data)
 BEST_COMPRESSION_RATIO = "best_compression_ratio"  # that variant's compression_ratio
 
 # Metrics every variant run logs, so the MLflow UI compares them side by side
-ACCURACY = "accuracy"  # top-1 of the deployable on the test split
-ACCURACY_DROP = "accuracy_drop"  # float baseline accuracy minus this one's
+ACCURACY = "accuracy"  # top-1 of the deployable on the test split (reported, never used to choose)
+ACCURACY_LOW = "accuracy_low"  # 95% Wilson interval of `accuracy`
+ACCURACY_HIGH = "accuracy_high"
+ACCURACY_DROP = "accuracy_drop"  # float baseline test accuracy minus this one's
+VAL_ACCURACY = "val_accuracy"  # top-1 on the validation split: what variants are chosen by
+VAL_ACCURACY_DROP = "val_accuracy_drop"  # float baseline validation accuracy minus this one's
 SIZE_BYTES = "size_bytes"
 SIZE_GZIP_BYTES = "size_gzip_bytes"
 COMPRESSION_RATIO = "compression_ratio"  # float32 .tflite gzip size / this gzip size
@@ -31,7 +65,11 @@ LATENCY_P99_MS = "latency_p99_ms"
 PARAMS = "params"
 VARIANT_METRICS = (
     ACCURACY,
+    ACCURACY_LOW,
+    ACCURACY_HIGH,
     ACCURACY_DROP,
+    VAL_ACCURACY,
+    VAL_ACCURACY_DROP,
     SIZE_BYTES,
     SIZE_GZIP_BYTES,
     COMPRESSION_RATIO,
@@ -41,6 +79,8 @@ VARIANT_METRICS = (
     LATENCY_P99_MS,
     PARAMS,
 )
+# What "best" minimises among variants within the accuracy budget: objective -> metric (lower wins)
+OBJECTIVES = {"size": SIZE_GZIP_BYTES, "latency": LATENCY_P50_MS}
 # Extra metrics of the train step
 KERAS_ACCURACY = "keras_accuracy"  # the float Keras model itself on the test split
 AGREEMENT = "agreement_with_parent"  # share of test samples where deployable and Keras model agree
@@ -53,11 +93,26 @@ EPOCH_METRICS = {
     "val_loss": "epoch_val_loss",
     "val_accuracy": "epoch_val_accuracy",
 }
+# Metrics of the evaluate step (beside accuracy, its interval and the latency percentiles)
+MACRO_F1 = "macro_f1"
+ERROR_RATE = "error_rate"
+THROUGHPUT = "throughput_batch32_per_s"
+PEAK_RSS_MB = "peak_rss_mb"
+LOAD_SECONDS = "load_seconds"
+# Metrics of a gate verdict (register, promote runs)
+CHALLENGER_ACCURACY = "challenger_accuracy"
+CHAMPION_ACCURACY = "champion_accuracy"
+ACCURACY_CHANGE = "accuracy_change_vs_champion"  # challenger minus champion, on the same test samples
+MCNEMAR_P_VALUE = "mcnemar_p_value"  # exact McNemar test of that difference (paired, same samples)
 
 # Names of the models logged in a run (URIs: runs:/<run_id>/<name>)
 KERAS_MODEL = "keras_model"  # float or compressed tf_keras model: a parent for later steps
 LITERT_MODEL = "litert_model"  # the .tflite deployable as a LiteRT pyfunc model
 CLASS_NAMES = "class_names"  # key of the class names in a deployable's MLmodel metadata (the server answers labels)
+# Artifacts
+VARIANTS_TABLE = "variants.json"  # main: one row per variant
+VARIANTS_FIGURE = "variants.png"  # main: accuracy vs cost, Pareto front
+EVALUATION_FOLDER = "evaluation"  # evaluate: the report's tables and figures
 
 # Tags of a registered model version: what it is, where it came from, and the gate's verdict
 VERSION_TAG_VARIANT = "variant"
@@ -68,11 +123,14 @@ VERSION_TAG_DATASET_DIGEST = "dataset_digest"
 VERSION_TAG_PARENT_MODEL = "parent_model"
 VERSION_TAG_BASELINE_RUN = "baseline_run_id"
 VERSION_TAG_RECIPE = "recipe"
-VERSION_TAG_VALIDATION_STATUS = "validation_status"  # passed / failed / forced
+VERSION_TAG_VALIDATION_STATUS = "validation_status"  # one of VALIDATION_STATUSES
 VERSION_TAG_VALIDATION_REASON = "validation_reason"
-VALIDATION_PASSED = "passed"
-VALIDATION_FAILED = "failed"
-VALIDATION_FORCED = "forced"
+VERSION_TAG_MCNEMAR_P_VALUE = MCNEMAR_P_VALUE
+VALIDATION_PASSED = "passed"  # the gate ran and the version may serve
+VALIDATION_FAILED = "failed"  # the gate ran and refused it
+VALIDATION_FORCED = "forced"  # promoted around the gate (promote force=true)
+VALIDATION_UNCHANGED = "unchanged"  # already the champion: nothing to decide
+VALIDATION_STATUSES = (VALIDATION_PASSED, VALIDATION_FAILED, VALIDATION_FORCED, VALIDATION_UNCHANGED)
 
 # Tags of register/promote/rollback runs: which version they acted on
 TAG_MODEL_NAME = "rtdeploy.model_name"

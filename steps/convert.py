@@ -11,15 +11,13 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-# none: float32; dynamic: int8 weights, float activations; float16: half-precision weights;
-# int8: integer-only with int8 input and output, calibrated on a representative sample.
-CONVERSION_MODES = ("none", "dynamic", "float16", "int8")
+from steps.config import require_choice
+from steps.contract import CONVERSION_MODES
 
 
 def to_tflite(model: keras.Model, mode: str = "none", representative: np.ndarray | None = None) -> bytes:
     """A .tflite flatbuffer of `model`, batch axis left dynamic."""
-    if mode not in CONVERSION_MODES:
-        raise ValueError(f"mode={mode!r} is not valid; use one of: {', '.join(CONVERSION_MODES)}")
+    require_choice("mode", mode, CONVERSION_MODES)
     if mode == "int8" and (representative is None or len(representative) == 0):
         raise ValueError("int8 conversion needs a representative sample of training inputs for calibration")
     input_spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32, name="images")

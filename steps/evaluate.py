@@ -1,10 +1,11 @@
 """`evaluate` entry point: a full report on any model URI (Keras or LiteRT) on a data set's test split.
 
-Accuracy, per-class precision/recall/F1, the confusion matrix, error types
-(error rate per true class) and error causes (the most frequent true ->
-predicted confusions, with example images), single-sample latency and batch
-throughput, peak memory of loading and predicting (measured in a fresh child
-process, so this process's tensorflow does not count), size and gzip size.
+Accuracy with its 95% interval, per-class precision/recall/F1 and the
+confusion matrix (scikit-learn), error types (error rate per true class) and
+error causes (the most frequent true -> predicted confusions, with example
+images), single-sample latency and batch throughput, peak memory of loading
+and predicting (measured by `steps.profile` in a fresh child process, so this
+process's imports do not count), size and gzip size.
 """
 
 from __future__ import annotations
@@ -21,51 +22,29 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from steps import contract
-from steps.config import parse_config, require_positive, run_cli, setting
+from steps.config import parse_config, run_cli
 from steps.data import Dataset, load_dataset
+from steps.lineage import variant_of
 from steps.measure import sizes
+from steps.pyfunc import predict_classes
 from steps.report import confusion_examples_figure, confusion_matrix_figure, error_rate_figure
-from steps.tracking import log_config, log_dataset, set_step_tags
-from steps.variants import source_run_id
+from steps.settings import EvaluateConfig
+from steps.stats import Accuracy, accuracy
+from steps.tracking import log_config, log_dataset, set_variant_tags, step_run
 
-# Metric keys of the evaluation report (beyond the contract's shared ones)
-THROUGHPUT = "throughput_batch32_per_s"
-PEAK_RSS_MB = "peak_rss_mb"
-LOAD_SECONDS = "load_seconds"
-MACRO_F1 = "macro_f1"
-ERROR_RATE = "error_rate"
-BATCH_SIZE = 32
-REPORT_FOLDER = "evaluation"  # artifact folder of the report's tables and figures
-
-
-@dataclass(frozen=True)
-class EvaluateConfig:
-    """Evaluate a model (Keras or LiteRT) on the test split of a data set."""
-
-    model_uri: str = setting(
-        "", "runs:/<run_id>/litert_model, runs:/<run_id>/keras_model, models:/<name>@champion, ..."
-    )
-    dataset: str = setting("digits", "'digits', a .npz file or an image folder (the model's data set)")
-    image_size: int = setting(28, "side in pixels that images of an image folder are resized to")
-    top_confusions: int = setting(5, "how many of the most frequent true->predicted confusions to show")
-    latency_runs: int = setting(300, "timed single-sample predictions (after warm-up) for the latency percentiles")
-
-    def __post_init__(self):
-        if not self.model_uri:
-            raise ValueError(
-                "model_uri is required, e.g. runs:/<run_id>/litert_model or models:/digits-classifier@champion"
-            )
-        for name in ("image_size", "top_confusions", "latency_runs"):
-            require_positive(name, getattr(self, name))
+BATCH_SIZE = 32  # throughput is measured on batches of this size
+PROFILE_SAMPLES = 64  # test images handed to the profiling process
+PROFILE_TIMEOUT_SECONDS = 900
 
 
 @dataclass
 class Evaluation:
     """What the predictions say about the model; pure numbers, no I/O."""
 
-    accuracy: float
+    accuracy: Accuracy
     per_class: pd.DataFrame  # class, precision, recall, f1, support, error_rate
     confusion: np.ndarray  # [true, predicted] counts
     top_confusions: pd.DataFrame  # true, predicted, count, share_of_errors, examples (test indices)
@@ -73,9 +52,11 @@ class Evaluation:
     @property
     def metrics(self) -> dict[str, float]:
         return {
-            contract.ACCURACY: self.accuracy,
-            ERROR_RATE: 1.0 - self.accuracy,
-            MACRO_F1: float(self.per_class["f1"].mean()),
+            contract.ACCURACY: self.accuracy.value,
+            contract.ACCURACY_LOW: self.accuracy.low,
+            contract.ACCURACY_HIGH: self.accuracy.high,
+            contract.ERROR_RATE: 1.0 - self.accuracy.value,
+            contract.MACRO_F1: float(self.per_class["f1"].mean()),
         }
 
 
@@ -83,15 +64,9 @@ def analyse_predictions(
     predicted: np.ndarray, truth: np.ndarray, class_names: tuple[str, ...], top: int = 5, examples: int = 4
 ) -> Evaluation:
     """Accuracy, per-class table, confusion matrix and the most frequent confusions."""
-    n = len(class_names)
-    confusion = np.zeros((n, n), dtype=np.int64)
-    np.add.at(confusion, (truth, predicted), 1)
-    true_positives = np.diag(confusion).astype(float)
-    support = confusion.sum(axis=1)
-    predicted_count = confusion.sum(axis=0)
-    precision = np.divide(true_positives, predicted_count, out=np.zeros(n), where=predicted_count > 0)
-    recall = np.divide(true_positives, support, out=np.zeros(n), where=support > 0)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(n), where=(precision + recall) > 0)
+    labels = np.arange(len(class_names))
+    confusion = confusion_matrix(truth, predicted, labels=labels)
+    precision, recall, f1, support = precision_recall_fscore_support(truth, predicted, labels=labels, zero_division=0)
     per_class = pd.DataFrame(
         {
             "class": list(class_names),
@@ -102,82 +77,43 @@ def analyse_predictions(
             "error_rate": np.where(support > 0, 1.0 - recall, 0.0),
         }
     )
+    top_confusions = _top_confusions(confusion, predicted, truth, class_names, top, examples)
+    return Evaluation(accuracy(predicted, truth), per_class, confusion, top_confusions)
+
+
+def _top_confusions(confusion, predicted, truth, class_names, top: int, examples: int) -> pd.DataFrame:
+    """The most frequent true -> predicted pairs, with their share of all errors and a few test indices each."""
     off_diagonal = confusion.copy()
     np.fill_diagonal(off_diagonal, 0)
     errors = int(off_diagonal.sum())
-    pairs = sorted(((off_diagonal[t, p], t, p) for t in range(n) for p in range(n) if off_diagonal[t, p]), reverse=True)
-    rows = []
-    for count, t, p in pairs[:top]:
-        indices = np.flatnonzero((truth == t) & (predicted == p))[:examples]
-        rows.append(
-            {
-                "true": class_names[t],
-                "predicted": class_names[p],
-                "count": int(count),
-                "share_of_errors": count / errors,
-                "examples": indices.tolist(),
-            }
-        )
-    columns = ["true", "predicted", "count", "share_of_errors", "examples"]
-    return Evaluation(float((predicted == truth).mean()), per_class, confusion, pd.DataFrame(rows, columns=columns))
-
-
-# Runs in a fresh interpreter: load the model, predict, report peak RSS, latency and throughput as JSON.
-_PROFILE_SCRIPT = """
-import json, sys, time
-import numpy as np
-import steps, mlflow
-uri, sample_path, runs, batch_size = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-x = np.load(sample_path)
-start = time.perf_counter()
-model = mlflow.pyfunc.load_model(uri)
-load_seconds = time.perf_counter() - start
-one = x[:1]
-for _ in range(20):
-    model.predict(one)
-timings = []
-for _ in range(runs):
-    start = time.perf_counter()
-    model.predict(one)
-    timings.append(time.perf_counter() - start)
-batch = np.resize(x, (batch_size, *x.shape[1:])).astype(np.float32)
-model.predict(batch)
-start, batches = time.perf_counter(), 0
-while time.perf_counter() - start < 2.0 or batches < 5:
-    model.predict(batch)
-    batches += 1
-throughput = batches * batch_size / (time.perf_counter() - start)
-p50, p95, p99 = np.percentile(np.array(timings) * 1000, [50, 95, 99])
-# VmHWM, not getrusage: ru_maxrss survives fork+exec and would report the parent's (tensorflow's) peak.
-status = dict(line.split(":", 1) for line in open("/proc/self/status"))
-peak_rss_mb = int(status["VmHWM"].split()[0]) / 1024
-print(json.dumps({"load_seconds": load_seconds, "p50": p50, "p95": p95, "p99": p99, "throughput": throughput,
-                  "peak_rss_mb": peak_rss_mb}))
-"""
+    pairs = sorted(((off_diagonal[t, p], t, p) for t, p in zip(*np.nonzero(off_diagonal))), reverse=True)
+    rows = [
+        {
+            "true": class_names[t],
+            "predicted": class_names[p],
+            "count": int(count),
+            "share_of_errors": count / errors,
+            "examples": np.flatnonzero((truth == t) & (predicted == p))[:examples].tolist(),
+        }
+        for count, t, p in pairs[:top]
+    ]
+    return pd.DataFrame(rows, columns=["true", "predicted", "count", "share_of_errors", "examples"])
 
 
 def profile_in_child(model_uri: str, x: np.ndarray, latency_runs: int) -> dict[str, float]:
-    """Latency, throughput and peak memory of loading and using the model through pyfunc, in a child process."""
+    """`python -m steps.profile` on the model: latency, throughput and peak memory of that process alone."""
     with tempfile.TemporaryDirectory() as folder:
         sample_path = Path(folder) / "sample.npy"
-        np.save(sample_path, x[:64].astype(np.float32))
+        np.save(sample_path, x[:PROFILE_SAMPLES].astype(np.float32))
         result = subprocess.run(
-            [sys.executable, "-c", _PROFILE_SCRIPT, model_uri, str(sample_path), str(latency_runs), str(BATCH_SIZE)],
+            [sys.executable, "-m", "steps.profile", model_uri, str(sample_path), str(latency_runs), str(BATCH_SIZE)],
             capture_output=True,
             text=True,
-            timeout=900,
+            timeout=PROFILE_TIMEOUT_SECONDS,
         )
     if result.returncode != 0:
         raise RuntimeError(f"profiling {model_uri} in a child process failed:\n{result.stderr[-2000:]}")
-    measured = json.loads(result.stdout.strip().splitlines()[-1])
-    return {
-        LOAD_SECONDS: measured["load_seconds"],
-        contract.LATENCY_P50_MS: measured["p50"],
-        contract.LATENCY_P95_MS: measured["p95"],
-        contract.LATENCY_P99_MS: measured["p99"],
-        THROUGHPUT: measured["throughput"],
-        PEAK_RSS_MB: measured["peak_rss_mb"],
-    }
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def model_sizes(local: Path) -> dict[str, float]:
@@ -198,26 +134,15 @@ def model_sizes(local: Path) -> dict[str, float]:
     return {contract.SIZE_BYTES: size, contract.SIZE_GZIP_BYTES: gzip_size}
 
 
-def variant_of(model_uri: str) -> str:
-    """The variant tag of the run that logged the model ("" if it has none)."""
-    run_id = source_run_id(model_uri)
-    return mlflow.get_run(run_id).data.tags.get(contract.TAG_VARIANT, "") if run_id else ""
-
-
-def predict_classes(model_uri: str, x: np.ndarray) -> np.ndarray:
-    """Predicted class per sample through the model's pyfunc flavor (Keras or LiteRT alike); URI or local folder."""
-    model = mlflow.pyfunc.load_model(model_uri)
-    return np.asarray(model.predict(x.astype(np.float32))).argmax(axis=1)
-
-
 def log_report(evaluation: Evaluation, data: Dataset, predicted: np.ndarray) -> None:
     """Tables and figures of the evaluation on the active run, under evaluation/."""
-    mlflow.log_table(evaluation.per_class, f"{REPORT_FOLDER}/per_class.json")
+    folder = contract.EVALUATION_FOLDER
+    mlflow.log_table(evaluation.per_class, f"{folder}/per_class.json")
     confusion = pd.DataFrame(evaluation.confusion, columns=[f"predicted {c}" for c in data.class_names])
     confusion.insert(0, "true", list(data.class_names))
-    mlflow.log_table(confusion, f"{REPORT_FOLDER}/confusion_matrix.json")
+    mlflow.log_table(confusion, f"{folder}/confusion_matrix.json")
     top = evaluation.top_confusions.assign(examples=lambda t: t["examples"].map(str))
-    mlflow.log_table(top, f"{REPORT_FOLDER}/top_confusions.json")
+    mlflow.log_table(top, f"{folder}/top_confusions.json")
     figures = {
         "confusion_matrix.png": confusion_matrix_figure(evaluation.confusion, data.class_names),
         "error_rate_per_class.png": error_rate_figure(evaluation.per_class),
@@ -225,7 +150,7 @@ def log_report(evaluation: Evaluation, data: Dataset, predicted: np.ndarray) -> 
     if len(evaluation.top_confusions):
         figures["top_confusions.png"] = confusion_examples_figure(evaluation.top_confusions, data.x_test)
     for name, figure in figures.items():
-        mlflow.log_figure(figure, f"{REPORT_FOLDER}/{name}")
+        mlflow.log_figure(figure, f"{folder}/{name}")
     # MLflow's own classifier evaluation on the same predictions, for its standard metrics and plots.
     frame = pd.DataFrame({"label": data.y_test, "prediction": predicted})
     mlflow.models.evaluate(data=frame, predictions="prediction", targets="label", model_type="classifier")
@@ -235,10 +160,11 @@ def summary(model_uri: str, metrics: dict[str, float], evaluation: Evaluation) -
     worst = evaluation.per_class.sort_values("error_rate", ascending=False).iloc[0]
     lines = [
         f"evaluate: {model_uri}",
-        f"  accuracy {metrics[contract.ACCURACY]:.4f}, macro F1 {metrics[MACRO_F1]:.4f}; "
+        f"  accuracy {evaluation.accuracy}, macro F1 {metrics[contract.MACRO_F1]:.4f}; "
         f"worst class {worst['class']} ({worst['error_rate']:.1%} wrong)",
         f"  latency p50 {metrics[contract.LATENCY_P50_MS]:.3f} ms, p99 {metrics[contract.LATENCY_P99_MS]:.3f} ms; "
-        f"batch-{BATCH_SIZE} throughput {metrics[THROUGHPUT]:,.0f}/s; peak RSS {metrics[PEAK_RSS_MB]:.0f} MB",
+        f"batch-{BATCH_SIZE} throughput {metrics[contract.THROUGHPUT]:,.0f}/s; "
+        f"peak RSS {metrics[contract.PEAK_RSS_MB]:.0f} MB",
         f"  size {int(metrics[contract.SIZE_BYTES]):,} B ({int(metrics[contract.SIZE_GZIP_BYTES]):,} B gzipped)",
     ]
     for row in evaluation.top_confusions.itertuples(index=False):
@@ -261,8 +187,8 @@ def evaluate(config: EvaluateConfig, data: Dataset) -> tuple[dict[str, float], E
 def main(argv: list[str] | None = None) -> None:
     config = parse_config(EvaluateConfig, argv)
     data = load_dataset(config.dataset, image_size=config.image_size)
-    with mlflow.start_run():
-        set_step_tags("evaluate", variant_of(config.model_uri), config.model_uri)
+    with step_run(contract.EVALUATE):
+        set_variant_tags(variant_of(config.model_uri), config.model_uri)
         log_config(config)
         log_dataset(data)
         metrics, evaluation, predicted = evaluate(config, data)
@@ -272,4 +198,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    run_cli("evaluate", main)
+    run_cli(contract.EVALUATE, main)

@@ -1,10 +1,15 @@
-"""The champion/challenger gate as a pure decision: numbers in, verdict with reasons out.
+"""The champion/challenger gate as a pure decision: per-sample correctness in, verdict with reasons out.
 
 The thresholds are checked by `mlflow.validate_evaluation_results` with
 `MetricThreshold`s. Its `min_absolute_change` can only demand an improvement,
 while the gate allows a small tolerance below the champion, so the comparison
 is expressed as a metric of its own: the challenger's accuracy minus the
-champion's, on the same test data, which must stay above -tolerance.
+champion's, on the same test samples, which must stay above -tolerance.
+
+Beside the tolerance, an exact McNemar test on the same samples says whether
+the difference is more than chance (its p-value is recorded, not a threshold):
+on a few hundred samples a one-sample difference is a policy decision, not
+evidence. README explains what the gate can resolve.
 """
 
 from __future__ import annotations
@@ -12,57 +17,71 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import mlflow
+import numpy as np
 from mlflow.models import EvaluationResult, MetricThreshold
 from mlflow.models.evaluation.validation import ModelValidationFailedException
 
 from steps import contract
+from steps.settings import GateConfig
+from steps.stats import Accuracy, PairedComparison, mcnemar, proportion
 
-ACCURACY_CHANGE = "accuracy_change_vs_champion"
 FLOAT_SLACK = 1e-9  # 0.978 - 0.983 is -0.0050000000000000044 in floats: still within a 0.005 tolerance
 
 
 @dataclass(frozen=True)
-class Thresholds:
-    min_accuracy_change: float  # how far below the champion's accuracy the challenger may be (>= 0)
-    min_accuracy: float  # absolute floor
-
-    def __post_init__(self):
-        if self.min_accuracy_change < 0:
-            raise ValueError(f"min_accuracy_change is a tolerance and must be >= 0, got {self.min_accuracy_change}")
-        if not 0 <= self.min_accuracy <= 1:
-            raise ValueError(f"min_accuracy must be in [0, 1], got {self.min_accuracy}")
-
-
-@dataclass(frozen=True)
 class Verdict:
-    passed: bool
+    """What the gate (or a forced promotion) decided about a version, and why. Recorded either way."""
+
+    status: str  # one of contract.VALIDATION_STATUSES
     reason: str
-    challenger_accuracy: float
-    champion_accuracy: float | None  # None: there was no champion
+    challenger: Accuracy | None = None  # None: the gate did not run (forced, unchanged)
+    champion: Accuracy | None = None  # None: no champion to compare with
+    comparison: PairedComparison | None = None
+
+    @property
+    def refused(self) -> bool:
+        return self.status == contract.VALIDATION_FAILED
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """The numbers behind the verdict, under the contract's metric names (only those that exist)."""
+        metrics = {}
+        if self.challenger is not None:
+            metrics[contract.CHALLENGER_ACCURACY] = self.challenger.value
+        if self.champion is not None:
+            metrics[contract.CHAMPION_ACCURACY] = self.champion.value
+            metrics[contract.ACCURACY_CHANGE] = self.challenger.value - self.champion.value
+        if self.comparison is not None:
+            metrics[contract.MCNEMAR_P_VALUE] = self.comparison.p_value
+        return metrics
 
 
-def decide(challenger_accuracy: float, champion_accuracy: float | None, thresholds: Thresholds) -> Verdict:
+def decide(challenger_correct: np.ndarray, champion_correct: np.ndarray | None, thresholds: GateConfig) -> Verdict:
     """Promote the challenger? Always a verdict with its reason; with no champion only the floor applies."""
-    metrics = {contract.ACCURACY: challenger_accuracy}
+    challenger = proportion(challenger_correct)
+    metrics = {contract.ACCURACY: challenger.value}
     checks = {contract.ACCURACY: MetricThreshold(threshold=float(thresholds.min_accuracy), greater_is_better=True)}
-    if champion_accuracy is not None:
-        metrics[ACCURACY_CHANGE] = challenger_accuracy - champion_accuracy
-        checks[ACCURACY_CHANGE] = MetricThreshold(
+    champion = comparison = None
+    if champion_correct is not None:
+        champion, comparison = proportion(champion_correct), mcnemar(challenger_correct, champion_correct)
+        metrics[contract.ACCURACY_CHANGE] = challenger.value - champion.value
+        checks[contract.ACCURACY_CHANGE] = MetricThreshold(
             threshold=-float(thresholds.min_accuracy_change) - FLOAT_SLACK, greater_is_better=True
         )
     try:
         mlflow.validate_evaluation_results(checks, EvaluationResult(metrics=metrics, artifacts={}))
     except ModelValidationFailedException as failure:
-        return Verdict(False, _reason(failure.message, champion_accuracy), challenger_accuracy, champion_accuracy)
-    versus = "no champion yet" if champion_accuracy is None else f"champion {champion_accuracy:.4f}"
-    reason = f"accuracy {challenger_accuracy:.4f} passes (floor {thresholds.min_accuracy}; {versus}"
-    if champion_accuracy is not None:
-        reason += f", tolerance {thresholds.min_accuracy_change}"
-    return Verdict(True, reason + ")", challenger_accuracy, champion_accuracy)
+        reason = " ".join(failure.message.split()) + _versus(champion, comparison)
+        return Verdict(contract.VALIDATION_FAILED, reason, challenger, champion, comparison)
+    reason = f"accuracy {challenger} passes (floor {thresholds.min_accuracy}"
+    if champion is None:
+        reason += "; no champion yet)"
+    else:
+        reason += f"; tolerance {thresholds.min_accuracy_change} below the champion){_versus(champion, comparison)}"
+    return Verdict(contract.VALIDATION_PASSED, reason, challenger, champion, comparison)
 
 
-def _reason(message: str, champion_accuracy: float | None) -> str:
-    text = " ".join(message.split())
-    if champion_accuracy is not None:
-        text += f" (champion accuracy {champion_accuracy:.4f} on the same test data)"
-    return text
+def _versus(champion: Accuracy | None, comparison: PairedComparison | None) -> str:
+    if champion is None:
+        return ""
+    return f" (champion accuracy {champion} on the same test samples; {comparison})"

@@ -1,4 +1,4 @@
-"""The measurements every variant reports: accuracy, size, gzip size, single-sample latency.
+"""The measurements every variant reports: accuracy (test, with its interval, and validation), size, latency.
 
 One helper for every stage, so a float32 baseline and an int8 variant are
 measured the same way and the MLflow UI compares like with like.
@@ -7,13 +7,15 @@ measured the same way and the MLflow UI compares like with like.
 from __future__ import annotations
 
 import gzip
-import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from steps import contract
+from steps.data import Dataset
 from steps.litert_runtime import LiteRTClassifier
+from steps.stats import Accuracy, accuracy
+from steps.timing import latency_percentiles_ms
 
 LATENCY_WARMUP = 50  # first invocations allocate and fill caches: not what a server sees
 LATENCY_RUNS = 500
@@ -21,7 +23,8 @@ LATENCY_RUNS = 500
 
 @dataclass(frozen=True)
 class DeployableMeasurement:
-    accuracy: float
+    accuracy: Accuracy  # on the test split: reported
+    val_accuracy: float  # on the validation split: what variants are chosen by
     size_bytes: int
     size_gzip_bytes: int
     latency_p50_ms: float
@@ -30,22 +33,23 @@ class DeployableMeasurement:
     predictions: np.ndarray  # predicted class per test sample, for agreement checks
 
 
+@dataclass(frozen=True)
+class Baseline:
+    """The float32 deployable a variant is compared with: what `accuracy_drop` and `compression_ratio` refer to."""
+
+    run_id: str  # the train run ("" for a model file: then the parent itself is the baseline)
+    accuracy: float  # test split
+    val_accuracy: float  # validation split
+    gzip_bytes: int
+
+    @classmethod
+    def of(cls, measured: DeployableMeasurement, run_id: str = "") -> "Baseline":
+        return cls(run_id, measured.accuracy.value, measured.val_accuracy, measured.size_gzip_bytes)
+
+
 def sizes(tflite: bytes) -> tuple[int, int]:
     """Bytes of the file and bytes after gzip -9 (what a compressed download costs)."""
     return len(tflite), len(gzip.compress(tflite, compresslevel=9, mtime=0))
-
-
-def latency_percentiles_ms(call, warmup: int, runs: int) -> tuple[float, float, float]:
-    """p50, p95, p99 in milliseconds of `call()`, after `warmup` untimed calls."""
-    for _ in range(warmup):
-        call()
-    timings = np.empty(runs)
-    for i in range(runs):
-        start = time.perf_counter()
-        call()
-        timings[i] = time.perf_counter() - start
-    p50, p95, p99 = np.percentile(timings * 1000.0, [50, 95, 99])
-    return float(p50), float(p95), float(p99)
 
 
 def single_sample_latency_ms(
@@ -56,13 +60,15 @@ def single_sample_latency_ms(
     return latency_percentiles_ms(lambda: classifier.predict_proba(batch), warmup, runs)
 
 
-def measure_deployable(tflite: bytes, x_test: np.ndarray, y_test: np.ndarray) -> DeployableMeasurement:
+def measure_deployable(tflite: bytes, data: Dataset) -> DeployableMeasurement:
     classifier = LiteRTClassifier(tflite)
-    predictions = classifier.predict_proba(x_test).argmax(axis=1)
+    predictions = classifier.predict_proba(data.x_test).argmax(axis=1)
+    val_predictions = classifier.predict_proba(data.x_val).argmax(axis=1)
     size, gzip_size = sizes(tflite)
-    p50, p95, p99 = single_sample_latency_ms(classifier, x_test[0])
+    p50, p95, p99 = single_sample_latency_ms(classifier, data.x_test[0])
     return DeployableMeasurement(
-        accuracy=float((predictions == y_test).mean()),
+        accuracy=accuracy(predictions, data.y_test),
+        val_accuracy=float((val_predictions == data.y_val).mean()),
         size_bytes=size,
         size_gzip_bytes=gzip_size,
         latency_p50_ms=p50,
@@ -73,20 +79,19 @@ def measure_deployable(tflite: bytes, x_test: np.ndarray, y_test: np.ndarray) ->
 
 
 def variant_metrics(
-    measured: DeployableMeasurement,
-    *,
-    baseline_accuracy: float,
-    baseline_gzip_bytes: int,
-    sparsity: float,
-    params: int,
+    measured: DeployableMeasurement, baseline: Baseline, *, sparsity: float, params: int
 ) -> dict[str, float]:
     """The metric set of DESIGN.md, keyed by the contract's names."""
     return {
-        contract.ACCURACY: measured.accuracy,
-        contract.ACCURACY_DROP: baseline_accuracy - measured.accuracy,
+        contract.ACCURACY: measured.accuracy.value,
+        contract.ACCURACY_LOW: measured.accuracy.low,
+        contract.ACCURACY_HIGH: measured.accuracy.high,
+        contract.ACCURACY_DROP: baseline.accuracy - measured.accuracy.value,
+        contract.VAL_ACCURACY: measured.val_accuracy,
+        contract.VAL_ACCURACY_DROP: baseline.val_accuracy - measured.val_accuracy,
         contract.SIZE_BYTES: measured.size_bytes,
         contract.SIZE_GZIP_BYTES: measured.size_gzip_bytes,
-        contract.COMPRESSION_RATIO: baseline_gzip_bytes / measured.size_gzip_bytes,
+        contract.COMPRESSION_RATIO: baseline.gzip_bytes / measured.size_gzip_bytes,
         contract.SPARSITY: sparsity,
         contract.LATENCY_P50_MS: measured.latency_p50_ms,
         contract.LATENCY_P95_MS: measured.latency_p95_ms,

@@ -1,8 +1,9 @@
-"""Registry reads and writes: versions with lineage tags, the gate's verdict, and alias moves.
+"""Registry reads and writes: versions with lineage tags, the gate's verdict, and alias moves. MLflow only.
 
 Aliases (champion, challenger, previous) decide what is served; stages are
-deprecated in MLflow and not used. Every alias move goes through `move_champion`
-or `rollback`, so `previous` always holds the champion before the last move.
+deprecated in MLflow and not used. Every champion move goes through
+`move_champion` or `rollback`, so `previous` always holds the champion before
+the last move; every verdict goes through `record_verdict`.
 """
 
 from __future__ import annotations
@@ -10,15 +11,11 @@ from __future__ import annotations
 import json
 
 import mlflow
-import numpy as np
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from steps import contract
-from steps.data import load_dataset
-from steps.evaluate import predict_classes
-from steps.gate import Thresholds, Verdict, decide
-from steps.variants import source_run_id
+from steps.gate import Verdict
 
 
 class RegistryError(ValueError):
@@ -41,6 +38,10 @@ def get_version(name: str, version: str | int) -> ModelVersion:
         return client().get_model_version(name, str(version))
     except MlflowException as error:
         raise RegistryError(f"model {name!r} has no version {version}; list them in the MLflow UI ({error})") from error
+
+
+def model_uri(version: ModelVersion) -> str:
+    return f"models:/{version.name}/{version.version}"
 
 
 def version_from_run(name: str, source_run_id: str) -> ModelVersion | None:
@@ -69,65 +70,28 @@ def register_deployable(name: str, source_run_id: str) -> ModelVersion:
         contract.VERSION_TAG_BASELINE_RUN: tags.get(contract.TAG_BASELINE_RUN, ""),
         contract.VERSION_TAG_RECIPE: tags.get(contract.TAG_RECIPE, "[]"),
     }
-    model_uri = f"runs:/{source_run_id}/{contract.LITERT_MODEL}"
-    version = mlflow.register_model(model_uri, name, tags=lineage)
-    print(f"register: {model_uri} is {name} version {version.version}")
+    uri = f"runs:/{source_run_id}/{contract.LITERT_MODEL}"
+    version = mlflow.register_model(uri, name, tags=lineage)
+    print(f"register: {uri} is {name} version {version.version}")
     return version
 
 
-def lineage(name: str, version: str | int) -> list[dict]:
-    """From a version back to the float baseline: each step's run, variant, parent model and settings."""
-    source = get_version(name, version).tags[contract.VERSION_TAG_SOURCE_RUN]
-    chain, run_id = [], source
-    while run_id:
-        run = mlflow.get_run(run_id)
-        parent_uri = run.data.tags.get(contract.TAG_PARENT_MODEL, "")
-        chain.append(
-            {
-                "run_id": run_id,
-                "step": run.data.tags.get(contract.TAG_STEP),
-                "variant": run.data.tags.get(contract.TAG_VARIANT),
-                "parent_model": parent_uri,
-                "params": dict(run.data.params),
-            }
-        )
-        run_id = (source_run_id(parent_uri) or "") if parent_uri else ""
-    return chain
-
-
-def evaluation_data_of(version: ModelVersion):
-    """The test split of the data the version was made from (the gate compares on one data set)."""
-    params = mlflow.get_run(version.tags[contract.VERSION_TAG_SOURCE_RUN]).data.params
-    return load_dataset(params.get("dataset", "digits"), image_size=int(float(params.get("image_size", 28))))
-
-
-def accuracy_of(version: ModelVersion, x: np.ndarray, y: np.ndarray) -> float:
-    try:
-        predicted = predict_classes(f"models:/{version.name}/{version.version}", x)
-    except Exception as error:  # a champion for other data: it cannot be compared on this test split
-        raise RegistryError(
-            f"{version.name} version {version.version} cannot predict the test data ({error}); "
-            "promote with force=true if the new data set replaces the old one"
-        ) from error
-    return float((predicted == y).mean())
-
-
-def gate(challenger: ModelVersion, thresholds: Thresholds) -> Verdict:
-    """Evaluate challenger and champion on the challenger's test split and decide; the verdict is recorded."""
-    champion = version_by_alias(challenger.name, contract.CHAMPION)
-    data = evaluation_data_of(challenger)
-    challenger_accuracy = accuracy_of(challenger, data.x_test, data.y_test)
-    champion_accuracy = None if champion is None else accuracy_of(champion, data.x_test, data.y_test)
-    verdict = decide(challenger_accuracy, champion_accuracy, thresholds)
-    record_verdict(
-        challenger, contract.VALIDATION_PASSED if verdict.passed else contract.VALIDATION_FAILED, verdict.reason
-    )
-    return verdict
-
-
-def record_verdict(version: ModelVersion, status: str, reason: str) -> None:
-    client().set_model_version_tag(version.name, version.version, contract.VERSION_TAG_VALIDATION_STATUS, status)
-    client().set_model_version_tag(version.name, version.version, contract.VERSION_TAG_VALIDATION_REASON, reason)
+def record_verdict(version: ModelVersion, verdict: Verdict) -> None:
+    """The one writer of a verdict: on the version (its tags) and on the active run (tags and metrics)."""
+    version_tags = {
+        contract.VERSION_TAG_VALIDATION_STATUS: verdict.status,
+        contract.VERSION_TAG_VALIDATION_REASON: verdict.reason,
+    }
+    if verdict.comparison is not None:
+        version_tags[contract.VERSION_TAG_MCNEMAR_P_VALUE] = f"{verdict.comparison.p_value:.6g}"
+    if verdict.status != contract.VALIDATION_UNCHANGED:  # keep the verdict that made it champion
+        for key, value in version_tags.items():
+            client().set_model_version_tag(version.name, version.version, key, value)
+    run_tags = {contract.TAG_MODEL_NAME: version.name, contract.TAG_MODEL_VERSION: version.version, **version_tags}
+    if verdict.status == contract.VALIDATION_FORCED:
+        run_tags[contract.TAG_FORCED] = "true"
+    mlflow.set_tags(run_tags)
+    mlflow.log_metrics(verdict.metrics)
 
 
 def move_champion(name: str, version: str | int) -> str | None:
@@ -139,6 +103,10 @@ def move_champion(name: str, version: str | int) -> str | None:
         client().set_registered_model_alias(name, contract.PREVIOUS, old.version)
     client().set_registered_model_alias(name, contract.CHAMPION, str(version))
     return None if old is None else old.version
+
+
+def set_challenger(version: ModelVersion) -> None:
+    client().set_registered_model_alias(version.name, contract.CHALLENGER, version.version)
 
 
 def rollback(name: str) -> tuple[str, str]:

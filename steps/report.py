@@ -13,7 +13,11 @@ from steps import contract  # noqa: E402
 from steps.selection import VariantRow, pareto_front  # noqa: E402
 
 TABLE_METRICS = (
+    contract.VAL_ACCURACY,
+    contract.VAL_ACCURACY_DROP,
     contract.ACCURACY,
+    contract.ACCURACY_LOW,
+    contract.ACCURACY_HIGH,
     contract.ACCURACY_DROP,
     contract.SIZE_BYTES,
     contract.SIZE_GZIP_BYTES,
@@ -22,6 +26,10 @@ TABLE_METRICS = (
     contract.LATENCY_P50_MS,
     contract.LATENCY_P99_MS,
     contract.AGREEMENT,
+)
+COSTS = (  # metric, axis label, scale
+    (contract.SIZE_GZIP_BYTES, "gzip size (KiB, log scale)", 1 / 1024),
+    (contract.LATENCY_P50_MS, "p50 latency, one sample (ms)", 1.0),
 )
 
 
@@ -38,55 +46,77 @@ def comparison_table(rows: list[VariantRow]) -> dict[str, list]:
     return table
 
 
-def comparison_figure(rows: list[VariantRow], best: VariantRow | None = None) -> Figure:
-    """Accuracy vs gzip size and vs p50 latency; Pareto front joined, best variant ringed."""
-    figure, axes = plt.subplots(1, 2, figsize=(13, 5.5), constrained_layout=True)
-    panels = (
-        (contract.SIZE_GZIP_BYTES, "gzip size (KiB, log scale)", 1 / 1024),
-        (contract.LATENCY_P50_MS, "p50 latency, one sample (ms)", 1.0),
-    )
-    for axis, (cost, label, scale) in zip(axes, panels):
+def comparison_figure(rows: list[VariantRow], best: VariantRow | None, max_accuracy_drop: float) -> Figure:
+    """Accuracy vs gzip size and vs p50 latency: chosen on validation (top), reported on test with 95% CIs (bottom).
+
+    The top row holds the Pareto front and the budget line of the choice; the
+    bottom row shows what the test split says about the same variants.
+    """
+    figure, axes = plt.subplots(2, 2, figsize=(13, 10), constrained_layout=True)
+    baseline_val = rows[0][contract.VAL_ACCURACY] + rows[0][contract.VAL_ACCURACY_DROP]  # the same for every row
+    for column, (cost, label, scale) in enumerate(COSTS):
+        choose, report = axes[0][column], axes[1][column]
         front = pareto_front(rows, cost)
-        axis.scatter([r[cost] * scale for r in rows], [r[contract.ACCURACY] for r in rows], color="tab:blue", zorder=2)
-        axis.plot(
+        choose.scatter([r[cost] * scale for r in rows], [r[contract.VAL_ACCURACY] for r in rows], color="tab:blue")
+        choose.plot(
             [r[cost] * scale for r in front],
-            [r[contract.ACCURACY] for r in front],
+            [r[contract.VAL_ACCURACY] for r in front],
             color="tab:orange",
             marker="o",
-            zorder=3,
-            label="Pareto front",
+            label="Pareto front (validation)",
         )
-        if best is not None:
-            axis.scatter(
-                [best[cost] * scale],
-                [best[contract.ACCURACY]],
-                s=260,
-                facecolors="none",
-                edgecolors="tab:green",
-                linewidths=2,
-                zorder=4,
-                label=f"best within budget: {best.variant}",
-            )
-        for row in rows:
-            axis.annotate(
-                row.variant,
-                (row[cost] * scale, row[contract.ACCURACY]),
-                textcoords="offset points",
-                xytext=(4, 4),
-                fontsize=7,
-            )
-        if cost == contract.SIZE_GZIP_BYTES:
-            axis.set_xscale("log")
-            axis.xaxis.set_major_formatter(ScalarFormatter())
-            axis.xaxis.set_minor_formatter(ScalarFormatter())
-            axis.tick_params(axis="x", which="minor", labelsize=7)
-        axis.margins(x=0.08, y=0.2)
-        axis.set_xlabel(label)
-        axis.set_ylabel("test accuracy")
-        axis.grid(True, which="both", alpha=0.3)
-        axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize=8, frameon=False)
-    figure.suptitle("rtdeploy variants: accuracy vs cost")
+        choose.axhline(
+            baseline_val - max_accuracy_drop,
+            color="tab:red",
+            linestyle="--",
+            linewidth=1,
+            label=f"budget: float32 validation accuracy - {max_accuracy_drop}",
+        )
+        choose.set_ylabel("validation accuracy (used to choose)")
+        low = [r[contract.ACCURACY] - r[contract.ACCURACY_LOW] for r in rows]
+        high = [r[contract.ACCURACY_HIGH] - r[contract.ACCURACY] for r in rows]
+        report.errorbar(
+            [r[cost] * scale for r in rows],
+            [r[contract.ACCURACY] for r in rows],
+            yerr=[low, high],
+            fmt="o",
+            color="tab:blue",
+            ecolor="tab:gray",
+            capsize=3,
+            label="95% Wilson interval",
+        )
+        report.set_ylabel("test accuracy (reported)")
+        for axis, accuracy in ((choose, contract.VAL_ACCURACY), (report, contract.ACCURACY)):
+            _decorate(axis, rows, best, cost, scale, accuracy, label)
+    figure.suptitle("rtdeploy variants: accuracy vs cost (chosen on validation, reported on test)")
     return figure
+
+
+def _decorate(axis, rows, best, cost: str, scale: float, accuracy: str, label: str) -> None:
+    if best is not None:
+        axis.scatter(
+            [best[cost] * scale],
+            [best[accuracy]],
+            s=260,
+            facecolors="none",
+            edgecolors="tab:green",
+            linewidths=2,
+            zorder=4,
+            label=f"chosen within budget: {best.variant}",
+        )
+    for row in rows:
+        axis.annotate(
+            row.variant, (row[cost] * scale, row[accuracy]), textcoords="offset points", xytext=(4, 4), fontsize=7
+        )
+    if cost == contract.SIZE_GZIP_BYTES:
+        axis.set_xscale("log")
+        axis.xaxis.set_major_formatter(ScalarFormatter())
+        axis.xaxis.set_minor_formatter(ScalarFormatter())
+        axis.tick_params(axis="x", which="minor", labelsize=7)
+    axis.margins(x=0.08, y=0.2)
+    axis.set_xlabel(label)
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize=8, frameon=False)
 
 
 def confusion_matrix_figure(confusion, class_names: tuple[str, ...]) -> Figure:

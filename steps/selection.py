@@ -1,7 +1,9 @@
 """Choosing among variants: the Pareto front and the best variant within an accuracy budget.
 
 Pure functions over variant rows (run id, variant name, metrics), so the
-pipeline report, `register` and tests share one definition of "best".
+pipeline report, `register` and tests share one definition of "best". The
+choice reads the validation split only; the test split is reported, never
+used to choose, so the reported accuracy of the chosen variant is unbiased.
 """
 
 from __future__ import annotations
@@ -9,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from steps import contract
+from steps.config import require_choice
 
-OBJECTIVES = {"size": contract.SIZE_GZIP_BYTES, "latency": contract.LATENCY_P50_MS}  # both: lower is better
+BUDGET_SLACK = 1e-12  # a drop exactly at the budget is within it, despite float rounding
 
 
 @dataclass(frozen=True)
@@ -24,20 +27,19 @@ class VariantRow:
         return self.metrics[key]
 
 
-def pareto_front(rows: list[VariantRow], cost: str) -> list[VariantRow]:
-    """Rows no other row beats on both accuracy (higher) and `cost` (lower), sorted by cost."""
+def pareto_front(rows: list[VariantRow], cost: str, accuracy: str = contract.VAL_ACCURACY) -> list[VariantRow]:
+    """Rows no other row beats on both `accuracy` (higher) and `cost` (lower), sorted by cost."""
     front = []
-    for row in sorted(rows, key=lambda r: (r[cost], -r[contract.ACCURACY])):
-        if not front or row[contract.ACCURACY] > front[-1][contract.ACCURACY]:
+    for row in sorted(rows, key=lambda r: (r[cost], -r[accuracy])):
+        if not front or row[accuracy] > front[-1][accuracy]:
             front.append(row)
     return front
 
 
 def select_best(rows: list[VariantRow], max_accuracy_drop: float, objective: str = "size") -> VariantRow | None:
-    """The lowest-cost row whose accuracy drop is within budget (ties: higher accuracy), or None."""
-    if objective not in OBJECTIVES:
-        raise ValueError(f"objective={objective!r} is not valid; use one of: {', '.join(OBJECTIVES)}")
-    within = [row for row in rows if row[contract.ACCURACY_DROP] <= max_accuracy_drop + 1e-12]
+    """The lowest-cost row whose validation accuracy drop is within budget (ties: higher validation accuracy)."""
+    require_choice("objective", objective, tuple(contract.OBJECTIVES))
+    within = [row for row in rows if row[contract.VAL_ACCURACY_DROP] <= max_accuracy_drop + BUDGET_SLACK]
     if not within:
         return None
-    return min(within, key=lambda r: (r[OBJECTIVES[objective]], -r[contract.ACCURACY]))
+    return min(within, key=lambda r: (r[contract.OBJECTIVES[objective]], -r[contract.VAL_ACCURACY]))

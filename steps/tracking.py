@@ -1,45 +1,67 @@
-"""MLflow at the edges: logging data sets, models, deployables and step tags the same way in every step."""
+"""MLflow logging shared by the stages: the step's run, its settings, data set, deployable and metrics.
+
+Logging only (no TensorFlow, no registry): the run of a step lands in the
+`rtdeploy` experiment unless the user chose one, is named after what it is,
+and its experiment is marked as model training, so MLflow's UI opens on the
+runs table instead of the GenAI overview.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import tempfile
 from importlib.metadata import version
 from pathlib import Path
 
 import mlflow
 import numpy as np
-import tf_keras as keras
 from mlflow.models import ModelSignature
 from mlflow.types.schema import Schema, TensorSpec
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
 from steps import contract, litert_model, litert_runtime
 from steps.data import Dataset
-from steps.measure import DeployableMeasurement, measure_deployable, variant_metrics
-from steps.selection import VariantRow
+from steps.measure import Baseline, DeployableMeasurement, measure_deployable, variant_metrics
 
 # What a LiteRT deployable needs at serving time: no tensorflow.
 LITERT_REQUIREMENTS = [f"{name}=={version(name)}" for name in ("mlflow", "ai-edge-litert", "numpy", "pandas")]
 INPUT_EXAMPLE_SIZE = 2
+# Set by `mlflow run` (the run to resume, or where to put it) or by the user: then the experiment is theirs.
+CHOSEN_EXPERIMENT = ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID")
 
 
-class EpochLogger(keras.callbacks.Callback):
-    """Log the learning curves to the active MLflow run, one step per epoch."""
+@contextlib.contextmanager
+def step_run(step: str, experiment: str = contract.EXPERIMENT):
+    """The active run of one step, named and tagged after it (a variant step renames it after its variant)."""
+    if not any(os.environ.get(name) for name in CHOSEN_EXPERIMENT):
+        mlflow.set_experiment(experiment)
+    with mlflow.start_run(run_name=step) as run:
+        mlflow.set_tag(contract.TAG_STEP, step)
+        mark_as_model_training(run.info.experiment_id)
+        yield run
 
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        mlflow.log_metrics(
-            {key: float(logs[name]) for name, key in contract.EPOCH_METRICS.items() if name in logs}, step=epoch
-        )
+
+def mark_as_model_training(experiment_id: str) -> None:
+    """Tag the experiment's kind unless someone already did (a user's choice stays)."""
+    client = mlflow.MlflowClient()
+    if contract.EXPERIMENT_KIND_TAG not in client.get_experiment(experiment_id).tags:
+        client.set_experiment_tag(experiment_id, contract.EXPERIMENT_KIND_TAG, contract.EXPERIMENT_KIND)
 
 
-def set_step_tags(step: str, variant: str, parent_model: str = "") -> None:
-    tags = {contract.TAG_STEP: step}
-    if variant:
-        tags[contract.TAG_VARIANT] = variant
+def set_variant_tags(variant: str, parent_model: str = "", *, name_run: bool = False) -> None:
+    """What the run's model is and what it came from; `name_run` names the run after the variant."""
+    tags = {contract.TAG_VARIANT: variant} if variant else {}
     if parent_model:
         tags[contract.TAG_PARENT_MODEL] = parent_model
+    if name_run and variant:
+        tags[MLFLOW_RUN_NAME] = variant
     mlflow.set_tags(tags)
+
+
+def active_run_id() -> str:
+    return mlflow.active_run().info.run_id
 
 
 def log_config(config) -> None:
@@ -48,7 +70,7 @@ def log_config(config) -> None:
     `mlflow run` logs the entry point's parameters as the strings it was given
     ("0.0010"); logging the parsed value ("0.001") again would be an error.
     """
-    existing = mlflow.get_run(mlflow.active_run().info.run_id).data.params
+    existing = mlflow.get_run(active_run_id()).data.params
     mlflow.log_params({k: v for k, v in dataclasses.asdict(config).items() if k not in existing})
 
 
@@ -64,22 +86,23 @@ def log_dataset(data: Dataset) -> None:
     mlflow.set_tag(contract.TAG_DATASET_DIGEST, data.digest)
 
 
-def _signature(data: Dataset) -> ModelSignature:
+def log_epoch(epoch: int, logs: dict | None) -> None:
+    """One epoch of a Keras history as stepped metrics (the learning curves)."""
+    logs = logs or {}
+    mlflow.log_metrics(
+        {key: float(logs[name]) for name, key in contract.EPOCH_METRICS.items() if name in logs}, step=epoch
+    )
+
+
+def model_signature(data: Dataset) -> ModelSignature:
     return ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *data.input_shape))]),
         outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, data.n_classes))]),
     )
 
 
-def log_keras_model(model: keras.Model, data: Dataset) -> str:
-    """Log a Keras model (a parent for later steps); returns its runs:/ URI."""
-    mlflow.tensorflow.log_model(
-        model,
-        name=contract.KERAS_MODEL,
-        signature=_signature(data),
-        input_example=data.x_test[:INPUT_EXAMPLE_SIZE],
-    )
-    return f"runs:/{mlflow.active_run().info.run_id}/{contract.KERAS_MODEL}"
+def example_input(data: Dataset) -> np.ndarray:
+    return data.x_test[:INPUT_EXAMPLE_SIZE]
 
 
 def log_litert_model(tflite_path: str | Path, data: Dataset) -> str:
@@ -89,82 +112,27 @@ def log_litert_model(tflite_path: str | Path, data: Dataset) -> str:
         python_model=litert_model.__file__,
         artifacts={litert_model.TFLITE_ARTIFACT: str(tflite_path)},
         code_paths=[litert_runtime.__file__],  # imported by the model's code, beside it in the deployable
-        signature=_signature(data),
-        input_example=data.x_test[:INPUT_EXAMPLE_SIZE],
+        signature=model_signature(data),
+        input_example=example_input(data),
         pip_requirements=LITERT_REQUIREMENTS,
         metadata={contract.CLASS_NAMES: list(data.class_names)},  # the server answers with labels, not indices
     )
-    return f"runs:/{mlflow.active_run().info.run_id}/{contract.LITERT_MODEL}"
+    return f"runs:/{active_run_id()}/{contract.LITERT_MODEL}"
 
 
 def log_deployable(
-    tflite: bytes,
-    data: Dataset,
-    *,
-    sparsity: float,
-    params: int,
-    baseline_accuracy: float | None = None,
-    baseline_gzip_bytes: int | None = None,
+    tflite: bytes, data: Dataset, baseline: Baseline | None, *, sparsity: float, params: int
 ) -> tuple[dict[str, float], DeployableMeasurement]:
     """Measure a .tflite deployable, log it and its metric set; returns both.
 
-    Without a baseline the deployable is the baseline itself (the float32
-    export of a training run): accuracy drop 0, compression ratio 1.
+    With no baseline the deployable is the baseline itself (the float32 export
+    of a training run): accuracy drop 0, compression ratio 1.
     """
+    measured = measure_deployable(tflite, data)
+    metrics = variant_metrics(measured, baseline or Baseline.of(measured), sparsity=sparsity, params=params)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model.tflite"
         path.write_bytes(tflite)
-        measured = measure_deployable(tflite, data.x_test, data.y_test)
-        metrics = variant_metrics(
-            measured,
-            baseline_accuracy=measured.accuracy if baseline_accuracy is None else baseline_accuracy,
-            baseline_gzip_bytes=measured.size_gzip_bytes if baseline_gzip_bytes is None else baseline_gzip_bytes,
-            sparsity=sparsity,
-            params=params,
-        )
         log_litert_model(path, data)
     mlflow.log_metrics(metrics)
     return metrics, measured
-
-
-class ModelLoadError(ValueError):
-    """A model reference that does not give a usable Keras model; the message says why."""
-
-
-def load_keras_model(reference: str) -> keras.Model:
-    """A tf_keras model from an MLflow model URI (runs:/, models:/, ...), a .keras/.h5 file or a SavedModel folder."""
-    try:
-        if "://" in reference or reference.startswith(("runs:/", "models:/")):
-            model = mlflow.tensorflow.load_model(reference)
-        else:
-            path = Path(reference).expanduser()
-            if not path.exists():
-                raise ModelLoadError(f"model file {reference!r} does not exist")
-            model = keras.models.load_model(path, compile=False)
-    except ModelLoadError:
-        raise
-    except Exception as error:  # MLflow, h5py and SavedModel loaders each raise their own types
-        raise ModelLoadError(
-            f"cannot load a Keras model from {reference!r} ({type(error).__name__}: {error}); give the URI of a "
-            f"model logged by train/prune/cluster (runs:/<run_id>/{contract.KERAS_MODEL}), or a .keras/.h5 "
-            "file or SavedModel folder saved with tf_keras"
-        ) from error
-    if not isinstance(model, keras.Model):
-        raise ModelLoadError(f"{reference!r} is a {type(model).__name__}, not a tf_keras model")
-    return model
-
-
-def variant_row(run_id: str) -> VariantRow:
-    """A variant run as the selection functions see it."""
-    run = mlflow.get_run(run_id)
-    return VariantRow(run_id, run.data.tags[contract.TAG_STEP], run.data.tags[contract.TAG_VARIANT], run.data.metrics)
-
-
-def variant_rows_of_pipeline(pipeline_run_id: str) -> list[VariantRow]:
-    """Every variant a main run made or reused, found through its step-run tags (register runs are no variant)."""
-    prefix = contract.TAG_STEP_RUN.format(step="")
-    tags = mlflow.get_run(pipeline_run_id).data.tags
-    runs = [mlflow.get_run(run_id) for key, run_id in sorted(tags.items()) if key.startswith(prefix)]
-    if not runs:
-        raise ValueError(f"run {pipeline_run_id} is not a main (pipeline) run: it has no step runs")
-    return [variant_row(run.info.run_id) for run in runs if contract.TAG_VARIANT in run.data.tags]

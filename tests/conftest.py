@@ -70,10 +70,9 @@ def run_command(args: list[str], timeout: float = 900) -> subprocess.CompletedPr
 
 
 def mlflow_run(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    """`mlflow run <project> --env-manager local <args>`, as a user types it."""
-    return run_command(
-        [sys.executable, "-m", "mlflow", "run", str(PROJECT), "--env-manager", "local", *args], timeout=timeout
-    )
+    """`mlflow run <project> --env-manager local --experiment-name rtdeploy <args>`, as README tells users to."""
+    command = ["mlflow", "run", str(PROJECT), "--env-manager", "local", "--experiment-name", contract.EXPERIMENT]
+    return run_command([sys.executable, "-m", *command, *args], timeout=timeout)
 
 
 def entry_point_runs(entry_point: str):

@@ -1,5 +1,6 @@
 """Pruning, clustering and quantization on a real digits model: the structure each promises is in the
-weights, the deployables agree with their Keras parents, and parents are never modified."""
+weights, the deployables agree with their Keras parents, and parents are never modified. These train models
+(a minute in all), so they are end-to-end tests."""
 
 from __future__ import annotations
 
@@ -8,17 +9,20 @@ import numpy as np
 import pytest
 
 from steps import contract
-from steps.architectures import kernel_sparsity
-from steps.cluster import ClusterConfig, cluster_model
+from steps.architectures import build_model, kernel_sparsity
+from steps.compression import M_BY_N, cluster_model, prune_model, qat_scheme_name, quantize
 from steps.convert import to_tflite
 from steps.data import load_dataset
+from steps.keras_io import ModelLoadError, log_keras_model
+from steps.lineage import set_lineage_tags
 from steps.litert_runtime import LiteRTClassifier
-from steps.prune import M_BY_N, PruneConfig, prune_model
-from steps.quantize import QuantizeConfig, qat_scheme_name, quantize
-from steps.tracking import ModelLoadError, log_dataset, log_keras_model, log_litert_model
-from steps.train import TrainConfig, train
-from steps.variants import Baseline, load_parent, set_lineage_tags
+from steps.measure import Baseline
+from steps.settings import ClusterConfig, PruneConfig, QuantizeConfig, TrainConfig
+from steps.tracking import log_dataset, log_litert_model
+from steps.training import train
+from steps.variants import load_parent
 
+pytestmark = pytest.mark.e2e
 PARENT = "runs:/parent/keras_model"  # plain functions take the model itself; the URI only satisfies the config
 
 
@@ -29,7 +33,8 @@ def digits():
 
 @pytest.fixture(scope="module")
 def float_model(digits):
-    return train(TrainConfig(), digits).model
+    config = TrainConfig()
+    return train(config, digits, build_model(config.architecture, digits.input_shape, 10, config.width)).model
 
 
 @pytest.fixture(scope="module")
@@ -121,29 +126,6 @@ def test_qat_scheme_follows_the_parent_recipe(steps, scheme):
     assert qat_scheme_name([{"step": s} for s in steps]) == scheme
 
 
-@pytest.mark.parametrize(
-    "make, message",
-    [
-        (lambda: PruneConfig(model_uri=PARENT, target_sparsity=1.0), r"target_sparsity must be in \[0, 1\)"),
-        (lambda: PruneConfig(model_uri=PARENT, target_sparsity=-0.1), r"target_sparsity must be in \[0, 1\)"),
-        (
-            lambda: PruneConfig(model_uri=PARENT, structure="4:8"),
-            "structure='4:8' is not valid; use one of: unstructured, 2:4",
-        ),
-        (lambda: ClusterConfig(model_uri=PARENT, n_clusters=1), "n_clusters must be >= 2"),
-        (
-            lambda: QuantizeConfig(model_uri=PARENT, mode="int4"),
-            "mode='int4' is not valid; use one of: none, dynamic, float16, int8, qat",
-        ),
-        (lambda: QuantizeConfig(), "model_uri is required"),
-    ],
-    ids=["sparsity-1", "sparsity-negative", "structure", "clusters", "mode", "no-model"],
-)
-def test_invalid_settings_fail_naming_the_parameter_and_allowed_values(make, message):
-    with pytest.raises(ValueError, match=message):
-        make()
-
-
 def test_a_model_uri_that_does_not_exist_fails_naming_it(tracking, digits):
     with pytest.raises(ModelLoadError, match="cannot load a Keras model from 'runs:/0123456789abcdef/keras_model'"):
         load_parent("runs:/0123456789abcdef/keras_model", digits)
@@ -170,7 +152,7 @@ def test_a_parent_from_other_data_is_refused(tracking, float_model, digits, tmp_
     )
     with mlflow.start_run() as run:
         log_dataset(digits)
-        set_lineage_tags(Baseline(run.info.run_id, 0.98, 700_000), [])
+        set_lineage_tags(Baseline(run.info.run_id, 0.98, 0.99, 700_000), [])
         log_keras_model(float_model, digits)
     with pytest.raises(ValueError, match="pass the dataset .* of its train run"):
         load_parent(f"runs:/{run.info.run_id}/{contract.KERAS_MODEL}", load_dataset(str(other)))

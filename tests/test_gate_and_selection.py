@@ -1,32 +1,37 @@
-"""The pure decisions: which variant is best within the accuracy budget, and whether a challenger may replace
-the champion. Every verdict carries its reason."""
+"""The pure decisions: which variant is best within the accuracy budget (read on the validation split), and
+whether a challenger may replace the champion (on the same test samples, with McNemar's p-value beside the
+tolerance). Every verdict carries its status and reason."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from steps import contract
-from steps.gate import Thresholds, decide
-from steps.pipeline import plan_for
+from steps.gate import decide
+from steps.plan import COMPRESSION_PLAN, plan_for
 from steps.selection import VariantRow, pareto_front, select_best
+from steps.settings import GateConfig
 
 
-def row(variant: str, accuracy: float, drop: float, gzip_bytes: int, p50: float) -> VariantRow:
+def row(variant: str, val_drop: float, gzip_bytes: int, p50: float, test_accuracy: float = 0.98) -> VariantRow:
     metrics = {
-        contract.ACCURACY: accuracy,
-        contract.ACCURACY_DROP: drop,
+        contract.VAL_ACCURACY: 0.99 - val_drop,
+        contract.VAL_ACCURACY_DROP: val_drop,
+        contract.ACCURACY: test_accuracy,
+        contract.ACCURACY_DROP: 0.0,
         contract.SIZE_GZIP_BYTES: gzip_bytes,
         contract.LATENCY_P50_MS: p50,
     }
-    return VariantRow(f"run-{variant}", "quantize", variant, metrics)
+    return VariantRow(f"run-{variant}", contract.QUANTIZE, variant, metrics)
 
 
 ROWS = [
-    row("float32", 0.983, 0.0, 700_000, 0.08),
-    row("int8", 0.983, 0.0, 185_000, 0.036),
-    row("pruned-int8", 0.980, 0.003, 68_000, 0.040),
-    row("tiny-but-bad", 0.95, 0.033, 20_000, 0.020),
-    row("dynamic", 0.983, 0.0, 185_000, 0.025),
+    row("float32", 0.0, 700_000, 0.08),
+    row("int8", 0.0, 185_000, 0.036),
+    row("pruned-int8", 0.003, 68_000, 0.040),
+    row("tiny-but-bad", 0.033, 20_000, 0.020),
+    row("dynamic", 0.0, 185_000, 0.025),
 ]
 
 
@@ -43,6 +48,12 @@ def test_a_tighter_budget_excludes_lossy_variants_and_ties_go_to_accuracy():
     assert select_best(ROWS, max_accuracy_drop=0.05, objective="size").variant == "tiny-but-bad"
 
 
+def test_the_choice_reads_the_validation_split_never_the_test_split():
+    lucky_on_test = row("lucky", 0.02, 10_000, 0.01, test_accuracy=1.0)  # over budget on validation
+    unlucky_on_test = row("unlucky", 0.0, 50_000, 0.01, test_accuracy=0.90)
+    assert select_best([lucky_on_test, unlucky_on_test], max_accuracy_drop=0.005).variant == "unlucky"
+
+
 def test_no_variant_within_budget_selects_nothing():
     assert select_best([ROWS[3]], max_accuracy_drop=0.005) is None
 
@@ -57,32 +68,68 @@ def test_pareto_front_keeps_only_undominated_variants_cheapest_first():
     assert front == ["tiny-but-bad", "pruned-int8", "int8"]
 
 
+def correct(n_right: int, n: int = 360) -> np.ndarray:
+    return np.arange(n) < n_right
+
+
 def test_gate_with_no_champion_only_checks_the_floor():
-    assert decide(0.95, None, Thresholds(0.0, 0.9)).passed
-    failed = decide(0.85, None, Thresholds(0.0, 0.9))
-    assert not failed.passed and "accuracy" in failed.reason and "0.9" in failed.reason
+    passed = decide(correct(342), None, GateConfig(min_accuracy=0.9))
+    assert passed.status == contract.VALIDATION_PASSED and "no champion yet" in passed.reason
+    assert passed.comparison is None and set(passed.metrics) == {contract.CHALLENGER_ACCURACY}
+    failed = decide(correct(306), None, GateConfig(min_accuracy=0.9))
+    assert failed.refused and "accuracy" in failed.reason and "0.9" in failed.reason
 
 
 def test_gate_refuses_a_challenger_below_the_champion_beyond_the_tolerance():
-    verdict = decide(0.97, 0.98, Thresholds(min_accuracy_change=0.005, min_accuracy=0.9))
-    assert not verdict.passed
-    assert "accuracy_change_vs_champion" in verdict.reason and "champion accuracy 0.9800" in verdict.reason
+    verdict = decide(correct(349), correct(353), GateConfig(min_accuracy_change=0.005))
+    assert verdict.status == contract.VALIDATION_FAILED
+    assert contract.ACCURACY_CHANGE in verdict.reason and "champion accuracy 0.9806" in verdict.reason
+    assert verdict.metrics[contract.ACCURACY_CHANGE] == pytest.approx(-4 / 360)
 
 
 def test_gate_accepts_equal_or_within_tolerance():
-    assert decide(0.98, 0.98, Thresholds(0.0, 0.9)).passed
-    assert decide(0.978, 0.983, Thresholds(0.005, 0.9)).passed  # exactly at the tolerance, despite float rounding
+    assert decide(correct(353), correct(353), GateConfig()).status == contract.VALIDATION_PASSED
+    # 0.978 vs 0.983 on 1000 samples: exactly at the 0.005 tolerance, despite float rounding
+    assert not decide(correct(978, 1000), correct(983, 1000), GateConfig(min_accuracy_change=0.005)).refused
 
 
-def test_gate_thresholds_must_make_sense():
-    with pytest.raises(ValueError, match="min_accuracy_change is a tolerance"):
-        Thresholds(-0.01, 0.9)
-    with pytest.raises(ValueError, match=r"min_accuracy must be in \[0, 1\]"):
-        Thresholds(0.0, 1.5)
+def test_the_gate_records_mcnemars_p_value_on_the_disagreeing_samples():
+    champion = correct(350)
+    challenger = champion.copy()
+    challenger[[0, 1]] = False  # two samples the champion gets right, the challenger wrong
+    challenger[[355, 356, 357]] = True  # three the other way round
+    verdict = decide(challenger, champion, GateConfig())
+    assert (verdict.comparison.only_first_right, verdict.comparison.only_second_right) == (3, 2)
+    assert verdict.comparison.p_value == pytest.approx(1.0)  # 3 vs 2 disagreements: nothing to see
+    assert verdict.metrics[contract.MCNEMAR_P_VALUE] == pytest.approx(1.0) and "McNemar" in verdict.reason
+
+
+def test_a_one_sample_regression_is_refused_by_policy_though_it_is_no_evidence():
+    champion = correct(353)
+    challenger = correct(352)
+    verdict = decide(challenger, champion, GateConfig(min_accuracy_change=0.0))
+    assert verdict.refused and verdict.comparison.p_value == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [({"min_accuracy_change": -0.01}, "min_accuracy_change is a tolerance"), ({"min_accuracy": 1.5}, r"\[0, 1\]")],
+)
+def test_gate_thresholds_must_make_sense(settings, message):
+    with pytest.raises(ValueError, match=message):
+        GateConfig(**settings)
+
+
+def test_the_compression_plan_is_named_records_whose_parents_come_first():
+    keys = [planned.key for planned in COMPRESSION_PLAN]
+    assert len(keys) == len(set(keys)) == 12
+    for index, planned in enumerate(COMPRESSION_PLAN):
+        assert planned.entry_point in contract.COMPRESSION_STEPS
+        assert planned.parent == contract.TRAIN or planned.parent in keys[:index]
 
 
 def test_a_partial_plan_brings_the_steps_its_variants_derive_from():
-    assert [step[0] for step in plan_for("pruned-clustered-qat-int8, int8")] == [
+    assert [planned.key for planned in plan_for("pruned-clustered-qat-int8, int8")] == [
         "int8",
         "pruned",
         "pruned-clustered",

@@ -16,8 +16,9 @@ from PIL import Image
 from conftest import entry_point_runs, mlflow_run, run_command
 from steps import contract
 from steps.config import as_parameters
-from steps.pipeline import COMPRESSION_PLAN, run_step
-from steps.train import TrainConfig
+from steps.pipeline import run_step
+from steps.plan import COMPRESSION_PLAN
+from steps.settings import TrainConfig
 
 pytestmark = pytest.mark.e2e
 TARGET_ACCURACY = 0.97
@@ -28,6 +29,16 @@ def test_main_finishes_with_a_nested_train_run_above_the_target(first_main):
     assert main.info.status == "FINISHED" and train.info.status == "FINISHED"
     assert train.data.tags[MLFLOW_PARENT_RUN_ID] == main.info.run_id
     assert train.data.metrics[contract.ACCURACY] >= TARGET_ACCURACY
+
+
+def test_main_runs_land_in_a_named_model_training_experiment_with_readable_run_names(first_main):
+    main, train = first_main
+    experiment = mlflow.get_experiment(main.info.experiment_id)
+    assert experiment.name == contract.EXPERIMENT
+    assert experiment.tags[contract.EXPERIMENT_KIND_TAG] == contract.EXPERIMENT_KIND  # opens on the runs table
+    assert (main.info.run_name, train.info.run_name) == (contract.MAIN, contract.TRAIN)
+    register = mlflow.get_run(main.data.tags[contract.TAG_STEP_RUN.format(step=contract.REGISTER)])
+    assert register.info.run_name == contract.REGISTER and register.info.experiment_id == experiment.experiment_id
 
 
 def test_train_run_logs_params_curves_metrics_and_dataset(first_main):
@@ -113,7 +124,7 @@ def test_a_changed_parameter_is_not_served_from_the_cache(first_main):
 
 def test_main_derives_every_compression_variant_with_lineage(first_main):
     main, train = first_main
-    runs = {key: mlflow.get_run(main.data.tags[contract.TAG_STEP_RUN.format(step=key)]) for key, *_ in COMPRESSION_PLAN}
+    runs = {p.key: mlflow.get_run(main.data.tags[contract.TAG_STEP_RUN.format(step=p.key)]) for p in COMPRESSION_PLAN}
     variants = {run.data.tags[contract.TAG_VARIANT] for run in runs.values()}
     assert {
         "dynamic",
@@ -125,10 +136,11 @@ def test_main_derives_every_compression_variant_with_lineage(first_main):
         "c16-int8",
         "pruned80-c16-qat-int8",
     } <= variants
-    for key, entry_point, parent_key, _ in COMPRESSION_PLAN:
-        run = runs[key]
-        parent_run = train if parent_key == "train" else runs[parent_key]
-        assert run.data.tags[contract.TAG_STEP] == entry_point
+    for planned in COMPRESSION_PLAN:
+        run = runs[planned.key]
+        parent_run = train if planned.parent == contract.TRAIN else runs[planned.parent]
+        assert run.data.tags[contract.TAG_STEP] == planned.entry_point
+        assert run.info.run_name == run.data.tags[contract.TAG_VARIANT]  # the runs table reads without opening runs
         assert run.data.tags[contract.TAG_PARENT_MODEL] == f"runs:/{parent_run.info.run_id}/{contract.KERAS_MODEL}"
         assert run.data.tags[contract.TAG_BASELINE_RUN] == train.info.run_id
         assert run.data.tags[MLFLOW_PARENT_RUN_ID] == main.info.run_id
@@ -151,13 +163,13 @@ def test_best_variant_within_half_a_point_is_at_least_10x_smaller(first_main):
 
 def test_main_logs_a_comparison_table_and_a_plot(first_main, tmp_path):
     main, _ = first_main
-    table = mlflow.load_table("variants.json", run_ids=[main.info.run_id])
+    table = mlflow.load_table(contract.VARIANTS_TABLE, run_ids=[main.info.run_id])
     assert len(table) == 1 + len(COMPRESSION_PLAN)
-    assert {"variant", "run_id", contract.ACCURACY, contract.SIZE_GZIP_BYTES, contract.LATENCY_P50_MS} <= set(
-        table.columns
-    )
+    columns = {"variant", "run_id", contract.VAL_ACCURACY_DROP, contract.ACCURACY, contract.ACCURACY_LOW,
+               contract.ACCURACY_HIGH, contract.SIZE_GZIP_BYTES, contract.LATENCY_P50_MS}  # fmt: skip
+    assert columns <= set(table.columns)
     path = mlflow.artifacts.download_artifacts(
-        run_id=main.info.run_id, artifact_path="variants.png", dst_path=str(tmp_path)
+        run_id=main.info.run_id, artifact_path=contract.VARIANTS_FIGURE, dst_path=str(tmp_path)
     )
     with Image.open(path) as image:
         assert image.format == "PNG" and image.width > 800

@@ -11,28 +11,31 @@ import pytest
 import yaml
 
 from conftest import PROJECT
-from steps.cluster import ClusterConfig
+from steps import contract
 from steps.config import parse_config, parse_configs
-from steps.evaluate import EvaluateConfig
-from steps.pipeline import PipelineConfig
-from steps.promote import PromoteConfig
-from steps.prune import PruneConfig
-from steps.quantize import QuantizeConfig
-from steps.register import RegisterConfig
-from steps.rollback import RollbackConfig
 from steps.serve.cli import ServeConfig
-from steps.train import OPTIMIZERS, TrainConfig
+from steps.settings import (
+    ClusterConfig,
+    EvaluateConfig,
+    PipelineConfig,
+    PromoteConfig,
+    PruneConfig,
+    QuantizeConfig,
+    RegisterConfig,
+    RollbackConfig,
+    TrainConfig,
+)
 
 ENTRY_POINT_CONFIGS = {
-    "train": (TrainConfig,),
-    "main": (PipelineConfig, TrainConfig),
-    "prune": (PruneConfig,),
-    "cluster": (ClusterConfig,),
-    "quantize": (QuantizeConfig,),
-    "evaluate": (EvaluateConfig,),
-    "register": (RegisterConfig,),
-    "promote": (PromoteConfig,),
-    "rollback": (RollbackConfig,),
+    contract.TRAIN: (TrainConfig,),
+    contract.MAIN: (PipelineConfig, TrainConfig),
+    contract.PRUNE: (PruneConfig,),
+    contract.CLUSTER: (ClusterConfig,),
+    contract.QUANTIZE: (QuantizeConfig,),
+    contract.EVALUATE: (EvaluateConfig,),
+    contract.REGISTER: (RegisterConfig,),
+    contract.PROMOTE: (PromoteConfig,),
+    contract.ROLLBACK: (RollbackConfig,),
     "serve": (ServeConfig,),
 }
 
@@ -72,7 +75,7 @@ def test_unknown_optimizer_fails_listing_the_valid_ones(capsys):
         parse_config(TrainConfig, ["--optimizer", "adamw"])
     error = capsys.readouterr().err
     assert "optimizer='adamw' is not valid" in error
-    assert all(name in error for name in OPTIMIZERS)
+    assert all(name in error for name in contract.OPTIMIZERS)
 
 
 def test_unknown_parameter_is_an_error_not_ignored(capsys):
@@ -95,6 +98,34 @@ def test_shared_parameters_reach_every_config():
 def test_out_of_range_settings_are_rejected(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         TrainConfig(**bad)
+
+
+PARENT = "runs:/parent/keras_model"
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: PruneConfig(model_uri=PARENT, target_sparsity=1.0), r"target_sparsity must be in \[0, 1\)"),
+        (lambda: PruneConfig(model_uri=PARENT, target_sparsity=-0.1), r"target_sparsity must be in \[0, 1\)"),
+        (
+            lambda: PruneConfig(model_uri=PARENT, structure="4:8"),
+            "structure='4:8' is not valid; use one of: unstructured, 2:4",
+        ),
+        (lambda: ClusterConfig(model_uri=PARENT, n_clusters=1), "n_clusters must be >= 2"),
+        (
+            lambda: QuantizeConfig(model_uri=PARENT, mode="int4"),
+            "mode='int4' is not valid; use one of: none, dynamic, float16, int8, qat",
+        ),
+        (lambda: QuantizeConfig(), "model_uri is required"),
+        (lambda: RegisterConfig(run_id="x", objective="speed"), "objective='speed' is not valid"),
+        (lambda: PipelineConfig(max_accuracy_drop=1.0), r"max_accuracy_drop must be in \[0, 1\)"),
+    ],
+    ids=["sparsity-1", "sparsity-negative", "structure", "clusters", "mode", "no-model", "objective", "budget"],
+)
+def test_invalid_compression_settings_fail_naming_the_parameter_and_allowed_values(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
 
 
 @pytest.mark.parametrize("entry_point", sorted(ENTRY_POINT_CONFIGS))

@@ -13,7 +13,7 @@ import pytest
 from conftest import entry_point_runs, mlflow_run
 from steps import contract
 from steps.data import load_dataset
-from steps.registry import lineage
+from steps.lineage import lineage
 
 pytestmark = pytest.mark.e2e
 MODEL = "digits-classifier"
@@ -65,7 +65,13 @@ def test_degraded_challenger_is_refused_then_forced_then_rolled_back(first_main)
     assert "champion accuracy" in tags[contract.VERSION_TAG_VALIDATION_REASON]
     register_run = entry_point_runs("register")[-1]
     assert register_run.info.status == "FAILED"
-    assert register_run.data.metrics["challenger_accuracy"] < register_run.data.metrics["champion_accuracy"]
+    metrics = register_run.data.metrics
+    assert metrics[contract.CHALLENGER_ACCURACY] < metrics[contract.CHAMPION_ACCURACY]
+    assert 0 < metrics[contract.MCNEMAR_P_VALUE] <= 1  # recorded beside the tolerance, on the run and the version
+    assert register_run.data.tags[contract.VERSION_TAG_VALIDATION_STATUS] == contract.VALIDATION_FAILED
+    assert float(tags[contract.VERSION_TAG_MCNEMAR_P_VALUE]) == pytest.approx(
+        metrics[contract.MCNEMAR_P_VALUE], rel=1e-5
+    )
 
     refused = mlflow_run("-e", "promote", "-P", f"version={challenger}")
     assert refused.returncode != 0 and "force=true skips the gate" in refused.stderr
@@ -75,7 +81,12 @@ def test_degraded_challenger_is_refused_then_forced_then_rolled_back(first_main)
     assert forced.returncode == 0, forced.stderr[-2000:]
     assert alias(contract.CHAMPION) == challenger and alias(contract.PREVIOUS) == champion
     assert version_tags(challenger)[contract.VERSION_TAG_VALIDATION_STATUS] == contract.VALIDATION_FORCED
-    assert entry_point_runs("promote")[-1].data.tags[contract.TAG_FORCED] == "true"
+    promote_again = mlflow_run("-e", "promote", "-P", f"version={challenger}")  # already champion: nothing to do
+    assert promote_again.returncode == 0, promote_again.stderr[-2000:]
+    promote_run = entry_point_runs("promote")[-1]
+    assert promote_run.data.tags[contract.VERSION_TAG_VALIDATION_STATUS] == contract.VALIDATION_UNCHANGED
+    assert version_tags(challenger)[contract.VERSION_TAG_VALIDATION_STATUS] == contract.VALIDATION_FORCED
+    assert entry_point_runs("promote")[-2].data.tags[contract.TAG_FORCED] == "true"
 
     rolled = mlflow_run("-e", "rollback")
     assert rolled.returncode == 0, rolled.stderr[-2000:]

@@ -13,8 +13,10 @@ from conftest import mlflow_run
 from steps import contract
 from steps.architectures import build_model
 from steps.data import load_dataset
-from steps.tracking import ModelLoadError
-from steps.train import OPTIMIZERS, TrainConfig, main, make_optimizer, train
+from steps.keras_io import ModelLoadError, initial_model
+from steps.settings import TrainConfig
+from steps.train import main
+from steps.training import make_optimizer, train
 
 TINY = ["--epochs", "2", "--width", "4"]
 
@@ -24,7 +26,7 @@ def _only_run():
     return run
 
 
-@pytest.mark.parametrize("name", OPTIMIZERS)
+@pytest.mark.parametrize("name", contract.OPTIMIZERS)
 def test_every_optimizer_name_builds_an_optimizer(name):
     optimizer = make_optimizer(name, 0.05)
     assert float(optimizer.learning_rate) == pytest.approx(0.05)
@@ -49,6 +51,7 @@ def test_unknown_optimizer_fails_before_training_and_lists_the_valid_ones(sessio
     assert "Epoch 1/" not in result.stdout
 
 
+@pytest.mark.e2e
 def test_train_on_a_user_npz_without_code_changes(tracking, tmp_path):
     rng = np.random.default_rng(0)
     path = tmp_path / "shapes.npz"
@@ -67,6 +70,7 @@ def test_train_on_a_user_npz_without_code_changes(tracking, tmp_path):
     assert contract.ACCURACY in run.data.metrics and run.data.metrics[contract.AGREEMENT] >= 0.95
 
 
+@pytest.mark.e2e
 def test_train_on_an_image_folder_without_code_changes(tracking, tmp_path):
     rng = np.random.default_rng(0)
     for label in ("circle", "square"):
@@ -82,6 +86,7 @@ def test_train_on_an_image_folder_without_code_changes(tracking, tmp_path):
     assert litert.predict(np.zeros((3, 16, 16, 1), np.float32)).shape == (3, 2)
 
 
+@pytest.mark.e2e
 def test_fine_tuning_a_saved_model_starts_from_its_weights(tmp_path):
     data = load_dataset("digits")
     base = build_model("cnn", data.input_shape, data.n_classes, width=4)
@@ -89,7 +94,8 @@ def test_fine_tuning_a_saved_model_starts_from_its_weights(tmp_path):
     base.fit(data.x_train, data.y_train, epochs=3, verbose=0)
     path = tmp_path / "base.keras"
     base.save(path)
-    trained = train(TrainConfig(base_model=str(path), epochs=1, learning_rate=1e-9), data)
+    config = TrainConfig(base_model=str(path), epochs=1, learning_rate=1e-9)
+    trained = train(config, data, initial_model(config, data))
     # A vanishing learning rate leaves the weights where the base model had them.
     for mine, theirs in zip(trained.model.get_weights(), base.get_weights()):
         np.testing.assert_allclose(mine, theirs, atol=1e-5)
@@ -107,7 +113,7 @@ def test_fine_tuning_a_saved_model_starts_from_its_weights(tmp_path):
 )
 def test_unusable_base_model_fails_with_the_reason(tmp_path, make_base, message):
     with pytest.raises(ModelLoadError, match=message):
-        train(TrainConfig(base_model=make_base(tmp_path), epochs=1), load_dataset("digits"))
+        initial_model(TrainConfig(base_model=make_base(tmp_path), epochs=1), load_dataset("digits"))
 
 
 def _write(path, content: bytes) -> str:

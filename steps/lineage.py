@@ -1,0 +1,99 @@
+"""How runs relate: which run logged a model, the baseline and recipe a variant carries, a version's ancestry.
+
+MLflow reads and tags only (no TensorFlow): register, promote and the
+pipeline use it as much as the compression steps do.
+"""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+
+from steps import contract
+from steps.measure import Baseline
+from steps.registry import get_version
+from steps.selection import VariantRow
+
+
+def is_model_uri(reference: str) -> bool:
+    """An MLflow model URI (runs:/, models:/, s3://, ...) rather than a local file path."""
+    return "://" in reference or reference.startswith(("runs:/", "models:/"))
+
+
+def source_run_id(uri: str) -> str | None:
+    """The run that logged the model at `uri`, or None for a plain file."""
+    if not is_model_uri(uri):
+        return None
+    return mlflow.models.get_model_info(uri).run_id
+
+
+def set_lineage_tags(baseline: Baseline, recipe: list[dict]) -> None:
+    """Tags that let any later step find this run's baseline and the steps that made it."""
+    tags = {
+        contract.TAG_BASELINE_ACCURACY: str(baseline.accuracy),
+        contract.TAG_BASELINE_VAL_ACCURACY: str(baseline.val_accuracy),
+        contract.TAG_BASELINE_GZIP_BYTES: str(baseline.gzip_bytes),
+        contract.TAG_RECIPE: json.dumps(recipe),
+    }
+    if baseline.run_id:
+        tags[contract.TAG_BASELINE_RUN] = baseline.run_id
+    mlflow.set_tags(tags)
+
+
+def baseline_of(tags: dict[str, str]) -> Baseline | None:
+    """The baseline recorded on a run made by an rtdeploy step, or None for any other run."""
+    if contract.TAG_BASELINE_VAL_ACCURACY not in tags:
+        return None
+    return Baseline(
+        tags.get(contract.TAG_BASELINE_RUN, ""),
+        float(tags[contract.TAG_BASELINE_ACCURACY]),
+        float(tags[contract.TAG_BASELINE_VAL_ACCURACY]),
+        int(tags[contract.TAG_BASELINE_GZIP_BYTES]),
+    )
+
+
+def recipe_of(tags: dict[str, str]) -> list[dict]:
+    return json.loads(tags.get(contract.TAG_RECIPE, "[]"))
+
+
+def variant_of(model_uri: str) -> str:
+    """The variant tag of the run that logged the model ("" if it has none)."""
+    run_id = source_run_id(model_uri)
+    return mlflow.get_run(run_id).data.tags.get(contract.TAG_VARIANT, "") if run_id else ""
+
+
+def lineage(name: str, version: str | int) -> list[dict]:
+    """From a version back to the float baseline: each step's run, variant, parent model and settings."""
+    run_id = get_version(name, version).tags[contract.VERSION_TAG_SOURCE_RUN]
+    chain = []
+    while run_id:
+        run = mlflow.get_run(run_id)
+        parent_uri = run.data.tags.get(contract.TAG_PARENT_MODEL, "")
+        chain.append(
+            {
+                "run_id": run_id,
+                "step": run.data.tags.get(contract.TAG_STEP),
+                "variant": run.data.tags.get(contract.TAG_VARIANT),
+                "parent_model": parent_uri,
+                "params": dict(run.data.params),
+            }
+        )
+        run_id = (source_run_id(parent_uri) or "") if parent_uri else ""
+    return chain
+
+
+def variant_row(run_id: str) -> VariantRow:
+    """A variant run as the selection functions see it."""
+    run = mlflow.get_run(run_id)
+    return VariantRow(run_id, run.data.tags[contract.TAG_STEP], run.data.tags[contract.TAG_VARIANT], run.data.metrics)
+
+
+def variant_rows_of_pipeline(pipeline_run_id: str) -> list[VariantRow]:
+    """Every variant a main run made or reused, found through its step-run tags (register runs are no variant)."""
+    prefix = contract.TAG_STEP_RUN.format(step="")
+    tags = mlflow.get_run(pipeline_run_id).data.tags
+    runs = [mlflow.get_run(run_id) for key, run_id in sorted(tags.items()) if key.startswith(prefix)]
+    if not runs:
+        raise ValueError(f"run {pipeline_run_id} is not a main (pipeline) run: it has no step runs")
+    return [variant_row(run.info.run_id) for run in runs if contract.TAG_VARIANT in run.data.tags]

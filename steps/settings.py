@@ -1,0 +1,227 @@
+"""Every step's settings, one frozen dataclass per entry point: the only place a default is written.
+
+MLproject repeats the defaults (tests/test_project_files.py keeps the two
+equal); README documents every field. Pure: the pipeline, the registry
+commands and the TensorFlow stages all read these without loading each other.
+A bad value fails in `__post_init__`, naming the parameter and the valid values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from steps import contract
+from steps.config import require_choice, require_positive, setting
+from steps.plan import ALL_VARIANTS, plan_for
+
+ENV_MANAGERS = ("auto", "local", "virtualenv", "uv", "conda")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Train a float Keras classifier (or fine-tune base_model) and export it to LiteRT."""
+
+    dataset: str = setting("digits", "'digits', a .npz file (x_train, y_train, x_test, y_test) or an image folder")
+    image_size: int = setting(28, "side in pixels that images of an image folder are resized to")
+    architecture: str = setting("cnn", f"{' or '.join(contract.ARCHITECTURES)}; unused when base_model is given")
+    width: int = setting(32, "filters of the first conv layer; every layer scales with it")
+    optimizer: str = setting("adam", f"one of {', '.join(contract.OPTIMIZERS)}")
+    learning_rate: float = setting(0.001, "optimizer step size")
+    epochs: int = setting(40, "most epochs to train; early stopping on validation loss usually ends sooner")
+    batch_size: int = setting(32, "samples per gradient step")
+    patience: int = setting(5, "epochs without a better validation loss before stopping (best weights kept)")
+    seed: int = setting(
+        42, "seed for weight init and shuffling (the data split is fixed, so every stage tests on the same samples)"
+    )
+    base_model: str = setting(
+        "", "a Keras model to fine-tune instead of a new one: MLflow model URI, .keras/.h5 or SavedModel"
+    )
+
+    def __post_init__(self):
+        require_choice("optimizer", self.optimizer, contract.OPTIMIZERS)
+        require_choice("architecture", self.architecture, contract.ARCHITECTURES)
+        for name in ("width", "learning_rate", "epochs", "batch_size", "image_size"):
+            require_positive(name, getattr(self, name))
+        if self.patience < 0:
+            raise ValueError(f"patience must be >= 0, got {self.patience}")
+
+
+@dataclass(frozen=True)
+class FineTuneConfig:
+    """Settings every derived variant shares: the parent, the data and the fine-tuning run."""
+
+    model_uri: str = setting("", "parent Keras model: runs:/<run_id>/keras_model, models:/<name>@<alias>, or a file")
+    dataset: str = setting("digits", "the parent's data set: 'digits', a .npz file or an image folder")
+    image_size: int = setting(28, "side in pixels that images of an image folder are resized to")
+    epochs: int = setting(4, "fine-tuning epochs")
+    learning_rate: float = setting(0.0005, "fine-tuning step size (Adam)")
+    batch_size: int = setting(32, "samples per gradient step")
+    seed: int = setting(42, "seed for weight init and shuffling")
+
+    def __post_init__(self):
+        if not self.model_uri:
+            raise ValueError(
+                f"model_uri is required: the parent Keras model, e.g. runs:/<train_run_id>/{contract.KERAS_MODEL}"
+            )
+        for name in ("epochs", "learning_rate", "batch_size", "image_size"):
+            require_positive(name, getattr(self, name))
+
+
+@dataclass(frozen=True)
+class PruneConfig(FineTuneConfig):
+    """Prune a Keras model's kernels to a target sparsity and fine-tune it."""
+
+    epochs: int = setting(8, "fine-tuning epochs; sparsity reaches the target after 70% of them")
+    target_sparsity: float = setting(0.8, "fraction of kernel weights set to zero, in [0, 1) (unstructured)")
+    structure: str = setting(
+        "unstructured", f"{' or '.join(contract.PRUNE_STRUCTURES)} (2 zeros in every 4 input-channel weights)"
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        require_choice("structure", self.structure, contract.PRUNE_STRUCTURES)
+        if not 0.0 <= self.target_sparsity < 1.0:
+            raise ValueError(f"target_sparsity must be in [0, 1), got {self.target_sparsity}")
+
+    @property
+    def variant_suffix(self) -> str:
+        return "pruned2:4" if self.structure == "2:4" else f"pruned{round(self.target_sparsity * 100)}"
+
+
+@dataclass(frozen=True)
+class ClusterConfig(FineTuneConfig):
+    """Cluster a Keras model's kernels to n_clusters shared values and fine-tune it."""
+
+    learning_rate: float = setting(0.0001, "fine-tuning step size (Adam); small, so centroids settle")
+    n_clusters: int = setting(16, "distinct values per kernel, >= 2")
+    preserve_sparsity: bool = setting(True, "keep a pruned parent's zeros (sparsity-preserving clustering)")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.n_clusters < 2:
+            raise ValueError(
+                f"n_clusters must be >= 2 (one value per kernel cannot represent it), got {self.n_clusters}"
+            )
+
+    @property
+    def variant_suffix(self) -> str:
+        return f"c{self.n_clusters}"
+
+
+@dataclass(frozen=True)
+class QuantizeConfig(FineTuneConfig):
+    """Convert a Keras model to a LiteRT deployable, quantized by `mode`."""
+
+    epochs: int = setting(3, "quantization-aware fine-tuning epochs (mode=qat only)")
+    learning_rate: float = setting(0.0001, "quantization-aware fine-tuning step size (mode=qat only)")
+    mode: str = setting("int8", f"one of {', '.join(contract.QUANTIZE_MODES)}")
+
+    def __post_init__(self):
+        super().__post_init__()
+        require_choice("mode", self.mode, contract.QUANTIZE_MODES)
+
+    @property
+    def variant_suffix(self) -> str:
+        return {"none": contract.FLOAT32_VARIANT, "qat": "qat-int8"}.get(self.mode, self.mode)
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Evaluate a model (Keras or LiteRT) on the test split of a data set."""
+
+    model_uri: str = setting(
+        "", "runs:/<run_id>/litert_model, runs:/<run_id>/keras_model, models:/<name>@champion, ..."
+    )
+    dataset: str = setting("digits", "'digits', a .npz file or an image folder (the model's data set)")
+    image_size: int = setting(28, "side in pixels that images of an image folder are resized to")
+    top_confusions: int = setting(5, "how many of the most frequent true->predicted confusions to show")
+    latency_runs: int = setting(300, "timed single-sample predictions (after warm-up) for the latency percentiles")
+
+    def __post_init__(self):
+        if not self.model_uri:
+            raise ValueError(
+                f"model_uri is required, e.g. runs:/<run_id>/{contract.LITERT_MODEL} "
+                f"or models:/{contract.DEFAULT_MODEL_NAME}@{contract.CHAMPION}"
+            )
+        for name in ("image_size", "top_confusions", "latency_runs"):
+            require_positive(name, getattr(self, name))
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """The gate's thresholds, shared by register and promote."""
+
+    model_name: str = setting(contract.DEFAULT_MODEL_NAME, "registered model name")
+    min_accuracy_change: float = setting(
+        0.0, "tolerance: how far below the champion's accuracy (same test data) a challenger may be"
+    )
+    min_accuracy: float = setting(0.9, "absolute accuracy floor for any champion")
+
+    def __post_init__(self):
+        if self.min_accuracy_change < 0:
+            raise ValueError(f"min_accuracy_change is a tolerance and must be >= 0, got {self.min_accuracy_change}")
+        if not 0 <= self.min_accuracy <= 1:
+            raise ValueError(f"min_accuracy must be in [0, 1], got {self.min_accuracy}")
+
+
+@dataclass(frozen=True)
+class RegisterConfig(GateConfig):
+    """Register the best variant of a main run as challenger and promote it if it passes the gate."""
+
+    run_id: str = setting("", "the main (pipeline) run whose variants to choose from")
+    max_accuracy_drop: float = setting(
+        0.005, "largest validation-accuracy loss vs the float baseline the chosen variant may have"
+    )
+    objective: str = setting(
+        "size", f"best means smallest: {' or '.join(contract.OBJECTIVES)} (gzip size or p50 latency)"
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.run_id:
+            raise ValueError("run_id is required: the id of a finished main (pipeline) run")
+        require_choice("objective", self.objective, tuple(contract.OBJECTIVES))
+        require_budget(self.max_accuracy_drop)
+
+
+@dataclass(frozen=True)
+class PromoteConfig(GateConfig):
+    """Make a registered version the champion (the old champion becomes previous)."""
+
+    version: str = setting("", "the version number to promote")
+    force: bool = setting(False, "skip the gate (recorded as validation_status=forced on the version)")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.version:
+            raise ValueError("version is required: the registered version number to promote")
+
+
+@dataclass(frozen=True)
+class RollbackConfig:
+    """Serve the previous champion again: champion and previous swap."""
+
+    model_name: str = setting(contract.DEFAULT_MODEL_NAME, "registered model name")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Run every stage on one data set (the parameters of `train` apply to its stage)."""
+
+    model_name: str = setting(contract.DEFAULT_MODEL_NAME, "registered model the best variant is registered under")
+    max_accuracy_drop: float = setting(
+        0.005, "largest validation-accuracy loss vs the float baseline a chosen variant may have"
+    )
+    env_manager: str = setting("auto", f"environment of the child runs: {', '.join(ENV_MANAGERS)} (auto = this run's)")
+    variants: str = setting(ALL_VARIANTS, "which compression variants to make: all, or plan keys like int8,pruned-int8")
+    reuse_runs: bool = setting(True, "reuse a finished child run with the same entry point, parameters and git commit")
+
+    def __post_init__(self):
+        require_choice("env_manager", self.env_manager, ENV_MANAGERS)
+        plan_for(self.variants)  # raises on unknown keys
+        require_budget(self.max_accuracy_drop)
+
+
+def require_budget(max_accuracy_drop: float) -> None:
+    if not 0 <= max_accuracy_drop < 1:
+        raise ValueError(f"max_accuracy_drop must be in [0, 1), got {max_accuracy_drop}")

@@ -1,0 +1,53 @@
+"""What accuracies on small test sets can say: Wilson intervals and exact McNemar p-values, checked against
+values worked out by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from steps.stats import accuracy, mcnemar, proportion
+
+
+def wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """The textbook formula, written out independently of scipy."""
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return centre - half, centre + half
+
+
+@pytest.mark.parametrize("k, n", [(95, 100), (354, 360), (360, 360), (0, 20), (1, 3)])
+def test_the_interval_is_wilsons(k, n):
+    measured = proportion(np.arange(n) < k)
+    assert (measured.correct, measured.total) == (k, n)
+    assert (measured.low, measured.high) == pytest.approx(wilson(k, n), abs=1e-9)
+    assert measured.low <= measured.value <= measured.high
+
+
+def test_on_360_samples_one_sample_is_a_quarter_point_and_the_interval_spans_about_three():
+    measured = accuracy(np.r_[np.zeros(354), np.ones(6)], np.zeros(360))
+    assert measured.value == pytest.approx(354 / 360)
+    assert 0.02 < measured.high - measured.low < 0.035
+
+
+def test_mcnemar_counts_only_the_samples_where_the_models_disagree():
+    first = np.array([True] * 10 + [False] * 2 + [True] * 50 + [False] * 5)
+    second = np.array([False] * 10 + [True] * 2 + [True] * 50 + [False] * 5)
+    comparison = mcnemar(first, second)
+    assert (comparison.only_first_right, comparison.only_second_right) == (10, 2)
+    assert comparison.p_value == pytest.approx(2 * (1 + 12 + 66) / 2**12)  # two-sided binomial, n=12, k<=2
+
+
+def test_models_that_never_disagree_have_p_value_one():
+    same = np.array([True, False, True])
+    assert mcnemar(same, same).p_value == 1.0
+
+
+def test_unpaired_samples_and_empty_sets_are_refused():
+    with pytest.raises(ValueError, match="same samples"):
+        mcnemar(np.ones(3, bool), np.ones(4, bool))
+    with pytest.raises(ValueError, match="zero samples"):
+        proportion(np.array([], bool))
