@@ -124,7 +124,7 @@ def _load_npz(path: Path, seed: int) -> Dataset:
 
 
 def _load_image_folder(folder: Path, image_size: int, seed: int) -> Dataset:
-    from PIL import Image, UnidentifiedImageError
+    from steps.images import ImageError, decode_image
 
     if image_size < 1:
         raise DatasetError(f"image_size must be >= 1, got {image_size}")
@@ -140,12 +140,10 @@ def _load_image_folder(folder: Path, image_size: int, seed: int) -> Dataset:
         if not files:
             raise DatasetError(f"class folder {class_dir} has no .png/.jpg/.jpeg images")
         for file in files:
-            try:
-                with Image.open(file) as image:
-                    rgb = image.convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR)
-            except (UnidentifiedImageError, OSError) as error:
+            try:  # as RGB, to see whether any image has colour; the server's /predict decodes the same way
+                images.append(decode_image(file.read_bytes(), (image_size, image_size, 3)))
+            except (ImageError, OSError) as error:
                 raise DatasetError(f"cannot decode image {file} ({error}); remove or replace the file") from error
-            images.append(np.asarray(rgb, dtype=np.float32) / 255.0)
             labels.append(label)
     x = np.stack(images)
     # Keep one channel unless some image really has color: digits and scans stay small models.
