@@ -50,5 +50,7 @@ def test_evaluate_reports_on_keras_and_litert_models(first_main, model, tmp_path
     for name in FIGURES:
         with Image.open(f"{local}/{name}") as image:
             assert image.format == "PNG" and image.width > 200
-    per_class = mlflow.load_table(f"{contract.EVALUATION_FOLDER}/per_class.json", run_ids=[run.info.run_id])
+    per_class = mlflow.MlflowClient().load_table(
+        run.info.experiment_id, f"{contract.EVALUATION_FOLDER}/per_class.json", [run.info.run_id]
+    )
     assert len(per_class) == 10 and {"precision", "recall", "f1", "error_rate"} <= set(per_class.columns)

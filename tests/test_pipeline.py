@@ -163,7 +163,7 @@ def test_best_variant_within_half_a_point_is_at_least_10x_smaller(first_main):
 
 def test_main_logs_a_comparison_table_and_a_plot(first_main, tmp_path):
     main, _ = first_main
-    table = mlflow.load_table(contract.VARIANTS_TABLE, run_ids=[main.info.run_id])
+    table = mlflow.MlflowClient().load_table(main.info.experiment_id, contract.VARIANTS_TABLE, [main.info.run_id])
     assert len(table) == 1 + len(COMPRESSION_PLAN)
     columns = {"variant", "run_id", contract.VAL_ACCURACY_DROP, contract.ACCURACY, contract.ACCURACY_LOW,
                contract.ACCURACY_HIGH, contract.SIZE_GZIP_BYTES, contract.LATENCY_P50_MS}  # fmt: skip
