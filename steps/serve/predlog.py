@@ -18,10 +18,13 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
+
 from steps.serve.runtime import ModelRef
 
 PREDICTION_COLUMNS = {  # `monitor` and `update` read these
-    "request_id": "TEXT PRIMARY KEY",
+    "id": "INTEGER PRIMARY KEY",  # a row id of its own: a client's retry repeats its request id
+    "request_id": "TEXT NOT NULL",
     "time": "REAL NOT NULL",
     "endpoint": "TEXT NOT NULL",
     "model_name": "TEXT NOT NULL",
@@ -35,10 +38,14 @@ PREDICTION_COLUMNS = {  # `monitor` and `update` read these
 }
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS predictions ({", ".join(f"{name} {kind}" for name, kind in PREDICTION_COLUMNS.items())});
+CREATE INDEX IF NOT EXISTS predictions_request ON predictions (request_id);
 CREATE TABLE IF NOT EXISTS feedback (request_id TEXT NOT NULL, time REAL NOT NULL, true_label TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS feedback_request ON feedback (request_id);
 """
-INSERT_PREDICTION = f"INSERT INTO predictions VALUES ({', '.join('?' * len(PREDICTION_COLUMNS))})"
+LOGGED_COLUMNS = [name for name in PREDICTION_COLUMNS if name != "id"]  # the row id is SQLite's to give
+INSERT_PREDICTION = (
+    f"INSERT INTO predictions ({', '.join(LOGGED_COLUMNS)}) VALUES ({', '.join('?' * len(LOGGED_COLUMNS))})"
+)
 INSERT_FEEDBACK = "INSERT INTO feedback VALUES (?, ?, ?)"
 CHECKPOINT_SECONDS = 1.0
 
@@ -131,3 +138,19 @@ class PredictionLog:
         self._stop.set()
         self._checkpointer.join(timeout=10)
         self._connection.close()
+
+
+def input_summary(batch: np.ndarray) -> tuple[int, float, float]:
+    """What the log keeps of an input, for drift statistics: samples, pixel mean and std."""
+    flat = batch.ravel()
+    mean = float(flat.sum(dtype=np.float64)) / flat.size
+    variance = float(np.dot(flat, flat)) / flat.size - mean * mean  # one pass; numpy's std() takes 6x longer
+    return len(batch), mean, max(variance, 0.0) ** 0.5
+
+
+def top_labels(probabilities: np.ndarray, class_names: list[str]) -> tuple[str, float]:
+    """What the log keeps of a prediction: the top labels, comma-separated, and their mean probability."""
+    top = probabilities.argmax(axis=1).tolist()
+    rows = probabilities.tolist()
+    labels = ",".join([class_names[i] for i in top])
+    return labels, sum(row[i] for row, i in zip(rows, top)) / len(top)
