@@ -139,7 +139,7 @@ def test_the_serving_process_never_imports_tensorflow_mlflow_or_pandas(registry)
     heavy = ("tensorflow", "tf_keras", "keras", "mlflow", "pandas")
     script = (
         "import sys; from steps.serve import app, cli, runtime; "
-        f"m, _ = runtime.fetch('models:/{MODEL}/1'); m.warm(4); "
+        f"m = runtime.fetch('models:/{MODEL}/1').model; m.warm(4); "
         f"print(sorted(k for k in sys.modules if k.split('.')[0] in {heavy!r}))"
     )
     result = run_command([sys.executable, "-c", script])

@@ -3,8 +3,9 @@
 Importing mlflow costs a process about 110 MB of resident memory and 3 s of
 CPU. The server needs it only when the model changes, so it runs this module
 as `python -m steps.serve.fetch <model_uri> <folder>` and reads one JSON line:
-the version it resolved to, the .tflite path, the class names, and the
-registry URI the server then polls without mlflow (`steps.serve.registry`).
+the version it resolved to, the .tflite path, the class names, the registry
+URI the server then polls without mlflow (`steps.serve.registry`), and this
+child's peak resident memory, which the server reports as part of its own.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def main(argv: list[str]) -> int:
         print(json.dumps({"error": "usage: python -m steps.serve.fetch <model_uri> <folder>"}))
         return 2
     try:
-        print(json.dumps(fetch(*argv)))
+        print(json.dumps({**fetch(*argv), "peak_rss_bytes": peak_rss_bytes()}))
         return 0
     except (FetchFailed, ValueError) as error:
         failure = {"error": str(error), "version": getattr(error, "version", None)}
@@ -71,8 +72,20 @@ def main(argv: list[str]) -> int:
         failure = {"error": f"{argv[0]} cannot be fetched: {type(error).__name__}: {error}", "version": None}
     import mlflow  # already imported by fetch() unless the arguments were bad
 
-    print(json.dumps({**failure, "registry_uri": mlflow.get_registry_uri()}))
+    print(json.dumps({**failure, "registry_uri": mlflow.get_registry_uri(), "peak_rss_bytes": peak_rss_bytes()}))
     return 1
+
+
+def peak_rss_bytes() -> int | None:
+    """This process's peak resident memory (VmHWM): the server counts it as its own, briefly. None off Linux."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # reported in kB
+    except OSError:
+        pass
+    return None
 
 
 if __name__ == "__main__":

@@ -41,6 +41,11 @@ class ServerMetrics:
         self.reloads = Counter("rtdeploy_reloads", "Model versions loaded after start", registry=r)
         self.failed_reloads = Counter("rtdeploy_failed_reloads", "Model versions that failed to load", registry=r)
         self.in_flight = Gauge("rtdeploy_in_flight", "Prediction requests in progress", registry=r)
+        self.fetch_peak_rss = Gauge(
+            "rtdeploy_fetch_peak_rss_bytes",
+            "Peak resident memory of the largest model-fetch child process so far (part of the server's footprint)",
+            registry=r,
+        )
         self._per_status: dict[tuple[str, int], tuple] = {}  # labelled children, looked up once
 
     def observe_request(self, endpoint: str, status: int, seconds: float, error_kind: str | None = None) -> None:

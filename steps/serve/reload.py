@@ -3,7 +3,13 @@
 Requests take the current model once, at their start, so in-flight requests
 finish on the version they started with; the old version is released when the
 last of them is done. A version that fails to load leaves the old one serving,
-is counted and reported, and is not retried until the alias moves again.
+is counted and reported, and is not fetched again (versions do not change):
+only a move of the alias to another version starts a new fetch.
+
+Two things are injectable, for tests and other registries: `download`, which
+resolves a URI and brings its files (by default a child process that imports
+mlflow, `runtime.fetch_in_child`), and `lookup`, which makes the cheap poll of
+where the alias points (by default `registry.alias_lookup`).
 """
 
 from __future__ import annotations
@@ -14,22 +20,31 @@ import threading
 from steps.serve.batching import InferenceEngine
 from steps.serve.metrics import ServerMetrics
 from steps.serve.registry import LookupFailed, alias_lookup, parse_model_uri
-from steps.serve.runtime import ModelLoadFailed, ServedModel, fetch
+from steps.serve.runtime import Fetched, ModelLoadFailed, ServedModel, fetch, fetch_in_child
 
 log = logging.getLogger("rtdeploy.serve")
 
 
 class ModelHolder:
-    """The model being served; replaced by one reference assignment, which is atomic in Python."""
+    """What the follower tells the data plane; the model is replaced by one reference assignment (atomic)."""
 
     def __init__(self):
         self.current: ServedModel | None = None
-        self.last_error: str | None = None
+        self.last_error: str | None = None  # why the alias is not (or no longer) followed; None when it is
+        self.fetch_peak_rss_bytes: int | None = None  # the largest fetch child's peak memory so far
 
 
 class AliasFollower:
     def __init__(
-        self, model_uri: str, holder: ModelHolder, engine: InferenceEngine, metrics: ServerMetrics, poll_seconds: float
+        self,
+        model_uri: str,
+        holder: ModelHolder,
+        engine: InferenceEngine,
+        metrics: ServerMetrics,
+        poll_seconds: float,
+        *,
+        download=fetch_in_child,
+        lookup=alias_lookup,
     ):
         self.model_uri = model_uri
         self.name, self.alias, self.fixed_version = parse_model_uri(model_uri)
@@ -37,29 +52,12 @@ class AliasFollower:
         self.engine = engine
         self.metrics = metrics
         self.poll_seconds = poll_seconds
+        self._download = download  # (model_uri, folder) -> the fetch answer
+        self._lookup = lookup  # registry URI -> ((name, alias) -> version)
         self._version_of = None  # (name, alias) -> version, once the registry URI is known
-        self._failed: str | None = None  # a version that failed to load: not retried until the alias moves
+        self._failed: str | None = None  # a version that failed to load: not fetched again
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll_loop, name="alias-follower", daemon=True)
-
-    def _fetch_and_install(self) -> None:
-        try:
-            model, registry_uri = fetch(self.model_uri)
-        except ModelLoadFailed as error:
-            if error.registry_uri:
-                self._version_of = alias_lookup(error.registry_uri)
-            raise
-        self._version_of = alias_lookup(registry_uri)
-        self._install(model)
-
-    def _install(self, model: ServedModel) -> None:
-        self.engine.warm(model)
-        old = self.holder.current
-        self.holder.current = model  # the swap
-        self.metrics.model_version.labels(model.ref.name).set(float(model.ref.version))
-        if old is not None:
-            self.metrics.reloads.inc()
-            log.warning("serving %s version %s (was %s)", model.ref.name, model.ref.version, old.ref.version)
 
     def check_once(self) -> None:
         """Ask where the alias points (cheap); fetch and swap only when it moved to a version not yet tried."""
@@ -72,7 +70,7 @@ class AliasFollower:
                 self.holder.last_error = None  # the registry answers and names what is served
                 return
         try:
-            self._fetch_and_install()
+            self._install(self._fetch())
         except ModelLoadFailed as error:
             self._failed = error.version
             self.metrics.failed_reloads.inc()
@@ -81,6 +79,33 @@ class AliasFollower:
         else:
             self._failed = None
             self.holder.last_error = None
+
+    def _fetch(self) -> Fetched:
+        try:
+            fetched = fetch(self.model_uri, self._download)
+        except ModelLoadFailed as error:  # what was learnt before the failure still counts
+            self._note_fetch_peak(error.peak_rss_bytes)
+            if error.registry_uri:
+                self._version_of = self._lookup(error.registry_uri)
+            raise
+        self._note_fetch_peak(fetched.peak_rss_bytes)
+        self._version_of = self._lookup(fetched.registry_uri)
+        return fetched
+
+    def _install(self, fetched: Fetched) -> None:
+        model = fetched.model
+        self.engine.warm(model)
+        old = self.holder.current
+        self.holder.current = model  # the swap
+        self.metrics.model_version.labels(model.ref.name).set(float(model.ref.version))
+        if old is not None:
+            self.metrics.reloads.inc()
+            log.warning("serving %s version %s (was %s)", model.ref.name, model.ref.version, old.ref.version)
+
+    def _note_fetch_peak(self, peak_rss_bytes: int | None) -> None:
+        if peak_rss_bytes is not None and peak_rss_bytes > (self.holder.fetch_peak_rss_bytes or 0):
+            self.holder.fetch_peak_rss_bytes = peak_rss_bytes
+            self.metrics.fetch_peak_rss.set(peak_rss_bytes)
 
     def _wanted_version(self) -> str | None:
         if self.alias is None:

@@ -29,10 +29,17 @@ class ModelLoadFailed(Exception):
     retried until the alias moves) and the registry URI (so it can be polled).
     """
 
-    def __init__(self, message: str, version: str | None = None, registry_uri: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        version: str | None = None,
+        registry_uri: str | None = None,
+        peak_rss_bytes: int | None = None,
+    ):
         super().__init__(message)
         self.version = version
         self.registry_uri = registry_uri
+        self.peak_rss_bytes = peak_rss_bytes  # of the fetch child, which costs memory even when it fails
 
 
 @dataclass(frozen=True)
@@ -71,28 +78,43 @@ class ServedModel:
             size = min(size * 2, max_batch_size)
 
 
-def fetch(model_uri: str) -> tuple[ServedModel, str]:
-    """Resolve and load model_uri; returns the model and the registry URI to poll."""
+@dataclass(frozen=True)
+class Fetched:
+    model: ServedModel
+    registry_uri: str  # where to poll the alias from now on
+    peak_rss_bytes: int | None  # the fetch child's peak resident memory (None: not reported)
+
+
+def fetch_in_child(model_uri: str, folder: str) -> dict:
+    """Resolve and download model_uri into folder in a child process; its JSON answer (see steps.serve.fetch)."""
+    try:
+        child = subprocess.run(
+            [sys.executable, "-m", "steps.serve.fetch", model_uri, folder],
+            capture_output=True,
+            text=True,
+            timeout=FETCH_TIMEOUT_SECONDS,
+        )
+    except subprocess.TimeoutExpired as error:
+        raise ModelLoadFailed(f"fetching {model_uri} took over {FETCH_TIMEOUT_SECONDS} s") from error
+    answer = _last_json_line(child.stdout)
+    if child.returncode != 0 or answer is None or "error" in answer:
+        answer = answer or {}
+        reason = answer.get("error") or child.stderr.strip()[-2000:] or f"exit code {child.returncode}"
+        raise ModelLoadFailed(reason, answer.get("version"), answer.get("registry_uri"), answer.get("peak_rss_bytes"))
+    return answer
+
+
+def fetch(model_uri: str, download=fetch_in_child) -> Fetched:
+    """Resolve and load model_uri. download(model_uri, folder) -> answer is the child process, or a stand-in."""
     with tempfile.TemporaryDirectory(prefix="rtdeploy-fetch-") as folder:
-        try:
-            child = subprocess.run(
-                [sys.executable, "-m", "steps.serve.fetch", model_uri, folder],
-                capture_output=True,
-                text=True,
-                timeout=FETCH_TIMEOUT_SECONDS,
-            )
-        except subprocess.TimeoutExpired as error:
-            raise ModelLoadFailed(f"fetching {model_uri} took over {FETCH_TIMEOUT_SECONDS} s") from error
-        answer = _last_json_line(child.stdout)
-        if child.returncode != 0 or answer is None or "error" in answer:
-            answer = answer or {}
-            reason = answer.get("error") or child.stderr.strip()[-2000:] or f"exit code {child.returncode}"
-            raise ModelLoadFailed(reason, answer.get("version"), answer.get("registry_uri"))
+        answer = download(model_uri, folder)
         ref = ModelRef(answer["name"], answer["version"], answer["alias"], answer["run_id"])
+        peak = answer.get("peak_rss_bytes")
         try:
-            return load(ref, answer["tflite"], answer["class_names"]), answer["registry_uri"]
+            model = load(ref, answer["tflite"], answer["class_names"])
         except ModelLoadFailed as error:
-            raise ModelLoadFailed(str(error), ref.version, answer["registry_uri"]) from error
+            raise ModelLoadFailed(str(error), ref.version, answer["registry_uri"], peak) from error
+        return Fetched(model, answer["registry_uri"], peak)
 
 
 def load(ref: ModelRef, tflite_path: str, class_names: list[str] | None) -> ServedModel:

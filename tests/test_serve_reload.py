@@ -1,0 +1,146 @@
+"""Following the alias (AliasFollower) against a stand-in registry, with the real LiteRT loading.
+
+When the alias moves to a good version, that version is loaded and swapped in;
+a version whose file is corrupt leaves the old one serving, is reported in
+last_error and is not fetched again at every poll; last_error clears when the
+alias moves to a good version or the registry names what is served again; the
+fetch child's peak memory is kept (its largest) for /version and /metrics.
+"""
+
+from __future__ import annotations
+
+import pytest
+from serve_support import GRAY_CLASSES, GRAY_SHAPE, MODEL, StandInRegistry, tiny_tflite
+
+from steps.serve.batching import InferenceEngine
+from steps.serve.metrics import ServerMetrics
+from steps.serve.reload import AliasFollower, ModelHolder
+
+
+@pytest.fixture
+def registry(tmp_path):
+    """v1 and v2 are good models, v3 is a corrupt file; champion -> v1."""
+    registry = StandInRegistry(tmp_path)
+    for version in ("1", "2"):
+        registry.add(version, tiny_tflite(GRAY_SHAPE, len(GRAY_CLASSES)), GRAY_CLASSES)
+    registry.add("3", b"not a flatbuffer" * 100, GRAY_CLASSES)
+    registry.aliases["champion"] = "1"
+    return registry
+
+
+def follower_of(registry: StandInRegistry) -> AliasFollower:
+    metrics = ServerMetrics()
+    return AliasFollower(
+        f"models:/{MODEL}@champion",
+        ModelHolder(),
+        InferenceEngine(metrics),
+        metrics,
+        poll_seconds=0,
+        download=registry.download,
+        lookup=registry.lookup,
+    )
+
+
+def served(follower: AliasFollower) -> str | None:
+    model = follower.holder.current
+    return model.ref.version if model else None
+
+
+def counted(follower: AliasFollower, name: str) -> float:
+    return follower.metrics.registry.get_sample_value(name) or 0.0
+
+
+def test_the_first_check_serves_the_aliased_version(registry):
+    follower = follower_of(registry)
+    follower.check_once()
+    assert served(follower) == "1" and follower.holder.last_error is None
+    model = follower.holder.current
+    assert model.ref.alias == "champion" and model.ref.run_id == "run-1" and model.class_names == GRAY_CLASSES
+    assert follower.metrics.registry.get_sample_value("rtdeploy_model_version", {"name": MODEL}) == 1.0
+
+
+def test_a_poll_that_finds_the_alias_unmoved_fetches_nothing(registry):
+    follower = follower_of(registry)
+    for _ in range(5):
+        follower.check_once()
+    assert registry.downloads == ["1"]
+
+
+def test_when_the_alias_moves_the_new_version_is_swapped_in(registry):
+    follower = follower_of(registry)
+    follower.check_once()
+    registry.aliases["champion"] = "2"
+    follower.check_once()
+    assert served(follower) == "2" and registry.downloads == ["1", "2"]
+    assert counted(follower, "rtdeploy_reloads_total") == 1
+
+
+def test_a_corrupt_version_leaves_the_old_one_serving_and_is_not_fetched_at_every_poll(registry):
+    follower = follower_of(registry)
+    follower.check_once()
+    registry.aliases["champion"] = "3"
+    for _ in range(5):
+        follower.check_once()
+    assert served(follower) == "1"
+    assert registry.downloads.count("3") == 1
+    assert "models:/tiny/3 cannot be loaded" in follower.holder.last_error
+    assert counted(follower, "rtdeploy_failed_reloads_total") == 1
+
+
+def test_last_error_clears_when_the_alias_moves_on_to_a_good_version(registry):
+    follower = follower_of(registry)
+    follower.check_once()
+    registry.aliases["champion"] = "3"
+    follower.check_once()
+    registry.aliases["champion"] = "2"
+    follower.check_once()
+    assert served(follower) == "2" and follower.holder.last_error is None
+
+
+def test_last_error_clears_when_the_registry_names_what_is_served_again(registry):
+    follower = follower_of(registry)
+    follower.check_once()
+    registry.aliases["champion"] = "3"
+    follower.check_once()
+    registry.aliases["champion"] = "1"  # a rollback to what never stopped serving
+    follower.check_once()
+    assert served(follower) == "1" and follower.holder.last_error is None
+    assert registry.downloads == ["1", "3"]
+
+
+def test_an_alias_that_disappears_is_reported_and_the_model_keeps_serving(registry):
+    follower = follower_of(registry)
+    follower.check_once()
+    del registry.aliases["champion"]
+    follower.check_once()
+    assert served(follower) == "1" and "points at no version" in follower.holder.last_error
+    registry.aliases["champion"] = "1"
+    follower.check_once()
+    assert follower.holder.last_error is None
+
+
+def test_a_server_whose_first_version_is_corrupt_serves_nothing_until_the_alias_moves(registry):
+    registry.aliases["champion"] = "3"
+    follower = follower_of(registry)
+    follower.check_once()
+    follower.check_once()
+    assert served(follower) is None and "cannot be loaded" in follower.holder.last_error
+    assert registry.downloads == ["3"]
+    registry.aliases["champion"] = "2"
+    follower.check_once()
+    assert served(follower) == "2" and follower.holder.last_error is None
+
+
+def test_the_largest_peak_memory_of_a_fetch_child_is_kept(registry):
+    follower = follower_of(registry)
+    registry.peak_rss_bytes = 200_000_000
+    follower.check_once()
+    registry.peak_rss_bytes = 150_000_000  # a smaller fetch later does not lower it
+    registry.aliases["champion"] = "2"
+    follower.check_once()
+    assert follower.holder.fetch_peak_rss_bytes == 200_000_000
+    assert counted(follower, "rtdeploy_fetch_peak_rss_bytes") == 200_000_000
+    registry.peak_rss_bytes = 300_000_000  # a failed fetch costs memory too
+    registry.aliases["champion"] = "3"
+    follower.check_once()
+    assert follower.holder.fetch_peak_rss_bytes == 300_000_000
