@@ -1,125 +1,98 @@
-"""HTTP only: routes, request ids, body limits, and errors turned into JSON in one place."""
+"""HTTP only: routes, request ids, and errors turned into JSON in one handler.
+
+Each handler reads its request, calls the data plane and formats the answer;
+errors are raised as `ServeError`s and answered by `error_response`. The
+request's id, its X-Request-Id header and its metrics are the `RequestContext`
+layer's, around every route.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import gc
-import itertools
 import logging
 import time
-import uuid
-from dataclasses import dataclass
+from functools import partial
 
 import orjson
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from steps.serve import protocol
-from steps.serve.batching import InferenceEngine
-from steps.serve.errors import BadRequest, NotFound, PayloadTooLarge, ServeError, Unavailable
+from steps.serve import errors, protocol
+from steps.serve.dataplane import DataPlane
+from steps.serve.errors import BadRequest, ServeError
 from steps.serve.metrics import ServerMetrics
-from steps.serve.predlog import PredictionLog
-from steps.serve.reload import AliasFollower, ModelHolder
+from steps.serve.reading import header, positive_int_query, read_body, read_image
 from steps.serve.runtime import ServedModel
+from steps.serve.server import Server
 
 log = logging.getLogger("rtdeploy.serve")
-RETRY_AFTER_SECONDS = "1"
+REQUEST_ID = "rtdeploy.request_id"  # scope keys set by RequestContext and handle_error
+ERROR_KIND = "rtdeploy.error_kind"
+DEFAULT_TOP_K = 3
+FEEDBACK_BODY_LIMIT = 64 * 1024
 
 
-@dataclass(frozen=True)
-class ServerSettings:
-    model_uri: str
-    poll_seconds: float
-    max_batch_size: int
-    max_batch_wait_ms: float
-    max_queue: int
-    max_body_bytes: int
-    prediction_log: str
+def plane_of(request: Request) -> DataPlane:
+    return request.app.plane
 
 
-class Server:
-    """The parts one server is made of; the Starlette app is built around it."""
-
-    def __init__(self, settings: ServerSettings):
-        self.settings = settings
-        self.metrics = ServerMetrics()
-        self.holder = ModelHolder()
-        self.engine = InferenceEngine(self.metrics, settings.max_batch_size, settings.max_batch_wait_ms)
-        self.in_flight = 0  # prediction requests admitted and not yet answered
-        self.metrics.in_flight.set_function(lambda: self.in_flight)
-        self.follower = AliasFollower(settings.model_uri, self.holder, self.engine, self.metrics, settings.poll_seconds)
-        self.predlog = PredictionLog(settings.prediction_log)  # opened first: a bad file stops the start
-        # Request ids unique across restarts (they key the prediction log) at a counter's cost, not uuid4's.
-        self._request_prefix = uuid.uuid4().hex[:12]
-        self._request_numbers = itertools.count(1)
-
-    def new_request_id(self) -> str:
-        return f"{self._request_prefix}-{next(self._request_numbers):x}"
-
-    def model(self) -> ServedModel:
-        model = self.holder.current
-        if model is None:
-            reason = self.holder.last_error or "loading"
-            raise Unavailable(f"no model is loaded yet ({reason}); retry shortly")
-        return model
-
-    async def admitted(self, handler, request: Request, request_id: str) -> Response:
-        """Bound the requests in progress: past max_queue answer 503 instead of queueing without limit."""
-        if self.in_flight >= self.settings.max_queue:
-            raise Unavailable(
-                f"the server is at capacity ({self.settings.max_queue} requests in progress); retry shortly"
-            )
-        self.in_flight += 1
-        try:
-            return await handler(request, request_id)
-        finally:
-            self.in_flight -= 1
-
-    @contextlib.asynccontextmanager
-    async def lifespan(self, app):
-        self.engine.bind(asyncio.get_running_loop())
-        self.follower.check_once()  # not there yet or broken: serve 503 and keep polling
-        self.follower.start()
-        # Everything imported and loaded so far (the app, numpy, LiteRT, the model) lives as long as the
-        # server: keep it out of the cyclic GC, whose full passes over it stalled requests ~80 ms.
-        gc.collect()
-        gc.freeze()
-        try:
-            yield
-        finally:
-            self.follower.stop()
-            self.engine.close()
-            self.predlog.close()
+async def invocations(request: Request) -> Response:
+    plane = plane_of(request)
+    with plane.admission:
+        body = await read_body(request, plane.config.max_body_bytes)
+        decode = partial(protocol.parse_invocation, body, header(request.scope, b"content-type"))
+        inference = await plane.infer(decode, "invocations", request.scope[REQUEST_ID])
+    return prediction_response(protocol.format_predictions(inference.probabilities), inference.model)
 
 
-def header(request: Request, name: bytes) -> str | None:
-    """One request header (name in lower case), without building Starlette's Headers: the hot path's way."""
-    for key, value in request.scope["headers"]:
-        if key == name:
-            return value.decode("latin-1")
-    return None
+async def predict(request: Request) -> Response:
+    plane = plane_of(request)
+    k = positive_int_query(request, "k", DEFAULT_TOP_K)
+    with plane.admission:
+        image = await read_image(request, plane.config.max_body_bytes)
+        inference = await plane.infer(partial(protocol.image_input, image), "predict", request.scope[REQUEST_ID])
+    model = inference.model
+    answer = protocol.predict_answer(
+        inference.probabilities[0], model.class_names, k, request.scope[REQUEST_ID], model.ref.version
+    )
+    return prediction_response(orjson.dumps(answer), model)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it is known to exceed limit (declared or as it streams in)."""
-    declared = header(request, b"content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"body of {declared} bytes is over the {limit}-byte limit; send smaller batches")
-    chunks, size = [], 0
-    while True:  # ASGI messages read directly: Starlette's stream() generator costs more than the parse
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            raise BadRequest("the client disconnected before the body was complete")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"body is over the {limit}-byte limit; send smaller batches")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+async def feedback(request: Request) -> Response:
+    request_id, label = protocol.parse_feedback(await read_body(request, FEEDBACK_BODY_LIMIT))
+    await plane_of(request).feedback(request_id, label)
+    return JSONResponse({"request_id": request_id, "label": label, "recorded": True})
+
+
+async def ping(request: Request) -> Response:
+    return PlainTextResponse("alive\n")
+
+
+async def ready(request: Request) -> Response:
+    return JSONResponse({"ready": True, "model_version": plane_of(request).model().ref.version})
+
+
+async def version(request: Request) -> Response:
+    return JSONResponse(plane_of(request).version())
+
+
+async def metrics(request: Request) -> Response:
+    return Response(request.app.metrics.exposition(), media_type="text/plain; version=0.0.4")
+
+
+ROUTES = [
+    Route("/invocations", invocations, methods=["POST"]),
+    Route("/predict", predict, methods=["POST"]),
+    Route("/feedback", feedback, methods=["POST"]),
+    Route("/ping", ping, methods=["GET"]),
+    Route("/ready", ready, methods=["GET"]),
+    Route("/version", version, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+]
+ENDPOINT_NAMES = {route.path: route.name for route in ROUTES}  # metric labels; any other path counts as "other"
 
 
 def prediction_response(body: bytes, model: ServedModel) -> Response:
@@ -129,143 +102,92 @@ def prediction_response(body: bytes, model: ServedModel) -> Response:
     return response
 
 
-def build_app(server: Server) -> Starlette:
-    def endpoint(name: str, handler, admit: bool = False):
-        """Request id, timing, metrics, admission (predictions), and the one place where errors become JSON."""
+def error_response(error: ServeError) -> Response:
+    """The one place an error becomes an answer: its status, JSON naming the problem, and its headers."""
+    return JSONResponse(error.as_json(), status_code=error.status, headers=error.headers)
 
-        async def wrapped(request: Request) -> Response:
-            start = time.perf_counter()
-            request_id = header(request, b"x-request-id") or server.new_request_id()
-            try:
-                if admit:
-                    response = await server.admitted(handler, request, request_id)
-                else:
-                    response = await handler(request, request_id)
-            except Exception as error:
-                if not isinstance(error, ServeError):  # a bug of ours, never the client's: logged with its traceback
-                    log.exception("internal error on %s", name)
-                    error = ServeError("internal server error")
-                response = JSONResponse(error.as_json(), status_code=error.status)
-                if isinstance(error, Unavailable):
-                    response.headers["Retry-After"] = RETRY_AFTER_SECONDS
-                kind = error.kind
-            else:
-                kind = None
-            response.raw_headers.append((b"x-request-id", request_id.encode("latin-1")))
-            server.metrics.observe_request(name, response.status_code, time.perf_counter() - start, kind)
-            return response
 
-        return wrapped
+async def handle_error(request: Request, error: Exception) -> Response:
+    """Registered for ServeError and for Starlette's own HTTPException (unknown path, wrong method, bad form)."""
+    if isinstance(error, HTTPException):
+        error = http_error(request, error)
+    request.scope[ERROR_KIND] = error.kind
+    return error_response(error)
 
-    async def invocations(request: Request, request_id: str) -> Response:
+
+def http_error(request: Request, error: HTTPException) -> ServeError:
+    if error.status_code == 404:
+        message = f"no endpoint at {request.url.path}; endpoints: {', '.join(ENDPOINT_NAMES)}"
+    elif error.status_code == 405:
+        allowed = (error.headers or {}).get("Allow", "")
+        message = f"{request.method} is not allowed on {request.url.path}; use {allowed}"
+    else:
+        message = str(error.detail)
+    return errors.for_status(error.status_code, message, error.headers)
+
+
+class RequestContext:
+    """Around every request: its id (the client's, checked, or a new one) echoed as X-Request-Id, its status
+    and latency counted per endpoint, and a bug of ours answered 500 with the traceback logged.
+
+    A plain ASGI class: Starlette's BaseHTTPMiddleware would cost more than the prediction it wraps.
+    """
+
+    def __init__(self, app, plane: DataPlane, metrics: ServerMetrics):
+        self.app, self.plane, self.metrics = app, plane, metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
         start = time.perf_counter()
-        model = server.model()
-        body = await read_body(request, server.settings.max_body_bytes)
-        batch = protocol.parse_invocation(body, header(request, b"content-type"), model.sample_shape)
-        probabilities = await server.engine.predict(model, batch)
-        labels, confidence = protocol.top_labels(probabilities, model.class_names)
-        await server.predlog.log_prediction(
-            request_id,
-            "invocations",
-            model.ref,
-            (time.perf_counter() - start) * 1000,
-            protocol.input_summary(batch),
-            labels,
-            confidence,
-        )
-        return prediction_response(protocol.format_predictions(probabilities), model)
+        status = None
 
-    async def predict(request: Request, request_id: str) -> Response:
-        start = time.perf_counter()
-        model = server.model()
-        if protocol.media_type(request.headers.get("content-type")) == "multipart/form-data":
-            form = await request.form(max_part_size=server.settings.max_body_bytes)
-            upload = form.get("file")
-            if upload is None or isinstance(upload, str):
-                raise BadRequest('multipart body needs the image in a field named "file"')
-            data = await upload.read()
-        else:
-            data = await read_body(request, server.settings.max_body_bytes)
-        batch = protocol.image_to_input(data, model.sample_shape)
-        probabilities = (await server.engine.predict(model, batch))[0]
-        k = _int_query(request, "k", 3)
-        ranked = protocol.top_k(probabilities, model.class_names, k)
-        await server.predlog.log_prediction(
-            request_id,
-            "predict",
-            model.ref,
-            (time.perf_counter() - start) * 1000,
-            protocol.input_summary(batch),
-            ranked[0]["label"],
-            ranked[0]["probability"],
-        )
-        answer = {
-            "request_id": request_id,
-            "model_version": model.ref.version,
-            "label": ranked[0]["label"],
-            "probabilities": dict(zip(model.class_names, probabilities.tolist())),
-            "top_k": ranked,
-        }
-        return prediction_response(orjson.dumps(answer), model)
+        async def send_with_id(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), echo]
+            await send(message)
 
-    async def feedback(request: Request, request_id: str) -> Response:
-        body = await read_body(request, 64 * 1024)
         try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError as error:
-            raise BadRequest(f'body is not JSON ({error}); send {{"request_id": "...", "label": "..."}}')
-        if not isinstance(payload, dict) or not isinstance(payload.get("request_id"), str) or "label" not in payload:
-            raise BadRequest('send {"request_id": "<X-Request-Id of the prediction>", "label": "<true class>"}')
-        label = str(payload["label"])
-        model = server.holder.current
-        if model is not None and label not in model.class_names:
-            raise BadRequest(f"label {label!r} is not a class of the model; classes: {', '.join(model.class_names)}")
-        if not server.predlog.has_prediction(payload["request_id"]):
-            raise NotFound(f"no prediction with request id {payload['request_id']!r} is logged")
-        await server.predlog.log_feedback(payload["request_id"], label)
-        return JSONResponse({"request_id": payload["request_id"], "label": label, "recorded": True})
+            request_id = self.plane.request_id(header(scope, b"x-request-id"))
+        except BadRequest as error:  # refused here: no route should see an id that cannot be logged or echoed
+            request_id = self.plane.request_id(None)
+            echo = (b"x-request-id", request_id.encode())
+            scope[ERROR_KIND] = error.kind
+            await error_response(error)(scope, receive, send_with_id)
+        else:
+            scope[REQUEST_ID] = request_id
+            echo = (b"x-request-id", request_id.encode())
+            try:
+                await self.app(scope, receive, send_with_id)
+            except Exception:  # not a ServeError (handle_error answered those): a bug of ours, never the client's
+                log.exception("internal error on %s %s", scope["method"], scope["path"])
+                scope[ERROR_KIND] = ServeError.kind
+                if status is None:
+                    await error_response(ServeError("internal server error"))(scope, receive, send_with_id)
+        endpoint = ENDPOINT_NAMES.get(scope["path"], "other")
+        self.metrics.observe_request(endpoint, status or 500, time.perf_counter() - start, scope.get(ERROR_KIND))
 
-    async def ping(request: Request, request_id: str) -> Response:
-        return PlainTextResponse("alive\n")
 
-    async def ready(request: Request, request_id: str) -> Response:
-        model = server.model()
-        return JSONResponse({"ready": True, "model_version": model.ref.version})
+class ServingApp(Starlette):
+    """The HTTP face of one Server: ROUTES, with RequestContext outermost and the one error handler.
 
-    async def version(request: Request, request_id: str) -> Response:
-        model = server.model()
-        ref = model.ref
-        return JSONResponse(
-            {
-                "name": ref.name,
-                "version": ref.version,
-                "alias": ref.alias,
-                "run_id": ref.run_id,
-                "model_uri": server.settings.model_uri,
-                "loaded_at": model.loaded_at,
-                "last_error": server.holder.last_error,
-            }
+    RequestContext takes the place of Starlette's ServerErrorMiddleware, whose
+    job (a bug answered 500) it does too: one layer and one send wrapper less
+    per request.
+    """
+
+    def __init__(self, server: Server):
+        super().__init__(
+            routes=ROUTES,
+            exception_handlers={ServeError: handle_error, HTTPException: handle_error},
+            lifespan=server.lifespan,
         )
+        self.plane = server.plane
+        self.metrics = server.metrics
 
-    async def metrics(request: Request, request_id: str) -> Response:
-        return Response(server.metrics.exposition(), media_type="text/plain; version=0.0.4")
-
-    routes = [
-        Route("/invocations", endpoint("invocations", invocations, admit=True), methods=["POST"]),
-        Route("/predict", endpoint("predict", predict, admit=True), methods=["POST"]),
-        Route("/feedback", endpoint("feedback", feedback), methods=["POST"]),
-        Route("/ping", endpoint("ping", ping), methods=["GET"]),
-        Route("/ready", endpoint("ready", ready), methods=["GET"]),
-        Route("/version", endpoint("version", version), methods=["GET"]),
-        Route("/metrics", endpoint("metrics", metrics), methods=["GET"]),
-    ]
-    return Starlette(routes=routes, lifespan=server.lifespan)
-
-
-def _int_query(request: Request, name: str, default: int) -> int:
-    value = request.query_params.get(name)
-    if value is None:
-        return default
-    if not value.isdigit() or int(value) < 1:
-        raise BadRequest(f"query parameter {name}={value!r} must be a positive integer")
-    return int(value)
+    def build_middleware_stack(self):
+        return RequestContext(
+            ExceptionMiddleware(self.router, handlers=self.exception_handlers), self.plane, self.metrics
+        )

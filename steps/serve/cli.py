@@ -38,24 +38,16 @@ class ServeConfig:
 def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
-    from steps.serve.app import Server, ServerSettings, build_app
+    from steps.serve.app import ServingApp
+    from steps.serve.server import Server
 
     config = parse_config(ServeConfig, argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = ServerSettings(
-        config.model_uri,
-        config.poll_seconds,
-        config.max_batch_size,
-        config.max_batch_wait_ms,
-        config.max_queue,
-        config.max_body_bytes,
-        config.prediction_log,
-    )
     print(f"serve: {config.model_uri} on http://{config.host}:{config.port} (prediction log {config.prediction_log})")
     # SIGTERM is how orchestrators (and `kill`) stop a server: uvicorn shuts down gracefully, then re-raises
     # the signal through the handler found at start. Make that a normal end, so `mlflow run` marks it FINISHED.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    uvicorn.run(build_app(Server(settings)), host=config.host, port=config.port, log_level="warning", access_log=False)
+    uvicorn.run(ServingApp(Server(config)), host=config.host, port=config.port, log_level="warning", access_log=False)
 
 
 def console_script() -> None:

@@ -1,4 +1,8 @@
-"""Errors a client can cause or meet, each with its HTTP status and a message that says how to fix the request."""
+"""Errors a client can cause or meet, each with its HTTP status and a message that says how to fix the request.
+
+Framework-free: the HTTP app turns them into JSON in one handler; a later
+protocol (gRPC) maps the same classes to its own status codes.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,10 @@ class ServeError(Exception):
     status = 500
     kind = "INTERNAL_ERROR"
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.message = message
+        self.headers = headers or {}  # HTTP headers the answer needs (Retry-After, Allow)
 
     def as_json(self) -> dict:
         return {"error_code": self.kind, "message": self.message}
@@ -27,6 +32,11 @@ class NotFound(ServeError):
     kind = "NOT_FOUND"
 
 
+class MethodNotAllowed(ServeError):
+    status = 405
+    kind = "METHOD_NOT_ALLOWED"
+
+
 class PayloadTooLarge(ServeError):
     status = 413
     kind = "PAYLOAD_TOO_LARGE"
@@ -38,7 +48,21 @@ class UnsupportedMediaType(ServeError):
 
 
 class Unavailable(ServeError):
-    """Not ready yet, or the queue is full: try again shortly (Retry-After)."""
+    """Not ready yet, or at capacity: try again shortly, as Retry-After says."""
 
     status = 503
     kind = "UNAVAILABLE"
+    RETRY_AFTER_SECONDS = "1"
+
+    def __init__(self, message: str):
+        super().__init__(message, {"Retry-After": self.RETRY_AFTER_SECONDS})
+
+
+BY_STATUS = {cls.status: cls for cls in (BadRequest, NotFound, MethodNotAllowed, PayloadTooLarge, UnsupportedMediaType)}
+
+
+def for_status(status: int, message: str, headers: dict[str, str] | None = None) -> ServeError:
+    """The typed error for a status the HTTP stack chose itself (unknown path, wrong method, broken multipart)."""
+    error = BY_STATUS.get(status, BadRequest if 400 <= status < 500 else ServeError)(message)
+    error.headers.update(headers or {})
+    return error

@@ -4,8 +4,10 @@
 object with exactly one of `instances`, `inputs`, `dataframe_split`,
 `dataframe_records` (plus optional `params`), or CSV with a header row; it
 answers `{"predictions": [[p_class0, p_class1, ...], ...]}`. `/predict`
-takes one PNG/JPEG image and turns it into the model's input. Tables are read
-without pandas, which would add 50 MB to the server for two list conversions.
+takes one PNG/JPEG image, decoded as training decoded its images
+(`steps.images`), and answers labels. Tables are read without pandas, which
+would add 50 MB to the server for two list conversions. Every failure is a
+`ServeError` naming what the client should change.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import io
 import numpy as np
 import orjson
 
+from steps.images import ImageError, decode_image
 from steps.litert_runtime import InputError, to_batch
 from steps.serve.errors import BadRequest, UnsupportedMediaType
 
@@ -23,6 +26,7 @@ INPUT_KEYS = ("instances", "inputs", "dataframe_split", "dataframe_records")
 ALLOWED_KEYS = (*INPUT_KEYS, "params")
 JSON_TYPES = ("application/json", "")
 CSV_TYPES = ("text/csv",)
+MAX_IMAGE_PIXELS = 4096 * 4096  # larger images are refused before decoding: 4 MB of PNG can hold gigabytes of pixels
 
 
 def media_type(content_type: str | None) -> str:
@@ -60,6 +64,8 @@ def parse_invocation(body: bytes, content_type: str | None, sample_shape: tuple[
         if not isinstance(value, dict) or not isinstance(value.get("data"), list):
             raise BadRequest('dataframe_split must be an object with "columns" and "data" (pandas orient="split")')
         columns, rows = value.get("columns"), value["data"]
+        if columns is not None and not isinstance(columns, list):
+            raise BadRequest("dataframe_split columns must be a list of column names")
         if columns is not None and any(not isinstance(row, list) or len(row) != len(columns) for row in rows):
             raise BadRequest(f"dataframe_split rows must each hold {len(columns)} values, one per column")
         return _batch(_cells(rows), sample_shape)
@@ -104,46 +110,41 @@ def _batch(value, sample_shape: tuple[int, ...]) -> np.ndarray:
         raise BadRequest(str(error))
 
 
-def top_labels(probabilities: np.ndarray, class_names: list[str]) -> tuple[str, float]:
-    """For the log: the predicted labels, comma-separated, and their mean probability."""
-    top = probabilities.argmax(axis=1).tolist()
-    rows = probabilities.tolist()
-    labels = ",".join([class_names[i] for i in top])
-    return labels, sum(row[i] for row, i in zip(rows, top)) / len(top)
-
-
 def format_predictions(probabilities: np.ndarray) -> bytes:
     return orjson.dumps({"predictions": probabilities}, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def image_to_input(data: bytes, sample_shape: tuple[int, ...]) -> np.ndarray:
-    """One PNG/JPEG -> the model's input: grayscale or RGB by channel count, resized, scaled to [0, 1]."""
-    from PIL import Image, UnidentifiedImageError
-
-    if not data:
-        raise BadRequest("the image is empty; send a PNG or JPEG file")
-    height, width, channels = sample_shape
+def image_input(data: bytes, sample_shape: tuple[int, ...]) -> np.ndarray:
+    """One PNG/JPEG -> a batch of one for the model, decoded as in training (`steps.images`)."""
+    if len(sample_shape) != 3 or sample_shape[-1] not in (1, 3):
+        raise BadRequest(f"/predict takes images for models of 1 or 3 channels; this one takes {sample_shape}: "
+                         "send its pixels to /invocations")  # fmt: skip
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            if image.format not in ("PNG", "JPEG"):
-                raise BadRequest(f"image format {image.format} is not supported; send PNG or JPEG")
-            converted = image.convert("L" if channels == 1 else "RGB").resize(
-                (width, height), Image.Resampling.BILINEAR
-            )
-            pixels = np.asarray(converted, dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
-        raise BadRequest(f"the body is not a readable PNG or JPEG image ({error})")
-    return pixels.reshape(1, *sample_shape)
+        return decode_image(data, sample_shape, max_pixels=MAX_IMAGE_PIXELS)[np.newaxis]
+    except ImageError as error:
+        raise BadRequest(str(error))
 
 
-def top_k(probabilities: np.ndarray, class_names: list[str], k: int) -> list[dict]:
+def predict_answer(probabilities: np.ndarray, class_names: list[str], k: int, request_id: str, version: str) -> dict:
+    """/predict's answer for one image: the label, every class's probability and the k most likely."""
     order = np.argsort(probabilities)[::-1][: max(1, min(k, len(probabilities)))]
-    return [{"label": class_names[i], "probability": float(probabilities[i])} for i in order]
+    top_k = [{"label": class_names[i], "probability": float(probabilities[i])} for i in order]
+    return {
+        "request_id": request_id,
+        "model_version": version,
+        "label": top_k[0]["label"],
+        "probabilities": dict(zip(class_names, probabilities.tolist())),
+        "top_k": top_k,
+    }
 
 
-def input_summary(batch: np.ndarray) -> tuple[int, float, float]:
-    """What the prediction log keeps of an input, for drift statistics: samples, pixel mean and std."""
-    flat = batch.ravel()
-    mean = float(flat.sum(dtype=np.float64)) / flat.size
-    variance = float(np.dot(flat, flat)) / flat.size - mean * mean  # one pass; numpy's std() takes 6x longer
-    return len(batch), mean, max(variance, 0.0) ** 0.5
+def parse_feedback(body: bytes) -> tuple[str, str]:
+    """/feedback's body -> (request id, true label)."""
+    usage = '{"request_id": "<X-Request-Id of the prediction>", "label": "<true class>"}'
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise BadRequest(f"body is not valid JSON ({error}); send {usage}")
+    if not isinstance(payload, dict) or not isinstance(payload.get("request_id"), str) or "label" not in payload:
+        raise BadRequest(f"send {usage}")
+    return payload["request_id"], str(payload["label"])
