@@ -103,7 +103,7 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(
     body=st.one_of(st.binary(max_size=300), json_values.map(lambda value: json.dumps(value).encode())),
     content_type=st.one_of(
