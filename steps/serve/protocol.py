@@ -117,8 +117,10 @@ def format_predictions(probabilities: np.ndarray) -> bytes:
 def image_input(data: bytes, sample_shape: tuple[int, ...]) -> np.ndarray:
     """One PNG/JPEG -> a batch of one for the model, decoded as in training (`steps.images`)."""
     if len(sample_shape) != 3 or sample_shape[-1] not in (1, 3):
-        raise BadRequest(f"/predict takes images for models of 1 or 3 channels; this one takes {sample_shape}: "
-                         "send its pixels to /invocations")  # fmt: skip
+        raise BadRequest(
+            f"/predict takes images for models of 1 or 3 channels; this one takes {sample_shape}: "
+            "send its pixels to /invocations"
+        )
     try:
         return decode_image(data, sample_shape, max_pixels=MAX_IMAGE_PIXELS)[np.newaxis]
     except ImageError as error:
