@@ -18,7 +18,6 @@ import io
 import numpy as np
 import orjson
 
-from steps.images import ImageError, decode_image
 from steps.litert_runtime import InputError, to_batch
 from steps.serve.errors import BadRequest, UnsupportedMediaType
 
@@ -121,6 +120,8 @@ def image_input(data: bytes, sample_shape: tuple[int, ...]) -> np.ndarray:
             f"/predict takes images for models of 1 or 3 channels; this one takes {sample_shape}: "
             "send its pixels to /invocations"
         )
+    from steps.images import ImageError, decode_image  # Pillow (3 MB) only in servers that get images
+
     try:
         return decode_image(data, sample_shape, max_pixels=MAX_IMAGE_PIXELS)[np.newaxis]
     except ImageError as error:
