@@ -13,6 +13,7 @@ from steps.data import Dataset
 from steps.lineage import is_model_uri
 from steps.settings import TrainConfig
 from steps.tracking import example_input, model_signature
+from steps.training import seed_everything
 
 
 class ModelLoadError(ValueError):
@@ -58,6 +59,7 @@ def require_fit(model: keras.Model, data: Dataset, what: str) -> None:
 def initial_model(config: TrainConfig, data: Dataset) -> keras.Model:
     """What `train` fits: the base model checked against the data, or a new model of `architecture`."""
     if not config.base_model:
+        seed_everything(config.seed)  # the initial weights are drawn too
         return build_model(config.architecture, data.input_shape, data.n_classes, config.width)
     model = load_keras_model(config.base_model)
     require_fit(model, data, "base_model")

@@ -150,7 +150,8 @@ def to_batch(data, sample_shape: tuple[int, ...]) -> np.ndarray:
         else:
             data = data.to_numpy()
     try:
-        array = np.asarray(data, dtype=np.float32)
+        with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, refused below with a clear message
+            array = np.asarray(data, dtype=np.float32)
     except (TypeError, ValueError) as error:
         raise InputError(f"input is not a numeric array ({error}); send numbers shaped {_expected(sample_shape)}")
     if array.shape == sample_shape:

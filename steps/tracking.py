@@ -17,6 +17,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.types.schema import Schema, TensorSpec
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
@@ -35,12 +36,24 @@ CHOSEN_EXPERIMENT = ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIME
 @contextlib.contextmanager
 def step_run(step: str, experiment: str = contract.EXPERIMENT):
     """The active run of one step, named and tagged after it (a variant step renames it after its variant)."""
-    if not any(os.environ.get(name) for name in CHOSEN_EXPERIMENT):
-        mlflow.set_experiment(experiment)
-    with mlflow.start_run(run_name=step) as run:
+    chosen = any(os.environ.get(name) for name in CHOSEN_EXPERIMENT)
+    with mlflow.start_run(experiment_id=None if chosen else experiment_id(experiment), run_name=step) as run:
         mlflow.set_tag(contract.TAG_STEP, step)
         mark_as_model_training(run.info.experiment_id)
         yield run
+
+
+def experiment_id(name: str) -> str:
+    """The experiment's id, created if need be. Not mlflow.set_experiment: that also sets MLFLOW_EXPERIMENT_ID
+    in this process's environment, which would outlive a change of tracking store."""
+    client = mlflow.MlflowClient()
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    try:
+        return client.create_experiment(name)
+    except MlflowException:  # another process created it meanwhile
+        return client.get_experiment_by_name(name).experiment_id
 
 
 def mark_as_model_training(experiment_id: str) -> None:

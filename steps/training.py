@@ -39,10 +39,15 @@ def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimize
     return keras.optimizers.SGD(learning_rate, momentum=MOMENTUM if name == "momentum" else 0.0)
 
 
+def seed_everything(seed: int) -> None:
+    """Python, numpy and TensorFlow draws from `seed`, and deterministic kernels: the same settings, the same model."""
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
 def train(config: TrainConfig, data: Dataset, model: keras.Model, callbacks=()) -> TrainedModel:
     """Fit `model` (new, or a base model to fine-tune) on the train split with early stopping on validation loss."""
-    keras.utils.set_random_seed(config.seed)
-    tf.config.experimental.enable_op_determinism()
+    seed_everything(config.seed)
     model.compile(optimizer=make_optimizer(config.optimizer, config.learning_rate), loss=LOSS, metrics=["accuracy"])
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True)
     history = model.fit(
@@ -61,7 +66,7 @@ def train(config: TrainConfig, data: Dataset, model: keras.Model, callbacks=()) 
 
 def fine_tune(model: keras.Model, data: Dataset, config: FineTuneConfig, callbacks=()) -> None:
     """A fixed number of epochs (schedules like pruning's must run to the end): no early stopping."""
-    keras.utils.set_random_seed(config.seed)
+    seed_everything(config.seed)
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=LOSS, metrics=["accuracy"])
     model.fit(
         data.x_train,
