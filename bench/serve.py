@@ -2,19 +2,24 @@
 
 In one run, on this machine: trains the digits model (`python -m steps.train`,
 about 30 s) into a private tracking store, registers its float32 LiteRT
-deployable, then drives with wrk (C, event-driven: not the bottleneck) at
-concurrency 1, 4, 16 and 64:
+deployable, then drives each server with wrk (C, event-driven) at concurrency
+1, 4, 16 and 64, one sample per request:
   - rtdeploy serve (models:/bench-digits@champion), as configured by default
   - the same with dynamic batching on
+  - mlflow models serve of the same LiteRT pyfunc   <- the like-for-like reference
   - mlflow models serve of the Keras float parent (tensorflow flavor)
-  - mlflow models serve of the same LiteRT pyfunc
   - a no-op endpoint on rtdeploy's HTTP stack (Starlette, uvicorn, uvloop, httptools): the ceiling
-and reports p50/p95/p99, throughput, errors and server RSS (with every child
-process). Then flips the champion alias 10 times under load, each flip served
-before the next, and counts failed requests.
+Every server gets the same untimed warm-up load first. Each figure is the
+median of REPEATS back-to-back wrk runs, with min-max. Memory is the resident
+set of the server's whole process tree: for rtdeploy plus the peak of its
+short-lived fetch child (which the server reports), for mlflow the launcher
+process (`mlflow models serve`, which stays alive) plus its uvicorn worker.
+Then the champion alias flips 10 times under load, each flip served before
+the next, and failed requests are counted. wrk runs on the same 2 cores as
+the servers: it takes CPU from them at high concurrency, the same for all.
 
     apt-get install wrk   # once
-    python bench/serve.py [--seconds 10]
+    python bench/serve.py [--seconds 8] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -25,12 +30,14 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -39,8 +46,11 @@ from results import write_section  # noqa: E402
 CONCURRENCY = (1, 4, 16, 64)
 MODEL = "bench-digits"
 FLIPS = 10
-OURS = "rtdeploy serve (LiteRT)"
+WARMUP_SECONDS = 3  # untimed load at concurrency 16 before any measurement, the same for every server
 FLIP_BUDGET_SECONDS = 6  # load time per flip: poll 0.5 s + fetch ~3-4 s + warm-up
+OURS = "rtdeploy serve"
+LIKE_FOR_LIKE = "mlflow models serve, same LiteRT pyfunc"
+FETCH_PEAK_METRIC = "rtdeploy_fetch_peak_rss_bytes"
 NOOP_APP = """
 from starlette.applications import Starlette
 from starlette.responses import Response
@@ -66,6 +76,33 @@ end
 """
 
 
+@dataclass
+class Server:
+    name: str
+    argv: list[str]  # "{port}" stands for the port, chosen when the server starts
+    ready_path: str
+    launcher_is_parent: bool = False  # mlflow models serve: the CLI process stays alive beside its worker
+
+    def command(self, port: int) -> list[str]:
+        return [arg.replace("{port}", str(port)) for arg in self.argv]
+
+
+@dataclass
+class Row:
+    server: str
+    connections: int
+    runs: list[dict]  # one wrk result per repeat
+    rss_mb: float  # whole process tree after the runs
+    note: str = ""  # how the memory figure is made up
+
+    def median(self, key: str) -> float:
+        return statistics.median(run[key] for run in self.runs)
+
+    def spread(self, key: str, digits: int = 2) -> str:
+        values = [run[key] for run in self.runs]
+        return f"{self.median(key):,.{digits}f} ({min(values):,.{digits}f}–{max(values):,.{digits}f})"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -86,50 +123,62 @@ def wait_ready(url: str, process: subprocess.Popen, timeout: float = 180) -> Non
     raise RuntimeError(f"{url} not ready after {timeout} s")
 
 
+def process_rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))) / 1024
+
+
 def tree_rss_mb(pid: int) -> float:
-    """Resident memory of a process and all its descendants (mlflow models serve forks workers)."""
-    total, pids = 0, [pid]
+    """Resident memory of a process and all its descendants."""
+    total, pids = 0.0, [pid]
     while pids:
         current = pids.pop()
         try:
-            status = Path(f"/proc/{current}/status").read_text()
-            total += int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")))
-            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
-            pids.extend(int(child) for child in children)
+            total += process_rss_mb(current)
+            pids.extend(int(child) for child in Path(f"/proc/{current}/task/{current}/children").read_text().split())
         except (OSError, StopIteration):
             continue
-    return total / 1024
+    return total
+
+
+def metric_value(port: int, name: str) -> float | None:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return next((float(line.split()[-1]) for line in text.splitlines() if line.startswith(name)), None)
+
+
+def memory(server: Server, process: subprocess.Popen, port: int) -> tuple[float, str]:
+    """The tree's resident memory, and what it is made of."""
+    tree = tree_rss_mb(process.pid)
+    if server.name.startswith(OURS):
+        fetch_peak = (metric_value(port, FETCH_PEAK_METRIC) or 0) / 2**20
+        return tree + fetch_peak, f"server {tree:.0f} + fetch child peak {fetch_peak:.0f}"
+    if server.launcher_is_parent:
+        launcher = process_rss_mb(process.pid)
+        return tree, f"launcher {launcher:.0f} + worker {tree - launcher:.0f}"
+    return tree, ""
 
 
 def run_wrk(port: int, script: Path, connections: int, seconds: float) -> dict:
-    threads = min(connections, 2)
     result = subprocess.run(
-        [
-            "wrk",
-            f"-t{threads}",
-            f"-c{connections}",
-            f"-d{max(1, round(seconds))}s",
-            "--timeout",
-            "10s",
-            "-s",
-            str(script),
-            f"http://127.0.0.1:{port}/invocations",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+        ["wrk", f"-t{min(connections, 2)}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
+         "-s", str(script), f"http://127.0.0.1:{port}/invocations"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
     line = next(line for line in result.stdout.splitlines() if line.startswith("JSON "))
     measured = json.loads(line[5:])
     measured["throughput"] = measured["requests"] / measured["seconds"]
     return measured
 
 
-def start(args: list[str], env: dict, ready_path: str, port: int) -> subprocess.Popen:
-    process = subprocess.Popen(
-        args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    wait_ready(f"http://127.0.0.1:{port}{ready_path}", process)
+def start(server: Server, env: dict, port: int, log: Path) -> subprocess.Popen:
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            server.command(port), env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        wait_ready(f"http://127.0.0.1:{port}{server.ready_path}", process)
+    except RuntimeError as error:
+        raise RuntimeError(f"{server.name}: {error}; its output ends:\n{log.read_text()[-3000:]}") from None
     return process
 
 
@@ -185,28 +234,65 @@ def flip_under_load(port: int, script: Path, seconds: float) -> dict:
     flipper.start()
     during = run_wrk(port, script, 16, FLIPS * FLIP_BUDGET_SECONDS)
     flipper.join()
-    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
-    reloads = next(
-        (float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("rtdeploy_reloads_total")), 0
-    )
-    return {"steady": steady, "during": during, "reloads": reloads, "swap_seconds": swap_seconds}
+    return {"steady": steady, "during": during, "reloads": metric_value(port, "rtdeploy_reloads_total") or 0,
+            "swap_seconds": swap_seconds}  # fmt: skip
+
+
+def servers(folder: str, keras_uri: str, litert_uri: str) -> list[Server]:
+    rtdeploy = [sys.executable, "-m", "steps.serve", "--model_uri", f"models:/{MODEL}@champion", "--port", "{port}"]
+    mlflow_serve = [sys.executable, "-m", "mlflow", "models", "serve", "-p", "{port}", "--env-manager", "local", "-m"]
+    noop = [sys.executable, "-m", "uvicorn", "noop_app:app", "--port", "{port}", "--log-level", "warning",
+            "--no-access-log", "--app-dir", folder]  # fmt: skip
+    return [
+        Server(OURS, [*rtdeploy, "--poll_seconds", "0.5", "--prediction_log", f"{folder}/p1.db"], "/ready"),
+        Server(
+            f"{OURS}, batching on (max_batch_size 32, wait 0)",
+            [*rtdeploy, "--max_batch_size", "32", "--max_batch_wait_ms", "0", "--prediction_log", f"{folder}/p2.db"],
+            "/ready",
+        ),
+        Server(LIKE_FOR_LIKE, [*mlflow_serve, litert_uri], "/ping", launcher_is_parent=True),
+        Server("mlflow models serve, Keras parent", [*mlflow_serve, keras_uri], "/ping", launcher_is_parent=True),
+        Server("no-op endpoint, same HTTP stack (ceiling)", noop, "/ping"),
+    ]
+
+
+def measure(server: Server, env: dict, script: Path, seconds: float, repeats: int) -> tuple[list[Row], dict | None]:
+    port = free_port()
+    print(f"bench: {server.name} on port {port}", flush=True)
+    process = start(server, env, port, script.parent / f"server-{port}.log")
+    rows, flips = [], None
+    try:
+        run_wrk(port, script, 16, WARMUP_SECONDS)  # the same untimed warm-up for every server
+        for connections in CONCURRENCY:
+            runs = [run_wrk(port, script, connections, seconds) for _ in range(repeats)]
+            rss, note = memory(server, process, port)
+            rows.append(Row(server.name, connections, runs, rss, note))
+            print(f"  c={connections}: {rows[-1].spread('throughput', 0)}/s p50 {rows[-1].spread('p50')} ms "
+                  f"p99 {rows[-1].spread('p99')} ms rss {rss:.0f} MB", flush=True)  # fmt: skip
+        if server.name == OURS:
+            flips = flip_under_load(port, script, seconds)
+    finally:
+        stop(process)
+    return rows, flips
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=int, default=10, help="load duration per measurement")
+    parser.add_argument("--seconds", type=int, default=8, help="load duration per measurement")
+    parser.add_argument("--repeats", type=int, default=3, help="wrk runs per figure (median, min-max reported)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench/serve.py needs wrk: apt-get install wrk")
+    if args.repeats < 3:
+        sys.exit("--repeats must be at least 3: a figure is a median with its spread")
     from sklearn.datasets import load_digits
 
     with tempfile.TemporaryDirectory() as folder:
         os.chdir(folder)
-        uri = f"sqlite:///{folder}/mlflow.db"
-        os.environ["MLFLOW_TRACKING_URI"] = uri
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder}/mlflow.db"
         env = os.environ | {
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-            "TF_USE_LEGACY_KERAS": "1",
+            "TF_USE_LEGACY_KERAS": "1",  # the Keras parent is a tf_keras model: mlflow must load it with tf_keras
         }
         keras_uri, litert_uri = prepare_models(env)
         sample = (load_digits().images[:1] / 16.0).reshape(1, 8, 8, 1).tolist()
@@ -215,101 +301,57 @@ def main() -> None:
         script = Path(folder) / "post.lua"
         script.write_text(WRK_SCRIPT % body)
         (Path(folder) / "noop_app.py").write_text(NOOP_APP)
-
-        def rtdeploy(log: str, *options: str):
-            return lambda port: (
-                [sys.executable, "-m", "steps.serve", "--model_uri", f"models:/{MODEL}@champion", "--port", str(port),
-                 "--prediction_log", f"{folder}/{log}", *options],
-                "/ready",
-            )  # fmt: skip
-
-        def mlflow_serve(model_uri: str):
-            return lambda port: (
-                [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "-p", str(port),
-                 "--env-manager", "local"],
-                "/ping",
-            )  # fmt: skip
-
-        servers = {
-            OURS: rtdeploy("predictions.db", "--poll_seconds", "0.5"),
-            "rtdeploy serve, batching on (max_batch_size 32, wait 0)": rtdeploy(
-                "predictions-batching.db", "--max_batch_size", "32", "--max_batch_wait_ms", "0"
-            ),
-            "mlflow models serve, Keras parent": mlflow_serve(keras_uri),
-            "mlflow models serve, same LiteRT pyfunc": mlflow_serve(litert_uri),
-            "no-op endpoint, same HTTP stack (ceiling)": lambda port: (
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "noop_app:app",
-                    "--port",
-                    str(port),
-                    "--log-level",
-                    "warning",
-                    "--no-access-log",
-                    "--app-dir",
-                    folder,
-                ],
-                "/ping",
-            ),
-        }
         rows, flips = [], None
-        for name, command in servers.items():
-            port = free_port()
-            argv, ready = command(port)
-            print(f"bench: {name} on port {port}", flush=True)
-            process = start(argv, env, ready, port)
-            try:
-                for connections in CONCURRENCY:
-                    measured = run_wrk(port, script, connections, args.seconds)
-                    measured["rss_mb"] = tree_rss_mb(process.pid)
-                    rows.append((name, connections, measured))
-                    print(
-                        f"  c={connections}: {measured['throughput']:.0f}/s p50 {measured['p50']:.2f} ms "
-                        f"p99 {measured['p99']:.2f} ms errors {measured['errors']} rss {measured['rss_mb']:.0f} MB",
-                        flush=True,
-                    )
-                if name == OURS:
-                    flips = flip_under_load(port, script, args.seconds)
-            finally:
-                stop(process)
-    write_section(
-        "Serving (digits, one sample per request)",
-        f"python bench/serve.py --seconds {args.seconds}",
-        report(rows, flips),
-    )
-    print(report(rows, flips))
+        for server in servers(folder, keras_uri, litert_uri):
+            measured, flipped = measure(server, env, script, args.seconds, args.repeats)
+            rows += measured
+            flips = flips or flipped
+    command = f"python bench/serve.py --seconds {args.seconds} --repeats {args.repeats}"
+    write_section("Serving (digits, one sample per request)", command, report(rows, flips, args.repeats))
+    print(report(rows, flips, args.repeats))
 
 
-def report(rows, flips) -> str:
-    lines = [
-        "| server | concurrency | throughput (req/s) | p50 (ms) | p95 (ms) | p99 (ms) | errors | server RSS (MB) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for name, connections, m in rows:
+def report(rows: list[Row], flips: dict | None, repeats: int) -> str:
+    by = {(row.server, row.connections): row for row in rows}
+    lines = [f"Each figure: median of {repeats} wrk runs (min–max), after the same warm-up for every server.", ""]
+    lines += ["Headline, like for like (the same LiteRT pyfunc deployable), throughput of rtdeploy / mlflow:", ""]
+    for c in CONCURRENCY:
+        ours, theirs = by[(OURS, c)], by[(LIKE_FOR_LIKE, c)]
         lines.append(
-            f"| {name} | {connections} | {m['throughput']:,.0f} | {m['p50']:.2f} | {m['p95']:.2f} | "
-            f"{m['p99']:.2f} | {m['errors']} | {m['rss_mb']:.0f} |"
+            f"- concurrency {c}: {ours.median('throughput') / theirs.median('throughput'):.1f}x throughput "
+            f"({ours.median('throughput'):,.0f} vs {theirs.median('throughput'):,.0f} req/s), p99 "
+            f"{ours.median('p99'):.2f} vs {theirs.median('p99'):.2f} ms, memory {ours.rss_mb:.0f} vs "
+            f"{theirs.rss_mb:.0f} MB"
         )
-    by = {(name, c): m for name, c, m in rows}
-    lines.append("")
+    lines += [
+        "",
+        "| server | concurrency | throughput (req/s) | p50 (ms) | p99 (ms) | errors | process tree RSS (MB) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        errors = sum(run["errors"] for run in row.runs)
+        memory_note = f" ({row.note})" if row.note else ""
+        lines.append(
+            f"| {row.server} | {row.connections} | {row.spread('throughput', 0)} | {row.spread('p50')} | "
+            f"{row.spread('p99')} | {errors} | {row.rss_mb:.0f}{memory_note} |"
+        )
+    lines += ["", "Throughput of rtdeploy serve relative to each other server (medians):", ""]
     for c in CONCURRENCY:
         ratios = [
-            f"{by[(OURS, c)]['throughput'] / by[(name, c)]['throughput']:.2f}x {name}"
-            for name in dict.fromkeys(n for n, *_ in rows)
+            f"{by[(OURS, c)].median('throughput') / by[(name, c)].median('throughput'):.2f}x {name}"
+            for name in dict.fromkeys(row.server for row in rows)
             if name != OURS and (name, c) in by
         ]
-        lines.append(f"- concurrency {c}: rtdeploy throughput = " + "; ".join(ratios))
+        lines.append(f"- concurrency {c}: " + "; ".join(ratios))
     if flips:
+        swaps = flips["swap_seconds"]
         lines += [
             "",
-            f"Alias flips under load (concurrency 16, {FLIPS} flips, "
-            f"{int(flips['reloads'])} reloads counted by the server, alias move to new version served in "
-            f"{min(flips['swap_seconds']):.1f}-{max(flips['swap_seconds']):.1f} s): "
-            f"{flips['during']['errors']} failed requests of {flips['during']['requests']:,}; p99 during flips "
-            f"{flips['during']['p99']:.2f} ms vs steady {flips['steady']['p99']:.2f} ms "
-            f"(p50 {flips['during']['p50']:.2f} vs {flips['steady']['p50']:.2f} ms).",
+            f"Alias flips under load (concurrency 16, {FLIPS} flips, {int(flips['reloads'])} reloads counted by the "
+            f"server; alias move to new version served in median {statistics.median(swaps):.1f} s, "
+            f"{min(swaps):.1f}–{max(swaps):.1f} s): {flips['during']['errors']} failed requests of "
+            f"{flips['during']['requests']:,}; p99 during flips {flips['during']['p99']:.2f} ms vs steady "
+            f"{flips['steady']['p99']:.2f} ms (p50 {flips['during']['p50']:.2f} vs {flips['steady']['p50']:.2f} ms).",
         ]
     return "\n".join(lines)
 

@@ -1,4 +1,5 @@
-"""The variant comparison a person looks at: a table and accuracy-vs-cost plots with the Pareto front."""
+"""The figures a person looks at: the variant comparison (table, accuracy vs cost with the Pareto front)
+and the evaluation report (confusion matrix, errors per class, the images behind the top confusions)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import ScalarFormatter  # noqa: E402
 
@@ -121,8 +123,6 @@ def _decorate(axis, rows, best, cost: str, scale: float, accuracy: str, label: s
 
 def confusion_matrix_figure(confusion, class_names: tuple[str, ...]) -> Figure:
     """Counts of true (rows) vs predicted (columns) classes; the diagonal is right."""
-    import numpy as np
-
     size = max(4.0, 0.55 * len(class_names) + 2)
     figure, axis = plt.subplots(figsize=(size, size * 0.85), constrained_layout=True)
     image = axis.imshow(confusion, cmap="Blues")
