@@ -102,8 +102,8 @@ class InProcessServer:
         import uvicorn  # here, not above: the layer tests that need no HTTP server import this module too
 
         from steps.serve.app import ServingApp
-        from steps.serve.cli import ServeConfig
         from steps.serve.server import Server
+        from steps.settings import ServeConfig
 
         settings = {"model_uri": f"models:/{MODEL}@champion", "poll_seconds": 0} | settings
         config = ServeConfig(prediction_log=str(log_path), **settings)

@@ -13,7 +13,6 @@ import yaml
 from conftest import PROJECT
 from steps import contract
 from steps.config import parse_config, parse_configs
-from steps.serve.cli import ServeConfig
 from steps.settings import (
     ClusterConfig,
     EvaluateConfig,
@@ -23,6 +22,7 @@ from steps.settings import (
     QuantizeConfig,
     RegisterConfig,
     RollbackConfig,
+    ServeConfig,
     TrainConfig,
 )
 

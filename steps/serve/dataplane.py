@@ -13,7 +13,7 @@ import itertools
 import time
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
 
@@ -23,9 +23,7 @@ from steps.serve.metrics import ServerMetrics
 from steps.serve.predlog import PredictionLog, input_summary, top_labels
 from steps.serve.reload import ModelHolder
 from steps.serve.runtime import ServedModel
-
-if TYPE_CHECKING:
-    from steps.serve.cli import ServeConfig
+from steps.settings import ServeConfig
 
 Decode = Callable[[tuple[int, ...]], np.ndarray]  # a request's input -> a float32 batch for a model's sample shape
 MAX_REQUEST_ID_LENGTH = 200

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from typing import TYPE_CHECKING
 
 from steps.serve.batching import InferenceEngine
 from steps.serve.dataplane import DataPlane
@@ -14,9 +13,7 @@ from steps.serve.predlog import PredictionLog
 from steps.serve.registry import alias_lookup
 from steps.serve.reload import AliasFollower, ModelHolder
 from steps.serve.runtime import fetch_in_child
-
-if TYPE_CHECKING:
-    from steps.serve.cli import ServeConfig
+from steps.settings import ServeConfig
 
 
 class Server:
