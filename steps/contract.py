@@ -14,6 +14,8 @@ REGISTER = "register"
 PROMOTE = "promote"
 ROLLBACK = "rollback"
 MAIN = "main"  # the pipeline
+MONITOR = "monitor"
+SIMULATE = "simulate"
 COMPRESSION_STEPS = (PRUNE, CLUSTER, QUANTIZE)  # steps that derive a variant from a parent Keras model
 
 # Experiments: runs land here unless the user names another one (mlflow run --experiment-name)
@@ -104,6 +106,32 @@ CHALLENGER_ACCURACY = "challenger_accuracy"
 CHAMPION_ACCURACY = "champion_accuracy"
 ACCURACY_CHANGE = "accuracy_change_vs_champion"  # challenger minus champion, on the same test samples
 MCNEMAR_P_VALUE = "mcnemar_p_value"  # exact McNemar test of that difference (paired, same samples)
+
+# Monitoring: what `monitor` logs per window (one metric step per window) and how it alerts
+TAG_ALERT = "rtdeploy.alert"  # ALERT_NONE or the comma-separated reasons
+ALERT_NONE = "none"
+ALERT_REASONS = ("latency", "accuracy", "drift", "errors")
+REQUESTS = "requests"
+THROUGHPUT_RPS = "throughput_rps"
+INFERENCE_P50_MS = "inference_p50_ms"  # the model invocation alone (latency_p*_ms: body received to answer)
+INFERENCE_P95_MS = "inference_p95_ms"
+INFERENCE_P99_MS = "inference_p99_ms"
+RSS_MB = "rss_mb"  # the server's resident memory, from its heartbeats
+MODEL_SIZE_BYTES = "model_size_bytes"
+BAD_REQUEST_RATE = "bad_request_rate"  # refused 4xx / all requests
+SERVER_ERROR_RATE = "server_error_rate"  # 5xx / all requests
+LABELLED = "labelled"  # predictions with feedback in the window
+LIVE_ACCURACY = "live_accuracy"  # on those, with its 95% Wilson interval
+LIVE_ACCURACY_LOW = "live_accuracy_low"
+LIVE_ACCURACY_HIGH = "live_accuracy_high"
+# Drift of a window against the reference profile: p-values (low = drifted)
+DRIFT_P_CLASSES = "drift_p_predicted_classes"  # predicted-class distribution
+DRIFT_P_SOFTMAX = "drift_p_softmax"  # per-class softmax outputs, Bonferroni over classes
+DRIFT_P_PIXELS = "drift_p_pixels"  # multivariate test on downsampled pixels
+DRIFT_STATISTICS = (DRIFT_P_CLASSES, DRIFT_P_SOFTMAX, DRIFT_P_PIXELS)
+REFERENCE = "reference"  # artifact folder of a deployable's run: its reference profile, made on validation data
+# Kinds of drift `simulate` can put into its traffic
+DRIFTS = ("none", "noise", "shift", "rotate", "invert", "dim", "label")
 
 # Names of the models logged in a run (URIs: runs:/<run_id>/<name>)
 KERAS_MODEL = "keras_model"  # float or compressed tf_keras model: a parent for later steps

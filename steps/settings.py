@@ -222,12 +222,17 @@ class ServeConfig:
     max_queue: int = setting(256, "prediction requests in progress at most; more are answered 503 (Retry-After)")
     max_body_bytes: int = setting(4 * 1024 * 1024, "largest request body accepted (413 above)")
     prediction_log: str = setting("predictions.db", "SQLite file of the durable prediction and feedback log")
+    log_inputs: float = setting(
+        1.0, "share of requests whose preprocessed input images are kept in the log (probabilities always are)"
+    )
 
     def __post_init__(self):
         for name in ("port", "max_batch_size", "max_queue", "max_body_bytes"):
             require_positive(name, getattr(self, name))
         if self.poll_seconds < 0 or self.max_batch_wait_ms < 0:
             raise ValueError("poll_seconds and max_batch_wait_ms must be >= 0")
+        if not 0 <= self.log_inputs <= 1:
+            raise ValueError(f"log_inputs is a share of requests and must be in [0, 1], got {self.log_inputs}")
 
 
 @dataclass(frozen=True)
