@@ -1,0 +1,520 @@
+"""Drift of live traffic against a deployable's reference profile: three tests, one verdict, measured false alarms.
+
+The reference is the deployable's own behaviour on held-out data (the
+validation split: never trained on, though early stopping looked at its loss).
+A window of live traffic is compared with it by three two-sample tests, each
+asking "could these come from the same distribution?":
+
+- predicted classes: chi-square test of homogeneity of the reference's and the
+  window's predicted-class counts (needs no labels; sees a class-prior shift);
+- softmax outputs: a two-sample Kolmogorov-Smirnov test per class on that
+  class's probability, Bonferroni over classes (sees a model growing unsure
+  before its predictions change);
+- pixels: maximum mean discrepancy (RBF kernel, bandwidth by the median
+  heuristic on the reference) between downsampled images, with a permutation
+  p-value (1 + k) / (1 + PERMUTATIONS) (sees inputs change even where the
+  model's answers do not). One multivariate test, not one per pixel: 64
+  per-pixel tests at 1% would raise a false alarm in about half the windows;
+  the per-pixel differences are returned as a heatmap for a figure, never an alert.
+
+Verdict: Bonferroni over the tests that ran. A window drifted when any
+p-value is below alpha / (tests run), so under no drift the chance of an alarm
+is at most alpha. Windows without images run two tests, not a missing third.
+
+Calibration measures that chance instead of trusting it: many windows of clean
+held-out samples that did not make the reference (the test split) go through
+the same report, and their p-values are stored in the profile, so `monitor`
+can state the false-alarm rate at any alpha for a window of about its size.
+Read that number with its data in mind. The windows are drawn without
+replacement from one pool (the 360 test samples on digits), so they overlap
+and vary less than independent traffic would: a window of 200 of 360 has
+about half the sampling variance of 200 fresh samples (finite-population
+factor (360 - 200) / 359), and scikit-learn's stratified splits give the
+validation and test splits the same class mix by construction. So on small
+data the measured rate is optimistic for windows near the pool's size, and
+its uncertainty is larger than a binomial interval on the number of windows
+suggests; the guarantee to lean on is the Bonferroni bound (at most alpha
+for valid tests), which the measurement checks rather than replaces.
+tests/test_drift.py also measures the procedure on independent windows (all
+held-out samples split at random into a reference and a disjoint window).
+
+The softmax of an int8 deployable takes at most 256 values; the ties make the
+KS tests conservative there (fewer alarms, and less power, than on float32).
+
+numpy and scipy only: `monitor` loads this in a process without tensorflow or mlflow.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import chi2_contingency, ks_2samp
+
+from steps.contract import DRIFT_P_CLASSES, DRIFT_P_PIXELS, DRIFT_P_SOFTMAX, DRIFT_STATISTICS
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ALPHA = 0.01  # family-wise false-alarm rate per window: Bonferroni gives each of three tests alpha / 3
+PERMUTATIONS = 2000  # smallest MMD p-value 1/2001, well below alpha / 3 = 0.0033; 30-70 ms per window of 200
+PIXEL_GRID = 8  # images are block-averaged to at most 8x8 per channel: 8x8 digits as they are, 28x28 to 8x8
+MAX_REFERENCE_PIXELS = 500  # reference images kept for the pixel test (the kernel matrix grows with the square)
+MAX_WINDOW_PIXELS = 500  # window images tested; a larger window is subsampled
+MIN_PIXEL_IMAGES = 10  # fewer window images: the pixel test is not run
+CALIBRATION_SIZES = (50, 100, 200, 500)  # window sizes whose false-alarm rate is measured (those the pool can fill)
+CALIBRATION_WINDOWS = 100  # clean windows per size
+SEED = 0  # permutations are seeded unless the caller passes a generator: the same window, the same report
+FORMAT = 1  # of the saved profile
+JSON_FILE = "reference.json"  # human-readable scalars
+ARRAYS_FILE = "reference.npz"  # the samples the tests compare with
+VERDICT_RULE = (
+    "drift when any test that ran has p < alpha / (number of tests run): Bonferroni over the predicted-class "
+    "chi-square test, the per-class softmax KS tests (themselves Bonferroni over classes) and the pixel MMD test"
+)
+
+
+class ProfileError(ValueError):
+    """A reference profile that cannot be read or does not fit the traffic; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class FalseAlarms:
+    """What clean held-out windows of one size measured: how often the verdict said drift."""
+
+    window_size: int
+    windows: int
+    false_alarms: int
+    alpha: float
+
+    @property
+    def rate(self) -> float:
+        return self.false_alarms / self.windows
+
+
+@dataclass(frozen=True, eq=False)
+class Reference:
+    """A deployable's behaviour on held-out data, which live windows are tested against."""
+
+    probabilities: np.ndarray  # (n, K) its softmax outputs on the held-out samples
+    labels: np.ndarray  # (n,) their true classes
+    image_mean: np.ndarray  # (n,) mean pixel of each image
+    image_std: np.ndarray  # (n,)
+    pixels: np.ndarray  # (m, D) downsampled images for the MMD test, m <= MAX_REFERENCE_PIXELS
+    pixel_mean: np.ndarray  # (H, W) mean brightness per pixel (channels averaged), for the heatmap
+    pixel_var: np.ndarray  # (H, W)
+    image_shape: tuple[int, ...]  # (H, W, C) of the model's input
+    bandwidth: float  # RBF kernel width of the MMD test: median distance between reference images
+    class_names: tuple[str, ...]
+    latency: dict[str, float] = field(default_factory=dict)  # as measured by the caller, e.g. latency_p99_ms
+    source: str = ""  # which held-out data made it
+    calibration: dict[int, np.ndarray] = field(default_factory=dict)  # window size -> (windows, 3) clean p-values
+    calibration_source: str = ""  # which held-out data the clean windows came from
+    calibration_pool: int = 0  # how many samples that data had: windows of a size near it overlap a lot
+
+    @property
+    def n_classes(self) -> int:
+        return self.probabilities.shape[1]
+
+    @property
+    def predicted(self) -> np.ndarray:
+        return self.probabilities.argmax(axis=1)
+
+    @property
+    def class_counts(self) -> np.ndarray:
+        return np.bincount(self.predicted, minlength=self.n_classes)
+
+    @property
+    def accuracy(self) -> float:
+        return float((self.predicted == self.labels).mean())
+
+    @property
+    def per_class_recall(self) -> np.ndarray:
+        """Share of each true class predicted right; NaN for a class absent from the held-out data."""
+        truth = np.bincount(self.labels, minlength=self.n_classes)
+        hits = np.bincount(self.labels[self.predicted == self.labels], minlength=self.n_classes)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return hits / truth
+
+    def false_alarms(self, window: int, alpha: float = DEFAULT_ALPHA, pixels: bool = True) -> FalseAlarms | None:
+        """The measured false alarms at the calibrated size nearest `window` (by ratio); None if not calibrated.
+
+        pixels=False: as for windows without images, where only two tests run.
+        """
+        if not self.calibration:
+            return None
+        size = min(self.calibration, key=lambda s: abs(math.log(s / max(window, 1))))
+        p_values = self.calibration[size]
+        if not pixels:
+            p_values = p_values[:, :2]
+        alarms = sum(verdict(row, alpha)[0] for row in p_values)
+        return FalseAlarms(size, len(p_values), int(alarms), alpha)
+
+    def summary(self) -> dict:
+        """The human-readable scalars (saved as reference.json)."""
+        names = self.class_names
+        return {
+            "format": FORMAT,
+            "source": self.source,
+            "samples": int(len(self.labels)),
+            "image_shape": list(self.image_shape),
+            "class_names": list(names),
+            "accuracy": self.accuracy,
+            "per_class_recall": {n: _number(r) for n, r in zip(names, self.per_class_recall)},
+            "predicted_class_counts": {n: int(c) for n, c in zip(names, self.class_counts)},
+            "image_mean": float(self.image_mean.mean()),
+            "image_std": float(self.image_std.mean()),
+            "latency": dict(self.latency),
+            "pixel_test": {
+                "grid": PIXEL_GRID,
+                "dimensions": int(self.pixels.shape[1]),
+                "reference_images": int(len(self.pixels)),
+                "bandwidth": self.bandwidth,
+                "permutations": PERMUTATIONS,
+            },
+            "verdict_rule": VERDICT_RULE,
+            "calibration": {
+                "source": self.calibration_source,
+                "pool": self.calibration_pool,
+                "alpha": DEFAULT_ALPHA,
+                "false_alarms": {
+                    str(size): {"windows": a.windows, "false_alarms": a.false_alarms, "rate": a.rate}
+                    for size in sorted(self.calibration)
+                    if (a := self.false_alarms(size)) is not None
+                },
+            },
+        }
+
+    def save(self, folder: str | Path) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        arrays = {
+            "probabilities": self.probabilities,
+            "labels": self.labels,
+            "image_mean": self.image_mean,
+            "image_std": self.image_std,
+            "pixels": self.pixels,
+            "pixel_mean": self.pixel_mean,
+            "pixel_var": self.pixel_var,
+        }
+        arrays.update({f"calibration_{size}": p for size, p in self.calibration.items()})
+        np.savez_compressed(folder / ARRAYS_FILE, **arrays)
+        (folder / JSON_FILE).write_text(json.dumps(self.summary(), indent=2) + "\n")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "Reference":
+        folder = Path(folder)
+        try:
+            meta = json.loads((folder / JSON_FILE).read_text())
+            with np.load(folder / ARRAYS_FILE, allow_pickle=False) as archive:
+                arrays = {key: archive[key] for key in archive.files}
+            if meta.get("format") != FORMAT:
+                raise ProfileError(f"{folder / JSON_FILE} has format {meta.get('format')!r}; this code reads {FORMAT}")
+            calibration = {int(k.split("_")[1]): v for k, v in arrays.items() if k.startswith("calibration_")}
+            return cls(
+                probabilities=arrays["probabilities"],
+                labels=arrays["labels"],
+                image_mean=arrays["image_mean"],
+                image_std=arrays["image_std"],
+                pixels=arrays["pixels"],
+                pixel_mean=arrays["pixel_mean"],
+                pixel_var=arrays["pixel_var"],
+                image_shape=tuple(meta["image_shape"]),
+                bandwidth=float(meta["pixel_test"]["bandwidth"]),
+                class_names=tuple(meta["class_names"]),
+                latency={k: float(v) for k, v in meta["latency"].items()},
+                source=meta["source"],
+                calibration=dict(sorted(calibration.items())),
+                calibration_source=meta["calibration"]["source"],
+                calibration_pool=int(meta["calibration"]["pool"]),
+            )
+        except ProfileError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError) as error:  # missing, truncated or foreign files alike
+            raise ProfileError(
+                f"cannot read a reference profile in {folder} ({type(error).__name__}: {error}); it needs "
+                f"{JSON_FILE} and {ARRAYS_FILE} as written by steps.drift.Reference.save: make it again"
+            ) from error
+
+
+@dataclass(frozen=True, eq=False)
+class DriftReport:
+    """One window against the reference: a p-value per statistic, the verdict and what a figure needs."""
+
+    p_values: dict[str, float | None]  # DRIFT_STATISTICS -> p-value (low = drifted); None = not run
+    not_run: dict[str, str]  # statistic -> why it was not run
+    alpha: float
+    threshold: float  # alpha / tests run: what each p-value is compared with
+    drifted: bool
+    reasons: tuple[str, ...]  # the statistics below the threshold
+    samples: int  # probabilities in the window
+    images: int  # images the pixel test used
+    class_counts: np.ndarray  # (K,) predicted classes in the window
+    class_p_values: np.ndarray  # (K,) KS p-value per class, before Bonferroni
+    mmd: float | None  # squared MMD of the window's images (biased estimate)
+    heatmap: np.ndarray | None  # (H, W) Welch z of each pixel's mean brightness, window vs reference; never an alert
+    false_alarms: FalseAlarms | None  # measured on clean windows of about this size at this alpha
+    rule: str = VERDICT_RULE
+
+    def metrics(self) -> dict[str, float]:
+        """The p-values of the tests that ran, keyed by the contract's names (for mlflow.log_metrics)."""
+        return {name: p for name, p in self.p_values.items() if p is not None}
+
+
+def make_reference(
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    images: np.ndarray,
+    *,
+    class_names: Sequence[str] | None = None,
+    latency: dict[str, float] | None = None,
+    source: str = "",
+    rng: np.random.Generator | None = None,
+) -> Reference:
+    """The profile of a deployable from its outputs on held-out samples, their labels and the images themselves."""
+    probabilities = _as_probabilities(probabilities)
+    labels = np.asarray(labels, np.int64).reshape(-1)
+    images = _as_images(images)
+    if not len(probabilities) == len(labels) == len(images):
+        raise ValueError(
+            f"a reference needs one label and one image per output: {len(probabilities)} outputs, "
+            f"{len(labels)} labels, {len(images)} images"
+        )
+    if len(labels) < 2:
+        raise ValueError("a reference needs at least two held-out samples")
+    n_classes = probabilities.shape[1]
+    names = tuple(str(c) for c in range(n_classes)) if class_names is None else tuple(class_names)
+    if len(names) != n_classes:
+        raise ValueError(f"{len(names)} class names for {n_classes} model outputs")
+    rng = np.random.default_rng(SEED) if rng is None else rng
+    keep = np.sort(rng.choice(len(images), min(len(images), MAX_REFERENCE_PIXELS), replace=False))
+    pixels = downsample(images[keep])
+    brightness = images.mean(axis=-1)
+    flat = images.reshape(len(images), -1)
+    return Reference(
+        probabilities=probabilities,
+        labels=labels,
+        image_mean=flat.mean(axis=1),
+        image_std=flat.std(axis=1),
+        pixels=pixels,
+        pixel_mean=brightness.mean(axis=0),
+        pixel_var=brightness.var(axis=0, ddof=1),
+        image_shape=tuple(int(d) for d in images.shape[1:]),
+        bandwidth=median_distance(pixels),
+        class_names=names,
+        latency={k: float(v) for k, v in (latency or {}).items()},
+        source=source,
+    )
+
+
+def drift_report(
+    reference: Reference,
+    probabilities: np.ndarray,
+    images: np.ndarray | None = None,
+    alpha: float = DEFAULT_ALPHA,
+    rng: np.random.Generator | None = None,
+) -> DriftReport:
+    """Test one window of live traffic against the reference.
+
+    probabilities: (n, K) the served model's outputs for the window's samples.
+    images: the inputs the server kept (any number, e.g. 1 in k by log_inputs), float in [0, 1] or uint8,
+    shaped like the model's input; None or too few (< MIN_PIXEL_IMAGES): the pixel test is not run.
+    """
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
+    probabilities = _as_probabilities(probabilities)
+    if probabilities.shape[1] != reference.n_classes:
+        raise ProfileError(
+            f"the window has {probabilities.shape[1]} classes but the reference {reference.n_classes}: "
+            "compare traffic with the profile of the model version that served it"
+        )
+    if len(probabilities) == 0:
+        raise ValueError("an empty window cannot be tested for drift")
+    rng = np.random.default_rng(SEED) if rng is None else rng
+    p_values: dict[str, float | None] = dict.fromkeys(DRIFT_STATISTICS)
+    not_run: dict[str, str] = {}
+
+    counts = np.bincount(probabilities.argmax(axis=1), minlength=reference.n_classes)
+    p_values[DRIFT_P_CLASSES] = class_test(reference.class_counts, counts)
+    p_values[DRIFT_P_SOFTMAX], class_p = softmax_test(reference.probabilities, probabilities)
+
+    mmd, heatmap, used = None, None, 0
+    images = None if images is None or len(images) == 0 else _as_images(images, reference.image_shape)
+    if images is None:
+        not_run[DRIFT_P_PIXELS] = "no input images in the window (the server logged none)"
+    elif len(images) < MIN_PIXEL_IMAGES:
+        not_run[DRIFT_P_PIXELS] = f"{len(images)} input images in the window; the pixel test needs {MIN_PIXEL_IMAGES}"
+    else:
+        heatmap = pixel_heatmap(reference, images)
+        if len(images) > MAX_WINDOW_PIXELS:
+            images = images[np.sort(rng.choice(len(images), MAX_WINDOW_PIXELS, replace=False))]
+        used = len(images)
+        mmd, p_values[DRIFT_P_PIXELS] = mmd_test(reference.pixels, downsample(images), reference.bandwidth, rng)
+
+    drifted, threshold, reasons = verdict([p_values[s] for s in DRIFT_STATISTICS], alpha)
+    return DriftReport(
+        p_values=p_values,
+        not_run=not_run,
+        alpha=alpha,
+        threshold=threshold,
+        drifted=drifted,
+        reasons=tuple(s for s, below in zip(DRIFT_STATISTICS, reasons) if below),
+        samples=len(probabilities),
+        images=used,
+        class_counts=counts,
+        class_p_values=class_p,
+        mmd=mmd,
+        heatmap=heatmap,
+        false_alarms=reference.false_alarms(len(probabilities), alpha, pixels=p_values[DRIFT_P_PIXELS] is not None),
+    )
+
+
+def verdict(p_values: Sequence[float | None], alpha: float) -> tuple[bool, float, list[bool]]:
+    """Bonferroni over the tests that ran (None or NaN = not run): (drifted, threshold, which are below it)."""
+    ran = [p for p in p_values if p is not None and not math.isnan(p)]
+    threshold = alpha / max(len(ran), 1)
+    below = [p is not None and not math.isnan(p) and p < threshold for p in p_values]
+    return any(below), threshold, below
+
+
+def calibrate(
+    reference: Reference,
+    probabilities: np.ndarray,
+    images: np.ndarray,
+    *,
+    window_sizes: Sequence[int] = CALIBRATION_SIZES,
+    windows: int = CALIBRATION_WINDOWS,
+    source: str = "",
+    rng: np.random.Generator | None = None,
+) -> Reference:
+    """The reference with the p-values of `windows` clean windows per size stored: its measured false-alarm rates.
+
+    probabilities and images are the deployable's outputs on held-out samples that did NOT make the reference
+    (on digits: the test split), one image per output. Each window is drawn without replacement; a size larger
+    than the pool is skipped (drawing with replacement would repeat samples, which live traffic does not).
+    """
+    probabilities = _as_probabilities(probabilities)
+    images = _as_images(images, reference.image_shape)
+    if len(images) != len(probabilities):
+        raise ValueError(f"calibration needs one image per output: {len(probabilities)} outputs, {len(images)} images")
+    rng = np.random.default_rng(SEED) if rng is None else rng
+    calibration = {}
+    for size in sorted(window_sizes):
+        if size > len(probabilities):
+            log.info("no calibration for windows of %d: the held-out pool has %d samples", size, len(probabilities))
+            continue
+        rows = []
+        for _ in range(windows):
+            chosen = rng.choice(len(probabilities), size, replace=False)
+            report = drift_report(reference, probabilities[chosen], images[chosen], rng=rng)
+            rows.append([report.p_values[s] for s in DRIFT_STATISTICS])
+        calibration[size] = np.asarray(rows, np.float64)
+    return replace(reference, calibration=calibration, calibration_source=source, calibration_pool=len(images))
+
+
+def class_test(reference_counts: np.ndarray, window_counts: np.ndarray) -> float:
+    """Chi-square test of homogeneity of two count vectors over classes (classes absent from both dropped)."""
+    table = np.stack([reference_counts, window_counts]).astype(np.float64)
+    table = table[:, table.sum(axis=0) > 0]
+    if table.shape[1] < 2 or (table.sum(axis=1) == 0).any():
+        return 1.0  # one class, or an empty side: nothing to compare
+    return float(chi2_contingency(table).pvalue)
+
+
+def softmax_test(reference: np.ndarray, window: np.ndarray) -> tuple[float, np.ndarray]:
+    """Two-sample KS test of each class's probability; (Bonferroni-adjusted smallest p, per-class p-values)."""
+    per_class = np.atleast_1d(ks_2samp(reference, window, axis=0).pvalue).astype(np.float64)
+    return float(min(1.0, per_class.min() * len(per_class))), per_class
+
+
+def mmd_test(
+    reference: np.ndarray, window: np.ndarray, bandwidth: float, rng: np.random.Generator, permutations=PERMUTATIONS
+) -> tuple[float, float]:
+    """(squared MMD, permutation p-value (1 + k) / (1 + permutations)) of two samples of row vectors.
+
+    Every permutation is a random split of the pooled rows into groups of the original sizes; all of them are
+    scored at once as quadratic forms of 0/1 membership vectors with one kernel matrix, so a window of 200
+    against 288 reference images with 2000 permutations takes tens of milliseconds.
+    """
+    pooled = np.concatenate([reference, window]).astype(np.float32)  # pixels need no more; BLAS runs twice as fast
+    n, m = len(reference), len(window)
+    kernel = np.exp(_squared_distances(pooled, pooled) / np.float32(-2 * bandwidth**2))
+    # Row 0 is the observed split; every other row puts the window's label on m random rows of the pool
+    # (the m smallest of uniform keys; float64 keys, so ties that would enlarge a group are practically impossible).
+    keys = rng.random((permutations, n + m))
+    kth = np.partition(keys, m - 1, axis=1)[:, m - 1 : m]
+    membership = np.concatenate([np.r_[np.zeros(n), np.ones(m)][None], keys <= kth]).astype(np.float32)
+    row_sums = kernel.sum(axis=1, dtype=np.float64)
+    everything = row_sums.sum()
+    within_window = np.einsum("pi,pi->p", membership @ kernel, membership, dtype=np.float64)
+    window_rows = membership.astype(np.float64) @ row_sums
+    between = window_rows - within_window
+    within_reference = everything - 2 * window_rows + within_window
+    statistic = within_window / m**2 + within_reference / n**2 - 2 * between / (n * m)
+    exceed = int(np.count_nonzero(statistic[1:] >= statistic[0]))
+    return float(statistic[0]), (1 + exceed) / (1 + permutations)
+
+
+def pixel_heatmap(reference: Reference, images: np.ndarray) -> np.ndarray:
+    """Welch z of each pixel's mean brightness, window minus reference: where the inputs changed (a figure only)."""
+    brightness = images.mean(axis=-1)
+    n = len(reference.image_mean)
+    window_var = brightness.var(axis=0, ddof=1) if len(images) > 1 else np.zeros_like(reference.pixel_var)
+    spread = np.sqrt(reference.pixel_var / n + window_var / len(images))
+    difference = brightness.mean(axis=0) - reference.pixel_mean
+    return np.divide(difference, spread, out=np.zeros_like(difference), where=spread > 0)
+
+
+def downsample(images: np.ndarray, grid: int = PIXEL_GRID) -> np.ndarray:
+    """(n, H, W, C) -> (n, D): block averages on a grid of at most grid x grid per channel, flattened."""
+    n, height, width, channels = images.shape
+    rows, cols = _block_starts(height, grid), _block_starts(width, grid)
+    summed = np.add.reduceat(np.add.reduceat(images, rows, axis=1), cols, axis=2)
+    areas = np.diff(np.r_[rows, height])[:, None] * np.diff(np.r_[cols, width])[None, :]
+    return (summed / areas[None, :, :, None]).reshape(n, -1).astype(np.float32)
+
+
+def median_distance(rows: np.ndarray) -> float:
+    """Median Euclidean distance between distinct rows (1.0 when they are all equal): the kernel bandwidth."""
+    distances = np.sqrt(_squared_distances(rows, rows)[np.triu_indices(len(rows), k=1)])
+    median = float(np.median(distances)) if distances.size else 0.0
+    return median if median > 0 else 1.0
+
+
+def _squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    squared = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T
+    return np.maximum(squared, 0.0)
+
+
+def _block_starts(side: int, grid: int) -> np.ndarray:
+    return np.floor(np.linspace(0, side, min(grid, side) + 1)[:-1]).astype(np.intp)
+
+
+def _as_probabilities(probabilities) -> np.ndarray:
+    probabilities = np.asarray(probabilities, np.float32)
+    if probabilities.ndim != 2 or probabilities.shape[1] < 2:
+        raise ValueError(f"probabilities must be shaped (samples, classes >= 2); got {probabilities.shape}")
+    return probabilities
+
+
+def _as_images(images, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """Float32 in [0, 1] on the prediction log's uint8 grid, so held-out and logged images compare alike."""
+    images = np.asarray(images)
+    if images.dtype == np.uint8:
+        images = images.astype(np.float32) / 255
+    if shape is not None and images.ndim == 2 and images.shape[1] == math.prod(shape):
+        images = images.reshape(len(images), *shape)
+    if shape is not None and tuple(images.shape[1:]) != tuple(shape):
+        raise ProfileError(f"window images are shaped {images.shape[1:]} but the reference's {tuple(shape)}")
+    if images.ndim != 4:
+        raise ValueError(f"images must be shaped (n, H, W, C); got {images.shape}")
+    return (np.round(np.clip(images.astype(np.float32), 0.0, 1.0) * 255) / 255).astype(np.float32)
+
+
+def _number(value: float) -> float | None:
+    return None if math.isnan(value) else float(value)
