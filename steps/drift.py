@@ -507,8 +507,8 @@ def _as_images(images, shape: tuple[int, ...] | None = None) -> np.ndarray:
     images = np.asarray(images)
     if images.dtype == np.uint8:
         images = images.astype(np.float32) / 255
-    if shape is not None and images.ndim == 2 and images.shape[1] == math.prod(shape):
-        images = images.reshape(len(images), *shape)
+    if shape is not None and images.ndim >= 2 and math.prod(images.shape[1:]) == math.prod(shape):
+        images = images.reshape(len(images), *shape)  # flattened rows, or grey images without a channel axis
     if shape is not None and tuple(images.shape[1:]) != tuple(shape):
         raise ProfileError(f"window images are shaped {images.shape[1:]} but the reference's {tuple(shape)}")
     if images.ndim != 4:
