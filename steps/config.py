@@ -80,8 +80,8 @@ def as_parameters(config: Any) -> dict[str, str]:
 
 
 def run_cli(step: str, main: Callable[[list[str]], None]) -> None:
-    """Run a stage's `main`; a user's mistake (bad value, missing file) exits with its message, not a traceback."""
+    """Run a stage's `main`; a user's mistake (bad value, missing file, no server) exits with its message."""
     try:
         main(sys.argv[1:])
-    except (ValueError, FileNotFoundError) as error:  # DatasetError, ModelLoadError, config checks
+    except (ValueError, FileNotFoundError, ConnectionError) as error:  # DatasetError, ModelLoadError, config checks
         sys.exit(f"{step}: error: {error}")

@@ -130,8 +130,11 @@ DRIFT_P_SOFTMAX = "drift_p_softmax"  # per-class softmax outputs, Bonferroni ove
 DRIFT_P_PIXELS = "drift_p_pixels"  # multivariate test on downsampled pixels
 DRIFT_STATISTICS = (DRIFT_P_CLASSES, DRIFT_P_SOFTMAX, DRIFT_P_PIXELS)
 REFERENCE = "reference"  # artifact folder of a deployable's run: its reference profile, made on validation data
-# Kinds of drift `simulate` can put into its traffic
+# Kinds of drift `simulate` can put into its traffic, and what it logs
 DRIFTS = ("none", "noise", "shift", "rotate", "invert", "dim", "label")
+SENT = "sent"
+ANSWERED = "answered"
+FEEDBACK_SENT = "feedback_sent"
 
 # Names of the models logged in a run (URIs: runs:/<run_id>/<name>)
 KERAS_MODEL = "keras_model"  # float or compressed tf_keras model: a parent for later steps

@@ -11,9 +11,11 @@ import json
 import mlflow
 
 from steps import contract
+from steps.data import Dataset, load_dataset
 from steps.measure import Baseline
 from steps.registry import get_version
 from steps.selection import VariantRow
+from steps.settings import TrainConfig
 
 
 def is_model_uri(reference: str) -> bool:
@@ -55,6 +57,14 @@ def baseline_of(tags: dict[str, str]) -> Baseline | None:
 
 def recipe_of(tags: dict[str, str]) -> list[dict]:
     return json.loads(tags.get(contract.TAG_RECIPE, "[]"))
+
+
+def data_of_run(run_id: str) -> Dataset:
+    """The data set a step's run used, loaded and split as that run did (from its dataset and image_size)."""
+    params = mlflow.get_run(run_id).data.params
+    defaults = TrainConfig()
+    image_size = int(float(params.get("image_size", defaults.image_size)))
+    return load_dataset(params.get("dataset", defaults.dataset), image_size=image_size)
 
 
 def variant_of(model_uri: str) -> str:

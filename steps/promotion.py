@@ -7,24 +7,16 @@ Shared by register and promote (and later update). The decision is
 
 from __future__ import annotations
 
-import mlflow
 import numpy as np
 from mlflow.entities.model_registry import ModelVersion
 
 from steps import contract
-from steps.data import Dataset, load_dataset
+from steps.data import Dataset
 from steps.gate import Verdict, decide
+from steps.lineage import data_of_run
 from steps.pyfunc import predict_classes
 from steps.registry import RegistryError, describe, model_uri, move_champion, record_verdict, version_by_alias
-from steps.settings import GateConfig, TrainConfig
-
-
-def evaluation_data_of(version: ModelVersion) -> Dataset:
-    """The data the version was made from, split as in training: the gate compares on its test split."""
-    params = mlflow.get_run(version.tags[contract.VERSION_TAG_SOURCE_RUN]).data.params
-    defaults = TrainConfig()
-    image_size = int(float(params.get("image_size", defaults.image_size)))
-    return load_dataset(params.get("dataset", defaults.dataset), image_size=image_size)
+from steps.settings import GateConfig
 
 
 def correct_per_sample(version: ModelVersion, data: Dataset) -> np.ndarray:
@@ -41,7 +33,7 @@ def correct_per_sample(version: ModelVersion, data: Dataset) -> np.ndarray:
 def gate(challenger: ModelVersion, thresholds: GateConfig) -> Verdict:
     """Challenger and champion on the challenger's test split, decided (not yet recorded)."""
     champion = version_by_alias(challenger.name, contract.CHAMPION)
-    data = evaluation_data_of(challenger)
+    data = data_of_run(challenger.tags[contract.VERSION_TAG_SOURCE_RUN])  # the gate compares on its test split
     champion_correct = None if champion is None else correct_per_sample(champion, data)
     return decide(correct_per_sample(challenger, data), champion_correct, thresholds)
 

@@ -20,6 +20,7 @@ from steps.config import parse_config, run_cli
 from steps.gate import Verdict
 from steps.lineage import variant_rows_of_pipeline
 from steps.promotion import promote_if_passing
+from steps.reference import reference_of
 from steps.registry import RegistryError, describe, register_deployable, set_challenger
 from steps.selection import VariantRow, select_best
 from steps.settings import RegisterConfig
@@ -43,6 +44,7 @@ def register(config: RegisterConfig) -> tuple[ModelVersion, Verdict]:
     best = choose_variant(variant_rows_of_pipeline(config.run_id), config.max_accuracy_drop, config.objective)
     version = register_deployable(config.model_name, best.run_id)
     set_challenger(version)
+    reference_of(version)  # made now, while its data is at hand: monitor compares live traffic with it
     return version, promote_if_passing(version, config)
 
 

@@ -15,6 +15,7 @@ from steps.config import require_choice, require_positive, setting
 from steps.plan import ALL_VARIANTS, plan_for
 
 ENV_MANAGERS = ("auto", "local", "virtualenv", "uv", "conda")
+MAX_SIMULATED_REQUESTS = 1_000_000  # simulate is bounded: it is a test tool, not a load generator left running
 
 
 @dataclass(frozen=True)
@@ -233,6 +234,64 @@ class ServeConfig:
             raise ValueError("poll_seconds and max_batch_wait_ms must be >= 0")
         if not 0 <= self.log_inputs <= 1:
             raise ValueError(f"log_inputs is a share of requests and must be in [0, 1], got {self.log_inputs}")
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    """Judge the served model's recent traffic: performance, errors, live accuracy and drift, with alerts."""
+
+    prediction_log: str = setting("predictions.db", "the server's log: a path, a comma-separated list or a glob")
+    model_name: str = setting(contract.DEFAULT_MODEL_NAME, "registered model whose traffic to judge")
+    window_minutes: float = setting(60.0, "length of each window the range is cut into")
+    since: str = setting("", "start of the range: ISO time (2026-11-29T10:00, UTC) or unix seconds; empty: first row")
+    until: str = setting("", "end of the range, same forms; empty: the log's last row")
+    min_samples: int = setting(100, "windows with fewer predicted samples are reported as too small, not judged")
+    max_p99_ms: float = setting(50.0, "latency alert above this p99 (ms, request received to answer)")
+    min_accuracy: float = setting(0.9, "accuracy alert when labelled traffic shows the live accuracy below this")
+    max_error_rate: float = setting(0.05, "errors alert above this share of requests refused (4xx and 5xx)")
+    drift_alpha: float = setting(0.01, "drift alert when a window's drift tests reject at this level (family-wise)")
+    consecutive: int = setting(2, "an alert needs this many judged windows in a row that break the same threshold")
+    fail_on_alert: bool = setting(False, "exit non-zero when there is an alert (so a scheduler can run update)")
+
+    def __post_init__(self):
+        for name in ("window_minutes", "min_samples", "max_p99_ms", "consecutive"):
+            require_positive(name, getattr(self, name))
+        for name in ("min_accuracy", "max_error_rate", "drift_alpha"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class SimulateConfig:
+    """Send held-out samples (optionally drifted) to a running server, and their true labels as feedback."""
+
+    url: str = setting("http://127.0.0.1:8080", "the server to drive")
+    dataset: str = setting("digits", "whose test split to send: 'digits', a .npz file or an image folder")
+    image_size: int = setting(28, "side in pixels that images of an image folder are resized to")
+    requests: int = setting(500, "prediction requests to send, one sample each (test samples are reused if fewer)")
+    concurrency: int = setting(4, "requests in flight at once")
+    drift: str = setting("none", f"what to do to the samples first: {', '.join(contract.DRIFTS)}")
+    severity: str = setting(
+        "default", "strength of the drift in its kind's unit (steps/shifts.py), or 'default': what monitoring must see"
+    )
+    feedback_fraction: float = setting(0.5, "share of predictions whose true label is sent to /feedback")
+    seed: int = setting(42, "which samples, in which order, and the drift's randomness")
+
+    def __post_init__(self):
+        require_choice("drift", self.drift, contract.DRIFTS)
+        for name in ("image_size", "requests", "concurrency"):
+            require_positive(name, getattr(self, name))
+        if self.requests > MAX_SIMULATED_REQUESTS:
+            raise ValueError(f"requests must be at most {MAX_SIMULATED_REQUESTS:,}, got {self.requests:,}")
+        if self.severity != "default":
+            try:
+                float(self.severity)
+            except ValueError:
+                raise ValueError(f"severity must be 'default' or a number, got {self.severity!r}") from None
+        if not 0 <= self.feedback_fraction <= 1:
+            raise ValueError(f"feedback_fraction must be in [0, 1], got {self.feedback_fraction}")
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"url must start with http:// or https://, got {self.url!r}")
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,12 @@ import time
 import numpy as np
 
 
+def percentiles_ms(seconds: np.ndarray) -> tuple[float, float, float]:
+    """p50, p95, p99 in milliseconds of durations in seconds."""
+    p50, p95, p99 = np.percentile(np.asarray(seconds) * 1000.0, [50, 95, 99])
+    return float(p50), float(p95), float(p99)
+
+
 def latency_percentiles_ms(call, warmup: int, runs: int) -> tuple[float, float, float]:
     """p50, p95, p99 in milliseconds of `call()`, after `warmup` untimed calls."""
     for _ in range(warmup):
@@ -16,5 +22,4 @@ def latency_percentiles_ms(call, warmup: int, runs: int) -> tuple[float, float, 
         start = time.perf_counter()
         call()
         timings[i] = time.perf_counter() - start
-    p50, p95, p99 = np.percentile(timings * 1000.0, [50, 95, 99])
-    return float(p50), float(p95), float(p99)
+    return percentiles_ms(timings)

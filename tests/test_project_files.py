@@ -16,6 +16,7 @@ from steps.config import parse_config, parse_configs
 from steps.settings import (
     ClusterConfig,
     EvaluateConfig,
+    MonitorConfig,
     PipelineConfig,
     PromoteConfig,
     PruneConfig,
@@ -23,6 +24,7 @@ from steps.settings import (
     RegisterConfig,
     RollbackConfig,
     ServeConfig,
+    SimulateConfig,
     TrainConfig,
 )
 
@@ -37,6 +39,8 @@ ENTRY_POINT_CONFIGS = {
     contract.PROMOTE: (PromoteConfig,),
     contract.ROLLBACK: (RollbackConfig,),
     "serve": (ServeConfig,),
+    contract.MONITOR: (MonitorConfig,),
+    contract.SIMULATE: (SimulateConfig,),
 }
 
 
@@ -59,6 +63,12 @@ def test_mlproject_parameters_and_defaults_equal_the_step_config(entry_point):
     command = _mlproject()["entry_points"][entry_point]["command"]
     for name in declared:
         assert f"--{name} {{{name}}}" in command, f"{entry_point} command does not pass {name}"
+
+
+def test_the_monitor_default_drift_level_is_the_one_the_drift_tests_are_calibrated_at():
+    from steps.drift import DEFAULT_ALPHA  # settings stays pure: it cannot import scipy's drift module
+
+    assert MonitorConfig().drift_alpha == DEFAULT_ALPHA
 
 
 def test_pyproject_conda_and_python_env_list_the_same_dependencies():

@@ -1,0 +1,149 @@
+"""How `monitor` judges logged traffic, on traffic built in memory: windows, thresholds, versions apart,
+consecutive windows, and what it refuses to read."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from steps import contract
+from steps.drift import make_reference
+from steps.monitor import consecutive_alerts, judge, parse_time, window_edges
+from steps.settings import MonitorConfig
+from steps.traffic import LogError, Traffic, log_files
+
+N_CLASSES = 3
+NAMES = ("a", "b", "c")
+T0 = 1_800_000_000.0
+
+
+def traffic(rows: list[dict], feedback: list[tuple[str, str]] = (), refusals: list[tuple[float, int, str]] = ()):
+    """In-memory traffic: one single-sample prediction per row dict (time, version, latency, correct, ...)."""
+    rng = np.random.default_rng(0)
+    predictions, samples, probabilities = [], [], []
+    for i, row in enumerate(rows):
+        predicted = row.get("predicted", i % N_CLASSES)
+        request_id = row.get("request_id", f"r{i}")
+        model = row.get("model", contract.DEFAULT_MODEL_NAME)
+        common = {"time": row["time"], "request_id": request_id, "replica": "h:1:1", "endpoint": "invocations",
+                  "model_name": model, "model_version": row.get("version", "1")}  # fmt: skip
+        predictions.append(common | {"latency_ms": row.get("latency_ms", 1.0), "inference_ms": 0.1, "n_samples": 1})
+        samples.append(common | {"sample_index": 0, "predicted_class": predicted})
+        p = np.full(N_CLASSES, 0.05)
+        p[predicted] = 0.9
+        probabilities.append(p + rng.normal(0, 0.01, N_CLASSES))
+    return Traffic(
+        predictions=pd.DataFrame(predictions),
+        samples=pd.DataFrame(samples),
+        probabilities=np.asarray(probabilities, np.float32),
+        inputs=[None] * len(samples),
+        feedback=pd.DataFrame(
+            [{"request_id": r, "sample_index": 0, "time": T0, "true_label": label} for r, label in feedback],
+            columns=["request_id", "sample_index", "time", "true_label"],
+        ),
+        refusals=pd.DataFrame(
+            [{"time": t, "status": s, "kind": k, "endpoint": "invocations"} for t, s, k in refusals],
+            columns=["time", "status", "kind", "endpoint"],
+        ),
+        heartbeats=pd.DataFrame(columns=["time", "replica", "rss_bytes"]),
+    )
+
+
+def config(**settings) -> MonitorConfig:
+    return MonitorConfig(**({"min_samples": 10, "consecutive": 1, "window_minutes": 1.0} | settings))
+
+
+def test_times_are_unix_seconds_or_iso_in_utc_unless_they_say_otherwise():
+    assert parse_time("1800000000", "since") == 1_800_000_000.0
+    assert parse_time("2026-11-29T10:00", "since") == parse_time("2026-11-29T10:00+00:00", "since")
+    assert parse_time("", "since") is None
+    with pytest.raises(ValueError, match="since='yesterday' is not a time"):
+        parse_time("yesterday", "since")
+
+
+def test_windows_cover_the_range_and_the_last_row_falls_in_the_last_one():
+    edges = window_edges(T0, T0 + 150, minutes=1)
+    assert [(round(a - T0), round(b - T0)) for a, b in edges] == [(0, 60), (60, 120), (120, 180)]
+    assert window_edges(T0, T0, minutes=60)[0][1] > T0  # a range of one instant still holds its row
+
+
+def test_an_alert_needs_consecutive_judged_windows_and_small_windows_do_not_break_the_run():
+    windows = [{"drift"}, {"drift", "latency"}, {"latency"}, set(), {"latency"}]
+    assert consecutive_alerts(windows, 2) == {"drift", "latency"}
+    assert consecutive_alerts(windows, 3) == set()
+    assert consecutive_alerts([{"errors"}, set(), {"errors"}], 2) == set()
+
+
+def test_latency_over_the_threshold_breaks_it_and_small_windows_are_reported_not_judged():
+    rows = [{"time": T0 + i * 0.1, "latency_ms": 80.0} for i in range(20)]  # window 0: 20 slow requests
+    rows += [{"time": T0 + 70 + i, "latency_ms": 80.0} for i in range(5)]  # window 1: too small to judge
+    verdict = judge(config(max_p99_ms=50), traffic(rows), T0, T0 + 80, references={})
+    first, second = verdict.versions["1"]
+    assert first.judged and first.breaches == {"latency"} and first.metrics[contract.LATENCY_P99_MS] == 80.0
+    assert not second.judged and any("not judged" in note for note in verdict.notes)
+    assert verdict.alert == "latency"
+
+
+def test_accuracy_alerts_only_when_the_whole_interval_is_below_the_floor():
+    rows = [{"time": T0 + i * 0.1, "predicted": 0} for i in range(40)]
+    mostly_wrong = [(f"r{i}", "b") for i in range(30)] + [(f"r{i}", "a") for i in range(30, 40)]
+    verdict = judge(config(min_accuracy=0.9), traffic(rows, mostly_wrong), T0, T0 + 10, {}, {"1": NAMES})
+    window = verdict.versions["1"][0]
+    assert window.metrics[contract.LABELLED] == 40 and window.metrics[contract.LIVE_ACCURACY] == 0.25
+    assert "accuracy" in window.breaches
+    one_wrong = [(f"r{i}", "a") for i in range(3)] + [("r3", "b")]  # 3 of 4 right: interval reaches above 0.9
+    verdict = judge(config(min_accuracy=0.9), traffic(rows, one_wrong), T0, T0 + 10, {}, {"1": NAMES})
+    assert "accuracy" not in verdict.versions["1"][0].breaches
+
+
+def test_a_window_without_feedback_is_judged_without_accuracy_and_says_so():
+    rows = [{"time": T0 + i * 0.1} for i in range(20)]
+    verdict = judge(config(), traffic(rows), T0, T0 + 10, references={})
+    assert contract.LIVE_ACCURACY not in verdict.versions["1"][0].metrics
+    assert any("no feedback" in note for note in verdict.notes)
+
+
+def test_every_version_is_judged_apart_and_other_models_are_left_out():
+    rows = [{"time": T0 + i * 0.1, "version": "1"} for i in range(20)]
+    rows += [{"time": T0 + i * 0.1, "version": "2", "latency_ms": 90.0} for i in range(20)]
+    rows += [{"time": T0 + i * 0.1, "model": "other-model", "latency_ms": 500.0} for i in range(20)]
+    verdict = judge(config(max_p99_ms=50), traffic(rows), T0, T0 + 10, references={})
+    assert set(verdict.versions) == {"1", "2"}
+    assert verdict.alerts == {"2": {"latency"}}
+
+
+def test_drift_is_judged_against_the_reference_of_the_version():
+    rng = np.random.default_rng(1)
+    reference = make_reference(
+        np.eye(N_CLASSES)[rng.integers(0, N_CLASSES, 300)] * 0.9 + 0.03,
+        rng.integers(0, N_CLASSES, 300),
+        rng.random((300, 4, 4, 1)),
+        class_names=NAMES,
+    )
+    rows = [{"time": T0 + i * 0.1, "predicted": 0} for i in range(200)]  # every answer the same class: drifted
+    verdict = judge(config(), traffic(rows), T0, T0 + 30, references={"1": reference})
+    window = verdict.versions["1"][0]
+    assert window.drift is not None and window.metrics[contract.DRIFT_P_CLASSES] < 1e-6
+    assert "drift" in window.breaches and contract.DRIFT_P_PIXELS not in window.metrics  # no images were logged
+
+
+def test_refused_requests_count_by_kind_and_alert_as_errors_over_the_threshold():
+    rows = [{"time": T0 + i * 0.1} for i in range(20)]
+    refusals = [(T0 + 1, 400, "BAD_REQUEST")] * 3 + [(T0 + 2, 503, "UNAVAILABLE")]
+    verdict = judge(config(max_error_rate=0.1), traffic(rows, refusals=refusals), T0, T0 + 10, references={})
+    errors = verdict.errors[0]
+    assert errors[contract.REQUESTS] == 24 and errors["refused.BAD_REQUEST"] == 3
+    assert errors[contract.BAD_REQUEST_RATE] == pytest.approx(3 / 24)
+    assert errors[contract.SERVER_ERROR_RATE] == pytest.approx(1 / 24)
+    assert "errors" in verdict.reasons
+
+
+def test_log_paths_that_match_nothing_are_named(tmp_path):
+    with pytest.raises(LogError, match="'missing.db' matches no file"):
+        log_files("missing.db")
+    with pytest.raises(LogError, match="matches no file"):
+        log_files(str(tmp_path / "replica-*.db"))
+    (tmp_path / "a.db").touch()
+    (tmp_path / "b.db").touch()
+    assert [p.name for p in log_files(f"{tmp_path}/*.db, {tmp_path}/a.db")] == ["a.db", "b.db"]
