@@ -107,6 +107,9 @@ CHAMPION_ACCURACY = "champion_accuracy"
 ACCURACY_CHANGE = "accuracy_change_vs_champion"  # challenger minus champion, on the same test samples
 MCNEMAR_P_VALUE = "mcnemar_p_value"  # exact McNemar test of that difference (paired, same samples)
 
+# The prediction log's layout (`PRAGMA user_version`): the server writes it, monitor and update read it
+PREDICTION_LOG_LAYOUT = 2
+
 # Monitoring: what `monitor` logs per window (one metric step per window) and how it alerts
 TAG_ALERT = "rtdeploy.alert"  # ALERT_NONE or the comma-separated reasons
 ALERT_NONE = "none"

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-LAYOUT_VERSION = 2  # PRAGMA user_version of the logs this reader understands
+from steps import contract
+
 TABLES = ("predictions", "samples", "feedback", "refusals", "heartbeats")
 
 
@@ -75,7 +76,7 @@ def read(files: list[Path], since: float | None = None, until: float | None = No
         left_on=["log", "prediction_id"], right_on=["log", "id"], how="inner",
     ).sort_values(["time", "sample_index"], kind="stable", ignore_index=True)  # fmt: skip
     probabilities = _stack(samples["probabilities"])
-    inputs = [_decode_input(blob, shape) for blob, shape in zip(samples["input"], samples["input_shape"])]
+    inputs = [decode_input(blob, shape) for blob, shape in zip(samples["input"], samples["input_shape"])]
     feedback = (
         frames["feedback"]
         .sort_values("time", kind="stable")
@@ -118,8 +119,10 @@ def _read_file(path: Path, since: float | None, until: float | None) -> dict[str
         try:
             frames = {
                 name: pd.read_sql_query(f"SELECT * FROM {name} {where}", connection, params=arguments)
-                for name in ("predictions", "feedback", "refusals", "heartbeats")
+                for name in ("predictions", "refusals", "heartbeats")
             }
+            # Labels arrive after their predictions, often after the range ends: matched by request id, not time.
+            frames["feedback"] = pd.read_sql_query("SELECT * FROM feedback", connection)
             frames["samples"] = pd.read_sql_query(
                 "SELECT s.* FROM samples s JOIN predictions p ON p.id = s.prediction_id "
                 + where.replace("time", "p.time"),
@@ -139,14 +142,18 @@ def _connect(path: Path) -> sqlite3.Connection:
         tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.DatabaseError as error:
         raise LogError(
-            f"{path} is not a readable SQLite prediction log ({error}); pass the file the server writes"
+            f"{path} is not a readable SQLite prediction log ({error}): it may be truncated or corrupt, or another "
+            "kind of file; pass the file the server writes"
         ) from error
-    if layout != LAYOUT_VERSION or not set(TABLES) <= tables:
+    if not tables:
+        connection.close()
+        raise LogError(f"{path} is empty (no tables): pass the file the server writes (--prediction_log of serve)")
+    if layout != contract.PREDICTION_LOG_LAYOUT or not set(TABLES) <= tables:
         connection.close()
         raise LogError(
             f"{path} is a prediction log of another layout (version {layout}, tables {sorted(tables) or 'none'}); "
-            f"monitor reads layout {LAYOUT_VERSION}, written by this version's server: serve again with a new "
-            "--prediction_log"
+            f"monitor reads layout {contract.PREDICTION_LOG_LAYOUT}, written by this version's server: "
+            "serve again with a new --prediction_log"
         )
     return connection
 
@@ -157,7 +164,8 @@ def _stack(blobs: pd.Series) -> np.ndarray:
     return np.stack([np.frombuffer(blob, dtype="<f4") for blob in blobs])
 
 
-def _decode_input(blob: bytes | None, shape: str) -> np.ndarray | None:
+def decode_input(blob: bytes | None, shape: str) -> np.ndarray | None:
+    """A logged input back as float32 pixels in [0, 1], shaped as the model's sample ("8,8,1"); None if not kept."""
     if blob is None:
         return None
     pixels = np.frombuffer(zlib.decompress(blob), dtype=np.uint8)

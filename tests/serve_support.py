@@ -97,21 +97,27 @@ class InProcessServer:
     Not polling by default: a test runs `server.follower.check_once()` where the polling thread would.
     """
 
-    def __init__(self, registry, log_path: Path, **settings):
-        """registry: anything with the server's `download` and `lookup` (a StandInRegistry, MlflowInProcess)."""
+    def __init__(self, registry, log_path: Path, heartbeat_seconds: float | None = None, **settings):
+        """registry: anything with the server's `download` and `lookup` (a StandInRegistry, MlflowInProcess);
+        heartbeat_seconds: the server's default unless given; settings: ServeConfig's."""
         import uvicorn  # here, not above: the layer tests that need no HTTP server import this module too
 
         from steps.serve.app import ServingApp
-        from steps.serve.server import Server
+        from steps.serve.server import HEARTBEAT_SECONDS, Server
         from steps.settings import ServeConfig
 
-        settings = {"model_uri": f"models:/{MODEL}@champion", "poll_seconds": 0} | settings
-        config = ServeConfig(prediction_log=str(log_path), **settings)
-        self.server = Server(config, download=registry.download, lookup=registry.lookup)
-        self.plane = self.server.plane
         self.socket = socket.socket()
         self.socket.bind(("127.0.0.1", 0))
         self.port = self.socket.getsockname()[1]
+        settings = {"model_uri": f"models:/{MODEL}@champion", "poll_seconds": 0, "port": self.port} | settings
+        config = ServeConfig(prediction_log=str(log_path), **settings)
+        self.server = Server(
+            config,
+            download=registry.download,
+            lookup=registry.lookup,
+            heartbeat_seconds=heartbeat_seconds or HEARTBEAT_SECONDS,
+        )
+        self.plane = self.server.plane
         self.uvicorn = uvicorn.Server(
             uvicorn.Config(ServingApp(self.server), log_level="warning", access_log=False, lifespan="on")
         )

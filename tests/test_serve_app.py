@@ -5,13 +5,17 @@ X-Model-Version on every prediction, errors as JSON naming the problem (also
 for Starlette's own 404/405 and a bug of ours, 500), 503 with Retry-After when
 at capacity or not ready, 413 over the body limit, and fuzzed requests (paths,
 methods, query strings, headers, bodies) that never get a 5xx. Each 5xx found
-from outside has its regression test here.
+from outside has its regression test here. And what the prediction log gets
+from the server: a prediction's rows with the input the model saw, a retried
+request id logged every time, feedback for one sample of a batch, every
+refused request by kind, heartbeats, and `log_inputs` as configured.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import socket
 import sqlite3
 import threading
@@ -23,6 +27,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from serve_support import GRAY_CLASSES, GRAY_SHAPE, InProcessServer, StandInRegistry, tiny_tflite
+
+from steps.serve import protocol
+from steps.traffic import decode_input
 
 JSON = {"Content-Type": "application/json"}
 SAMPLE = np.linspace(0, 1, 64, dtype=np.float32).reshape(1, *GRAY_SHAPE)
@@ -74,9 +81,16 @@ def error_of(status: int, body: bytes) -> dict:
 
 
 def logged_rows(server: InProcessServer, request_id: str) -> list[tuple]:
+    return query(server, "SELECT endpoint, model_version, n_samples FROM predictions WHERE request_id = ?", request_id)
+
+
+def query(server: InProcessServer, sql: str, *parameters) -> list:
+    """Rows of the server's prediction log, as sqlite3 gives them (dicts if the query selects *)."""
     with sqlite3.connect(server.server.config.prediction_log) as connection:
-        query = "SELECT endpoint, model_version, n_samples FROM predictions WHERE request_id = ?"
-        return connection.execute(query, (request_id,)).fetchall()
+        if sql.startswith("SELECT *"):
+            connection.row_factory = sqlite3.Row
+            return [dict(row) for row in connection.execute(sql, parameters)]
+        return connection.execute(sql, parameters).fetchall()
 
 
 def test_invocations_answers_probabilities_headed_with_request_id_and_model_version(server):
@@ -93,24 +107,66 @@ def test_a_client_request_id_is_echoed_and_logged(server):
     assert logged_rows(server, "client-42") == [("invocations", "1", 1)]
 
 
-def test_a_retried_request_id_is_answered_and_logged_each_time(server):
+def test_the_same_request_id_sent_20_times_is_answered_and_logged_every_time(server):
     """Was a 500 (and so was every request in the same group commit): request_id was the log's primary key."""
     retry = JSON | {"X-Request-Id": "retry"}
-    assert [server.request("POST", "/invocations", INSTANCES, retry)[0] for _ in range(2)] == [200, 200]
+    assert [server.request("POST", "/invocations", INSTANCES, retry)[0] for _ in range(10)] == [200] * 10
     statuses = []
 
-    def send_burst():
-        statuses.append(server.request("POST", "/invocations", INSTANCES, JSON | {"X-Request-Id": "burst"})[0])
+    def send():
+        statuses.append(server.request("POST", "/invocations", INSTANCES, retry)[0])
 
-    threads = [threading.Thread(target=send_burst) for _ in range(8)]  # some land in one group commit
+    threads = [threading.Thread(target=send) for _ in range(10)]  # some land in one group commit
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert statuses == [200] * 8
-    assert len(logged_rows(server, "retry")) == 2 and len(logged_rows(server, "burst")) == 8
+    assert statuses == [200] * 10
+    ids = [id for (id,) in query(server, "SELECT id FROM predictions WHERE request_id = 'retry'")]
+    assert len(ids) == len(set(ids)) == 20
+    samples = "SELECT count(*) FROM samples JOIN predictions ON id = prediction_id WHERE request_id = 'retry'"
+    assert query(server, samples) == [(20,)]
     feedback = json.dumps({"request_id": "retry", "label": "4"}).encode()
     assert server.request("POST", "/feedback", feedback, JSON)[0] == 200
+    labelled = (
+        "SELECT count(*), min(true_label), max(true_label) FROM predictions JOIN feedback USING (request_id) "
+        "WHERE request_id = 'retry'"
+    )
+    assert query(server, labelled) == [(20, "4", "4")]  # one feedback labels every retry
+
+
+def test_a_prediction_is_logged_with_its_probabilities_and_the_image_the_model_saw(server):
+    status, headers, body = server.request("POST", "/predict", IMAGE, {"Content-Type": "image/png"})
+    answer = json.loads(body)
+    assert status == 200
+    (row,) = query(server, "SELECT * FROM predictions WHERE request_id = ?", headers["x-request-id"])
+    assert row["replica"] == f"127.0.0.1:{server.port}:{os.getpid()}"
+    assert (row["endpoint"], row["model_name"], row["model_version"], row["n_samples"], row["input_shape"]) == (
+        "predict", "tiny", "1", 1, "8,8,1")  # fmt: skip
+    assert 0 < row["inference_ms"] <= row["latency_ms"] and row["time"] <= time.time()
+    assert row["predicted_label"] == answer["label"]
+    assert row["probability"] == pytest.approx(answer["probabilities"][answer["label"]], rel=1e-6)
+    (sample,) = query(server, "SELECT * FROM samples WHERE prediction_id = ?", row["id"])
+    assert sample["sample_index"] == 0 and GRAY_CLASSES[sample["predicted_class"]] == answer["label"]
+    answered = np.array([answer["probabilities"][name] for name in GRAY_CLASSES], np.float32)
+    assert np.array_equal(np.frombuffer(sample["probabilities"], "<f4"), answered)
+    seen = protocol.image_input(IMAGE, GRAY_SHAPE)[0]  # the decoding the server did
+    assert np.abs(decode_input(sample["input"], row["input_shape"]) - seen).max() <= 0.5 / 255 + 1e-6
+    assert row["input_mean"] == pytest.approx(seen.mean(), abs=1e-6)
+
+
+def test_a_batch_is_logged_as_one_prediction_with_a_sample_each(server):
+    batch = np.stack([SAMPLE[0], 1 - SAMPLE[0], SAMPLE[0] / 2])
+    body = json.dumps({"instances": batch.tolist()}).encode()
+    status, headers, answer = server.request("POST", "/invocations", body, JSON)
+    assert status == 200
+    (row,) = query(server, "SELECT * FROM predictions WHERE request_id = ?", headers["x-request-id"])
+    samples = query(server, "SELECT * FROM samples WHERE prediction_id = ? ORDER BY sample_index", row["id"])
+    assert row["n_samples"] == 3 and [sample["sample_index"] for sample in samples] == [0, 1, 2]
+    predictions = np.array(json.loads(answer)["predictions"], np.float32)
+    for sample, probabilities, seen in zip(samples, predictions, batch):
+        assert np.array_equal(np.frombuffer(sample["probabilities"], "<f4"), probabilities)
+        assert np.abs(decode_input(sample["input"], "8,8,1") - seen).max() <= 0.5 / 255 + 1e-6
 
 
 def test_predict_takes_a_raw_or_multipart_image_and_answers_labels(server):
@@ -130,12 +186,32 @@ def test_feedback_records_the_true_label_of_a_logged_prediction(server):
     _, headers, _ = server.request("POST", "/predict", IMAGE, {"Content-Type": "image/png"})
     feedback = json.dumps({"request_id": headers["x-request-id"], "label": "7"}).encode()
     status, _, body = server.request("POST", "/feedback", feedback, JSON)
-    assert status == 200 and json.loads(body) == {"request_id": headers["x-request-id"], "label": "7", "recorded": True}
+    assert status == 200
+    assert json.loads(body) == {"request_id": headers["x-request-id"], "label": "7", "index": 0, "recorded": True}
     unknown = server.request("POST", "/feedback", json.dumps({"request_id": "nobody", "label": "7"}).encode(), JSON)
     assert unknown[0] == 404 and "nobody" in error_of(*unknown[::2])["message"]
     not_a_class = json.dumps({"request_id": headers["x-request-id"], "label": "cat"}).encode()
     status, _, body = server.request("POST", "/feedback", not_a_class, JSON)
     assert status == 400 and "not a class" in error_of(status, body)["message"]
+
+
+def test_feedback_may_name_one_sample_of_a_batch_by_its_index(server):
+    batch = json.dumps({"instances": np.concatenate([SAMPLE] * 3).tolist()}).encode()
+    request_id = server.request("POST", "/invocations", batch, JSON)[1]["x-request-id"]
+
+    def feedback(**fields) -> tuple[int, dict]:
+        status, _, body = server.request("POST", "/feedback", json.dumps({"request_id": request_id} | fields).encode())
+        return status, json.loads(body)
+
+    assert feedback(label="2", index=2) == (200, {"request_id": request_id, "label": "2", "index": 2, "recorded": True})
+    assert feedback(label="5")[0] == 200  # index 0 by default
+    status, answer = feedback(label="2", index=3)
+    assert status == 400 and "index 3 is out of range" in answer["message"] and "0 to 2" in answer["message"]
+    for index in (-1, "1", 1.0, True, None):
+        status, answer = feedback(label="2", index=index)
+        assert status == 400 and "must be a non-negative integer" in answer["message"], index
+    logged = query(server, "SELECT sample_index, true_label FROM feedback WHERE request_id = ? ORDER BY id", request_id)
+    assert logged == [(2, "2"), (0, "5")]
 
 
 def test_ping_ready_version_and_metrics(server, registry):
@@ -198,6 +274,55 @@ def test_a_client_mistake_is_a_4xx_json_naming_it(server, method, path, body, he
         assert answer_headers["allow"] == "POST"
 
 
+def refusals(server: InProcessServer, request_id: str) -> list[tuple]:
+    sql = "SELECT endpoint, status, kind, replica FROM refusals WHERE request_id = ?"
+    return [(endpoint, status, kind) for endpoint, status, kind, replica in query(server, sql, request_id)
+            if replica == f"127.0.0.1:{server.port}:{os.getpid()}"]  # fmt: skip
+
+
+def wait_for_refusal(server: InProcessServer, request_id: str) -> list[tuple]:
+    """A refusal is committed with the next group, after its answer went out."""
+    wait_until(lambda: refusals(server, request_id), f"the refusal of {request_id} to be logged")
+    return refusals(server, request_id)
+
+
+@pytest.mark.parametrize(
+    "method, path, body, headers, refusal",
+    [
+        ("POST", "/invocations", b"{not json", JSON, ("invocations", 400, "BAD_REQUEST")),
+        ("POST", "/predict", b"GIF89a", {"Content-Type": "image/png"}, ("predict", 400, "BAD_REQUEST")),
+        (
+            "POST",
+            "/invocations",
+            b"<xml/>",
+            {"Content-Type": "application/xml"},
+            ("invocations", 415, "UNSUPPORTED_MEDIA_TYPE"),
+        ),
+        ("POST", "/feedback", b'{"request_id": "nobody", "label": "1"}', JSON, ("feedback", 404, "NOT_FOUND")),
+        ("GET", "/invocations", None, {}, ("invocations", 405, "METHOD_NOT_ALLOWED")),
+        ("GET", "/no-such-thing", None, {}, ("other", 404, "NOT_FOUND")),
+    ],
+    ids=["bad-json", "bad-image", "media-type", "feedback-unknown-id", "method", "path"],  # fmt: skip
+)
+def test_every_refused_request_is_logged_by_kind(server, method, path, body, headers, refusal):
+    request_id = f"refused-{time.monotonic_ns()}"
+    status, answer_headers, _ = server.request(method, path, body, headers | {"X-Request-Id": request_id})
+    assert status == refusal[1] and answer_headers["x-request-id"] == request_id
+    assert wait_for_refusal(server, request_id) == [refusal]
+
+
+def test_a_refused_request_id_is_logged_under_the_id_the_answer_gave_instead(server):
+    status, headers, _ = server.request("GET", "/ping", None, {"X-Request-Id": "two words"})
+    assert status == 400 and wait_for_refusal(server, headers["x-request-id"]) == [("ping", 400, "BAD_REQUEST")]
+
+
+def test_an_answered_request_is_no_refusal(server):
+    _, headers, _ = server.request("POST", "/invocations", INSTANCES, JSON)
+    server.request("POST", "/invocations", b"{not json", JSON | {"X-Request-Id": "a-later-refusal"})
+    wait_for_refusal(server, "a-later-refusal")  # committed after the answered request's rows
+    assert refusals(server, headers["x-request-id"]) == []
+
+
 def test_a_bug_of_ours_is_a_500_json_and_the_server_keeps_serving(server, monkeypatch, caplog):
     def broken(model, batch):
         raise RuntimeError("a bug")
@@ -209,6 +334,7 @@ def test_a_bug_of_ours_is_a_500_json_and_the_server_keeps_serving(server, monkey
         "message": "internal server error",
     }
     assert headers["x-request-id"] and "a bug" in caplog.text  # the traceback is in the server's log
+    assert wait_for_refusal(server, headers["x-request-id"]) == [("invocations", 500, "INTERNAL_ERROR")]
     monkeypatch.undo()
     assert server.request("POST", "/invocations", INSTANCES, JSON)[0] == 200
     assert server.metric('rtdeploy_errors_total{endpoint="invocations",kind="INTERNAL_ERROR"}') >= 1
@@ -236,6 +362,7 @@ def test_not_ready_answers_503_with_retry_after_and_the_reason(registry, tmp_pat
             status, headers, answer = broken.request(method, path, body, JSON)
             assert status == 503 and headers["retry-after"] == "1", path
             assert "models:/tiny/3 cannot be loaded" in error_of(status, answer)["message"]
+            assert wait_for_refusal(broken, headers["x-request-id"]) == [(path[1:], 503, "UNAVAILABLE")]
         assert broken.request("GET", "/ping")[0] == 200
     finally:
         broken.stop()
@@ -257,6 +384,7 @@ def test_at_capacity_a_prediction_gets_503_with_retry_after(registry, tmp_path):
             status, headers, body = tight.request("POST", "/invocations", INSTANCES, JSON)
             assert status == 503 and headers["retry-after"] == "1"
             assert "at capacity (1 requests in progress)" in error_of(status, body)["message"]
+            assert wait_for_refusal(tight, headers["x-request-id"]) == [("invocations", 503, "UNAVAILABLE")]
             assert tight.request("GET", "/ping")[0] == 200  # only predictions are bounded
         wait_until(lambda: tight.plane.admission.in_flight == 0, "the slow client's slot to be freed")
         assert tight.request("POST", "/invocations", INSTANCES, JSON)[0] == 200
@@ -268,11 +396,12 @@ def test_a_body_over_the_limit_is_refused_with_413_declared_or_streamed(registry
     small = InProcessServer(registry, tmp_path / "p.db", max_body_bytes=2000)
     try:
         big = b" " * 3000 + INSTANCES
-        status, _, body = small.request("POST", "/invocations", big, JSON)
+        status, headers, body = small.request("POST", "/invocations", big, JSON)
         assert (
             status == 413
             and f"body of {len(big)} bytes is over the 2000-byte limit" in error_of(status, body)["message"]
         )
+        assert wait_for_refusal(small, headers["x-request-id"]) == [("invocations", 413, "PAYLOAD_TOO_LARGE")]
         chunks = (big[i : i + 100] for i in range(0, len(big), 100))  # no Content-Length: counted as it streams
         status, _, body = small.request("POST", "/invocations", chunks, JSON)  # sent chunked
         assert status == 413 and "2000-byte limit" in error_of(status, body)["message"]
@@ -281,6 +410,45 @@ def test_a_body_over_the_limit_is_refused_with_413_declared_or_streamed(registry
         assert small.request("POST", "/invocations", INSTANCES, JSON)[0] == 200
     finally:
         small.stop()
+
+
+def test_heartbeats_at_start_every_interval_and_at_stop_carry_memory_model_queue_and_requests(registry, tmp_path):
+    beating = InProcessServer(registry, tmp_path / "p.db", heartbeat_seconds=0.05, max_queue=4)
+
+    def beats() -> list[dict]:
+        return query(beating, "SELECT * FROM heartbeats ORDER BY id")
+
+    try:
+        first = beats()[0]  # written before the server took requests
+        assert (first["model_name"], first["model_version"], first["queue_depth"], first["requests_total"]) == (
+            "tiny", "1", 0, 0)  # fmt: skip
+        with socket.create_connection(("127.0.0.1", beating.port)) as slow:  # one request in progress
+            slow.sendall(b'POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{"instances"')
+            wait_until(
+                lambda: any(beat["queue_depth"] == 1 for beat in beats()), "a heartbeat of the request in progress"
+            )
+        wait_until(lambda: beating.plane.admission.in_flight == 0, "the slow client's request to end")
+        assert [beating.request("POST", "/invocations", INSTANCES, JSON)[0] for _ in range(2)] == [200, 200]
+        answered = beating.plane.requests_total
+    finally:
+        beating.stop()
+    logged = beats()
+    assert len(logged) >= 4 and logged[-1]["requests_total"] == answered == 3  # the slow one (400) and two
+    assert [beat["requests_total"] for beat in logged] == sorted(beat["requests_total"] for beat in logged)
+    assert [beat["time"] for beat in logged] == sorted(beat["time"] for beat in logged)
+    assert {beat["replica"] for beat in logged} == {f"127.0.0.1:{beating.port}:{os.getpid()}"}
+    assert all(20_000_000 < beat["rss_bytes"] < 4_000_000_000 for beat in logged)  # this test process's
+
+
+def test_log_inputs_is_the_share_of_requests_whose_inputs_the_server_keeps(registry, tmp_path):
+    for share, kept in [(0.0, 0), (0.5, 2)]:
+        sampling = InProcessServer(registry, tmp_path / f"p{share}.db", log_inputs=share)
+        try:
+            assert [sampling.request("POST", "/invocations", INSTANCES, JSON)[0] for _ in range(4)] == [200] * 4
+            counted = "SELECT count(*), count(input) FROM samples"
+            assert query(sampling, counted) == [(4, kept)], share  # probabilities always, inputs as configured
+        finally:
+            sampling.stop()
 
 
 latin1_text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"), max_size=60)

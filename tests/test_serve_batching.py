@@ -58,8 +58,9 @@ def test_requests_that_arrive_together_run_as_one_batch_and_each_gets_its_own_ro
 
     model, answers = asyncio.run(scenario())
     assert [len(batch) for batch in model.batches] == [6]
-    for i, rows in enumerate(answers):
+    for i, (rows, _) in enumerate(answers):
         assert rows[:, 0].tolist() == [i, i + 0.5]
+    assert len({seconds for _, seconds in answers}) == 1  # each is told the time of the one invocation
 
 
 def test_a_batch_never_mixes_versions():
@@ -75,7 +76,7 @@ def test_a_batch_never_mixes_versions():
     old, new, answers = asyncio.run(scenario())
     assert [batch[:, 0, 0, 0].tolist() for batch in old.batches] == [[1], [3]]
     assert [batch[:, 0, 0, 0].tolist() for batch in new.batches] == [[2]]
-    assert [rows[0, 0] for rows in answers] == [1, 2, 3]
+    assert [rows[0, 0] for rows, _ in answers] == [1, 2, 3]
 
 
 def test_a_full_batch_runs_at_once_without_waiting_for_the_timer():
@@ -101,7 +102,7 @@ def test_a_request_as_large_as_a_batch_runs_alone_at_once():
         model, batching = StandInModel("1"), engine(2, HOUR_MS)
         return model, await asyncio.wait_for(batching.predict(model, samples(1, 2, 3)), 30)
 
-    model, rows = asyncio.run(scenario())
+    model, (rows, _) = asyncio.run(scenario())
     assert [len(batch) for batch in model.batches] == [3] and rows[:, 0].tolist() == [1, 2, 3]
 
 

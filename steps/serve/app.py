@@ -62,9 +62,9 @@ async def predict(request: Request) -> Response:
 
 
 async def feedback(request: Request) -> Response:
-    request_id, label = protocol.parse_feedback(await read_body(request, FEEDBACK_BODY_LIMIT))
-    await plane_of(request).feedback(request_id, label)
-    return JSONResponse({"request_id": request_id, "label": label, "recorded": True})
+    request_id, label, index = protocol.parse_feedback(await read_body(request, FEEDBACK_BODY_LIMIT))
+    await plane_of(request).feedback(request_id, label, index)
+    return JSONResponse({"request_id": request_id, "label": label, "index": index, "recorded": True})
 
 
 async def ping(request: Request) -> Response:
@@ -128,7 +128,8 @@ def http_error(request: Request, error: HTTPException) -> ServeError:
 
 class RequestContext:
     """Around every request: its id (the client's, checked, or a new one) echoed as X-Request-Id, its status
-    and latency counted per endpoint, and a bug of ours answered 500 with the traceback logged.
+    and latency counted per endpoint, its answer told to the data plane (which logs refusals), and a bug of
+    ours answered 500 with the traceback logged.
 
     A plain ASGI class: Starlette's BaseHTTPMiddleware would cost more than the prediction it wraps.
     """
@@ -167,7 +168,9 @@ class RequestContext:
                 if status is None:
                     await error_response(ServeError("internal server error"))(scope, receive, send_with_id)
         endpoint = ENDPOINT_NAMES.get(scope["path"], "other")
-        self.metrics.observe_request(endpoint, status or 500, time.perf_counter() - start, scope.get(ERROR_KIND))
+        kind = scope.get(ERROR_KIND)
+        self.metrics.observe_request(endpoint, status or 500, time.perf_counter() - start, kind)
+        self.plane.answered(endpoint, status or 500, kind, request_id)
 
 
 class ServingApp(Starlette):

@@ -60,14 +60,16 @@ class InferenceEngine:
 
         asyncio.run_coroutine_threadsafe(warm_on_loop(), self._loop).result()
 
-    def _run(self, model: ServedModel, batch: np.ndarray) -> np.ndarray:
+    def _run(self, model: ServedModel, batch: np.ndarray) -> tuple[np.ndarray, float]:
         start = time.perf_counter()
         probabilities = model.predict(batch)
-        self.metrics.inference_seconds.observe(time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        self.metrics.inference_seconds.observe(seconds)
         self.metrics.batch_size.observe(len(batch))
-        return probabilities
+        return probabilities, seconds
 
-    async def predict(self, model: ServedModel, batch: np.ndarray) -> np.ndarray:
+    async def predict(self, model: ServedModel, batch: np.ndarray) -> tuple[np.ndarray, float]:
+        """The batch's probabilities and the seconds its invocation took."""
         if self.max_batch_size == 1 or len(batch) >= self.max_batch_size:
             return self._run(model, batch)
         if self._pending and (model is not self._model or self._pending_samples + len(batch) > self.max_batch_size):
@@ -98,7 +100,7 @@ class InferenceEngine:
             self.metrics.queue_seconds.observe(now - item.queued_at)
         try:
             batch = group[0].batch if len(group) == 1 else np.concatenate([item.batch for item in group])
-            probabilities = self._run(model, batch)
+            probabilities, seconds = self._run(model, batch)
         except Exception as error:  # hand the failure to every waiting request
             for item in group:
                 if not item.future.done():
@@ -107,7 +109,7 @@ class InferenceEngine:
         start = 0
         for item in group:
             if not item.future.done():  # a client that went away cancelled its future
-                item.future.set_result(probabilities[start : start + len(item.batch)])
+                item.future.set_result((probabilities[start : start + len(item.batch)], seconds))
             start += len(item.batch)
 
     def close(self) -> None:

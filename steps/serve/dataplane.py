@@ -2,14 +2,18 @@
 
 Handlers (today's HTTP ones in `app`; the Open Inference Protocol's REST and
 gRPC ones to come) only translate: a request into a call here, the result
-into their format. A request takes the served model once, when it starts: its
-input is shaped for that model, and it finishes on that version even if the
-alias moves meanwhile.
+into their format, and every answer they give into `answered` (refusals are
+logged, requests counted). A request takes the served model once, when it
+starts: its input is shaped for that model, and it finishes on that version
+even if the alias moves meanwhile.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
+import resource
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -20,7 +24,7 @@ import numpy as np
 from steps.serve.batching import InferenceEngine
 from steps.serve.errors import BadRequest, NotFound, Unavailable
 from steps.serve.metrics import ServerMetrics
-from steps.serve.predlog import PredictionLog, input_summary, top_labels
+from steps.serve.predlog import PredictionLog
 from steps.serve.reload import ModelHolder
 from steps.serve.runtime import ServedModel
 from steps.settings import ServeConfig
@@ -69,6 +73,7 @@ class DataPlane:
         # Request ids unique across restarts at a counter's cost, not uuid4's.
         self._request_prefix = uuid.uuid4().hex[:12]
         self._request_numbers = itertools.count(1)
+        self.requests_total = 0  # answered since start, any endpoint and status (heartbeats carry it)
 
     def request_id(self, given: str | None) -> str:
         """The client's id for its request (checked: it is logged and echoed), or a new one."""
@@ -98,22 +103,41 @@ class DataPlane:
         start = time.perf_counter()
         model = self.model()
         batch = decode(model.sample_shape)
-        probabilities = await self.engine.predict(model, batch)
+        probabilities, inference_seconds = await self.engine.predict(model, batch)
         latency_ms = (time.perf_counter() - start) * 1000
-        label, probability = top_labels(probabilities, model.class_names)
         await self.predlog.log_prediction(
-            request_id, endpoint, model.ref, latency_ms, input_summary(batch), label, probability
+            request_id, endpoint, model, latency_ms, inference_seconds * 1000, batch, probabilities
         )
         return Inference(model, probabilities)
 
-    async def feedback(self, request_id: str, label: str) -> None:
-        """Record the true label of a logged prediction (of every prediction with that id, for a retried one)."""
+    async def feedback(self, request_id: str, label: str, index: int = 0) -> None:
+        """Record the true label of sample `index` of a logged prediction (of every prediction with that id,
+        for a retried one)."""
         model = self.models.current
         if model is not None and label not in model.class_names:
             raise BadRequest(f"label {label!r} is not a class of the model; classes: {', '.join(model.class_names)}")
-        if not self.predlog.has_prediction(request_id):
+        samples = self.predlog.samples_of(request_id)
+        if samples is None:
             raise NotFound(f"no prediction with request id {request_id!r} is logged")
-        await self.predlog.log_feedback(request_id, label)
+        if index >= samples:
+            raise BadRequest(
+                f"index {index} is out of range: request {request_id!r} had {samples} sample(s); "
+                f"send an index from 0 to {samples - 1}"
+            )
+        await self.predlog.log_feedback(request_id, index, label)
+
+    def answered(self, endpoint: str, status: int, kind: str | None, request_id: str | None) -> None:
+        """Every answer, by any protocol: counted, and logged as a refusal if it is an error."""
+        self.requests_total += 1
+        if status >= 400:
+            self.predlog.log_refusal(endpoint, status, kind or f"HTTP_{status}", request_id)
+
+    async def heartbeat(self) -> None:
+        """Log the server's memory, model and load (the server calls this every few seconds, at start and stop)."""
+        model = self.models.current
+        await self.predlog.log_heartbeat(
+            rss_bytes(), model.ref if model else None, self.admission.in_flight, self.requests_total
+        )
 
     def version(self) -> dict:
         """What is served, from where, and how following the alias goes."""
@@ -128,3 +152,13 @@ class DataPlane:
             "last_error": self.models.last_error,
             "fetch_peak_rss_bytes": self.models.fetch_peak_rss_bytes,
         }
+
+
+def rss_bytes() -> int:
+    """This process's resident memory now (Linux); elsewhere its peak, the nearest the platform tells."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024  # bytes there, kilobytes elsewhere

@@ -141,13 +141,21 @@ def predict_answer(probabilities: np.ndarray, class_names: list[str], k: int, re
     }
 
 
-def parse_feedback(body: bytes) -> tuple[str, str]:
-    """/feedback's body -> (request id, true label)."""
-    usage = '{"request_id": "<X-Request-Id of the prediction>", "label": "<true class>"}'
+def parse_feedback(body: bytes) -> tuple[str, str, int]:
+    """/feedback's body -> (request id, true label, index of the sample in the request's batch, 0 by default)."""
+    usage = (
+        '{"request_id": "<X-Request-Id of the prediction>", "label": "<true class>"} '
+        '(and "index": <sample position> for one sample of a batch, 0 by default)'
+    )
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as error:
         raise BadRequest(f"body is not valid JSON ({error}); send {usage}")
     if not isinstance(payload, dict) or not isinstance(payload.get("request_id"), str) or "label" not in payload:
         raise BadRequest(f"send {usage}")
-    return payload["request_id"], str(payload["label"])
+    index = payload.get("index", 0)
+    if type(index) is not int or index < 0:  # not bool (an int subclass), not 1.0 or "1"
+        raise BadRequest(
+            f"index {str(index)[:40]!r} must be a non-negative integer: the sample's position in the batch"
+        )
+    return payload["request_id"], str(payload["label"]), index

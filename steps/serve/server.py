@@ -5,23 +5,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 
 from steps.serve.batching import InferenceEngine
 from steps.serve.dataplane import DataPlane
 from steps.serve.metrics import ServerMetrics
-from steps.serve.predlog import PredictionLog
+from steps.serve.predlog import PredictionLog, replica_name
 from steps.serve.registry import alias_lookup
 from steps.serve.reload import AliasFollower, ModelHolder
 from steps.serve.runtime import fetch_in_child
 from steps.settings import ServeConfig
 
+log = logging.getLogger("rtdeploy.serve")
+HEARTBEAT_SECONDS = 5.0  # how often the prediction log gets a heartbeat row (also one at start and one at stop)
+
 
 class Server:
-    """The data plane, the alias follower that fills it, and what both use; download and lookup as in `reload`."""
+    """The data plane, the alias follower that fills it, and what both use; download and lookup as in `reload`,
+    heartbeat_seconds shorter in tests."""
 
-    def __init__(self, config: ServeConfig, *, download=fetch_in_child, lookup=alias_lookup):
+    def __init__(
+        self,
+        config: ServeConfig,
+        *,
+        download=fetch_in_child,
+        lookup=alias_lookup,
+        heartbeat_seconds: float = HEARTBEAT_SECONDS,
+    ):
         self.config = config
-        self.predlog = PredictionLog(config.prediction_log)  # opened first: a bad file stops the start
+        self.heartbeat_seconds = heartbeat_seconds
+        # Opened first: a file it cannot add to stops the start.
+        self.predlog = PredictionLog(config.prediction_log, replica_name(config.host, config.port), config.log_inputs)
         self.metrics = ServerMetrics()
         self.models = ModelHolder()
         self.engine = InferenceEngine(self.metrics, config.max_batch_size, config.max_batch_wait_ms)
@@ -45,10 +59,25 @@ class Server:
         # server: keep it out of the cyclic GC, whose full passes over it stalled requests ~80 ms.
         gc.collect()
         gc.freeze()
+        await self._beat()  # the first, before any request
+        heartbeats = asyncio.create_task(self._heartbeats())
         try:
             yield
         finally:
+            heartbeats.cancel()
             self.follower.stop()
             self.engine.close()
+            await self._beat()  # the last, with what the server answered in all
             self.predlog.close()
             gc.unfreeze()  # the process may go on (tests run servers in theirs)
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_seconds)
+            await self._beat()
+
+    async def _beat(self) -> None:
+        try:
+            await self.plane.heartbeat()
+        except Exception as error:  # disk full: predictions fail and say so; heartbeats go on trying
+            log.error("heartbeat not logged: %s", error)
