@@ -65,6 +65,8 @@ class VersionWindow:
 class Verdict:
     """The whole range: every version's windows, the window-level error series, and the alerts."""
 
+    start: float  # the range judged
+    end: float
     windows: list[tuple[float, float]]
     versions: dict[str, list[VersionWindow]]
     errors: list[dict[str, float]]  # per window: requests, refused by kind, rates
@@ -223,7 +225,7 @@ def judge(
         for e in errors
     ]
     alerts["all"] = consecutive_alerts(error_breaches, config.consecutive)
-    return Verdict(edges, versions, errors, {k: v for k, v in alerts.items() if v}, notes, names)
+    return Verdict(start, end, edges, versions, errors, {k: v for k, v in alerts.items() if v}, notes, names)
 
 
 def window_errors(predictions: int, refused: pd.DataFrame) -> dict[str, float]:

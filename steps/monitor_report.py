@@ -42,7 +42,9 @@ def figures_of(windows: list, traffic, names: tuple[str, ...]) -> dict[str, Figu
         labelled = pd.concat(labelled, ignore_index=True)
         labels = np.arange(len(names))
         confusion = confusion_matrix(labelled["true_class"], labelled["predicted_class"], labels=labels)
-        figures["confusion_matrix.png"] = confusion_matrix_figure(confusion, names)
+        figures["confusion_matrix.png"] = confusion_matrix_figure(
+            confusion, names, "confusion matrix (labelled traffic)"
+        )
         figures["errors_per_true_class.png"] = error_rate_figure(errors_per_class(confusion, names))
         causes = error_causes(labelled, names)
         if causes is not None:
@@ -71,7 +73,8 @@ def drift_figure(windows: list) -> Figure:
         values = [w.drift.p_values[statistic] for w in windows]
         if any(v is not None for v in values):
             axis.plot(steps, [np.nan if v is None else max(v, 1e-6) for v in values], marker="o", label=statistic)
-    axis.plot(steps, [w.drift.threshold for w in windows], color="tab:red", linestyle="--", label="threshold")
+    axis.plot(steps, [w.drift.threshold for w in windows], color="tab:red", linestyle="--", marker="_", markersize=20,
+              label="threshold")  # fmt: skip
     axis.set_yscale("log")
     axis.set_xlabel("window")
     axis.set_ylabel("p-value (low: drifted)")
@@ -130,15 +133,17 @@ def report_html(config, verdict, figures: dict[str, dict[str, Figure]]) -> str:
     colour = "#2e7d32" if verdict.alert == contract.ALERT_NONE else "#c62828"
     parts = [
         f"<h1>rtdeploy monitor: {html.escape(config.model_name)}</h1>",
-        f"<p>{len(verdict.windows)} window(s) of {config.window_minutes:g} min from {_utc(verdict.windows[0][0])} "
-        f"to {_utc(verdict.windows[-1][1])}. Alert: <b style='color:{colour}'>{alert}</b>. Thresholds: p99 ≤ "
+        f"<p>{len(verdict.windows)} window(s) of {config.window_minutes:g} min from {_utc(verdict.start)} "
+        f"to {_utc(verdict.end)}. Alert: <b style='color:{colour}'>{alert}</b>. Thresholds: p99 ≤ "
         f"{config.max_p99_ms:g} ms, live accuracy ≥ {config.min_accuracy:g} (upper 95% bound), refused ≤ "
         f"{config.max_error_rate:g}, drift α = {config.drift_alpha:g}; an alert needs {config.consecutive} judged "
         f"window(s) in a row; windows under {config.min_samples} samples are not judged.</p>",
     ]
     if verdict.notes:
         parts.append("<ul>" + "".join(f"<li>{html.escape(note)}</li>" for note in verdict.notes) + "</ul>")
-    parts.append("<h2>Requests and refusals, all versions</h2>" + _table(verdict.errors))
+    errors = [{"window": i, "start": _utc(low)} | {k: v for k, v in e.items() if k != "refused_share"}
+              for i, ((low, _), e) in enumerate(zip(verdict.windows, verdict.errors))]  # fmt: skip
+    parts.append("<h2>Requests and refusals, all versions</h2>" + _table(errors))
     for version, windows in verdict.versions.items():
         parts.append(f"<h2>Version {html.escape(version)}</h2>")
         rows = [

@@ -19,7 +19,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from steps import contract
-from steps.drift import Reference, calibrate, make_reference
+from steps.drift import ProfileError, Reference, calibrate, make_reference
 from steps.lineage import data_of_run
 from steps.litert_runtime import LiteRTClassifier
 
@@ -38,7 +38,11 @@ def reference_of(version: ModelVersion) -> Reference:
             )
         except (MlflowException, OSError):  # no profile yet (a version registered before profiles existed)
             return log_reference(run_id)
-        return Reference.load(local)
+        try:
+            return Reference.load(local)
+        except ProfileError as error:  # written by an older rtdeploy: the profile is derived data, make it anew
+            print(f"reference: run {run_id}: {error}")
+            return log_reference(run_id)
 
 
 def log_reference(run_id: str) -> Reference:

@@ -121,7 +121,9 @@ def _decorate(axis, rows, best, cost: str, scale: float, accuracy: str, label: s
     axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize=8, frameon=False)
 
 
-def confusion_matrix_figure(confusion, class_names: tuple[str, ...]) -> Figure:
+def confusion_matrix_figure(
+    confusion, class_names: tuple[str, ...], title: str = "confusion matrix (test split)"
+) -> Figure:
     """Counts of true (rows) vs predicted (columns) classes; the diagonal is right."""
     size = max(4.0, 0.55 * len(class_names) + 2)
     figure, axis = plt.subplots(figsize=(size, size * 0.85), constrained_layout=True)
@@ -137,7 +139,7 @@ def confusion_matrix_figure(confusion, class_names: tuple[str, ...]) -> Figure:
         if count:
             color = "white" if count > threshold else "black"
             axis.text(column, row, str(count), ha="center", va="center", fontsize=8, color=color)
-    axis.set_title("confusion matrix (test split)")
+    axis.set_title(title)
     return figure
 
 

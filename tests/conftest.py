@@ -69,9 +69,9 @@ def run_command(args: list[str], timeout: float = 900) -> subprocess.CompletedPr
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
 
 
-def mlflow_run(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    """`mlflow run <project> --env-manager local --experiment-name rtdeploy <args>`, as README tells users to."""
-    command = ["mlflow", "run", str(PROJECT), "--env-manager", "local", "--experiment-name", contract.EXPERIMENT]
+def mlflow_run(*args: str, timeout: float = 900, experiment: str = contract.EXPERIMENT) -> subprocess.CompletedProcess:
+    """`mlflow run <project> --env-manager local --experiment-name <experiment> <args>`, as README tells users to."""
+    command = ["mlflow", "run", str(PROJECT), "--env-manager", "local", "--experiment-name", experiment]
     return run_command([sys.executable, "-m", *command, *args], timeout=timeout)
 
 

@@ -3,15 +3,25 @@ consecutive windows, and what it refuses to read."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import sqlite3
+import sys
+from contextlib import closing
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from steps import contract
+from conftest import run_command
+from steps import contract, monitor
 from steps.drift import make_reference
 from steps.monitor import consecutive_alerts, judge, parse_time, window_edges
+from steps.serve.predlog import PredictionLog
+from steps.serve.runtime import ModelRef
 from steps.settings import MonitorConfig
-from steps.traffic import LogError, Traffic, log_files
+from steps.traffic import LogError, Traffic, log_files, read, time_range
 
 N_CLASSES = 3
 NAMES = ("a", "b", "c")
@@ -147,3 +157,115 @@ def test_log_paths_that_match_nothing_are_named(tmp_path):
     (tmp_path / "a.db").touch()
     (tmp_path / "b.db").touch()
     assert [p.name for p in log_files(f"{tmp_path}/*.db, {tmp_path}/a.db")] == ["a.db", "b.db"]
+
+
+# What the server writes, read back: a real log of the server's layout, written by its PredictionLog.
+MODEL = SimpleNamespace(ref=ModelRef(contract.DEFAULT_MODEL_NAME, "3", contract.CHAMPION, "run-3"),
+                        class_names=list(NAMES), sample_shape=(2, 2, 1))  # fmt: skip
+IMAGES = np.linspace(0, 1, 3 * 4, dtype=np.float32).reshape(3, 2, 2, 1)
+SOFTMAX = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6]], np.float32)
+
+
+def served_log(path, replica: str = "127.0.0.1:8080:1") -> None:
+    """A log as a server leaves it: a heartbeat, a batch of 3 and a single prediction, a refusal, feedback."""
+
+    async def serve():
+        log = PredictionLog(path, replica)
+        try:
+            await log.log_heartbeat(2**27, MODEL.ref, 0, 0)
+            await log.log_prediction("batch", "invocations", MODEL, 3.0, 0.5, IMAGES, SOFTMAX)
+            await log.log_prediction("single", "predict", MODEL, 2.0, 0.4, IMAGES[2:], SOFTMAX[2:])
+            log.log_refusal("invocations", 400, "BAD_REQUEST", "bad")
+            await log.log_feedback("batch", 1, "b")
+            await log.log_feedback("single", 0, "a")
+        finally:
+            log.close()
+
+    asyncio.run(serve())
+
+
+def digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_the_reader_gives_back_every_sample_with_its_probabilities_input_and_later_feedback(tmp_path):
+    served_log(tmp_path / "a.db", "127.0.0.1:8080:1")
+    served_log(tmp_path / "b.db", "127.0.0.1:8081:2")
+    files = log_files(f"{tmp_path}/*.db")
+    first, last = time_range(files)  # of predictions and refusals
+    traffic = read(files)
+    assert len(traffic.predictions) == 4 and len(traffic.samples) == 8
+    assert sorted(set(traffic.samples["replica"])) == ["127.0.0.1:8080:1", "127.0.0.1:8081:2"]
+    batch = traffic.samples["request_id"] == "batch"
+    assert np.array_equal(traffic.probabilities[batch.to_numpy()], np.vstack([SOFTMAX, SOFTMAX]))
+    inputs = [image for image, keep in zip(traffic.inputs, batch) if keep]
+    assert all(np.abs(image - IMAGES[i % 3]).max() <= 0.5 / 255 + 1e-6 for i, image in enumerate(inputs))
+    assert len(traffic.feedback) == 2, "one label per (request id, sample): both files logged the same feedback"
+    assert list(traffic.refusals["kind"]) == ["BAD_REQUEST"] * 2 and len(traffic.heartbeats) == 2
+    assert len(read(files, first, last + 1).heartbeats) == 1, "the first server's came before any request"
+    assert len(read(files, last + 1, last + 2).feedback) == 2, "labels arrive later than their predictions"
+
+
+def run_monitor(path, *settings: str):
+    monitor.main(["--prediction_log", str(path), *settings])
+
+
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        (b"not a database at all, just text" * 100, "is not a readable SQLite prediction log"),
+        (b"", "is empty"),
+    ],
+)
+def test_a_file_that_is_no_prediction_log_is_named_and_left_as_it_was(tmp_path, content, words):
+    path = tmp_path / "predictions.db"
+    path.write_bytes(content)
+    with pytest.raises(LogError, match=words):
+        run_monitor(path)
+    assert path.read_bytes() == content and sorted(p.name for p in tmp_path.iterdir()) == ["predictions.db"]
+
+
+def test_a_log_of_the_first_layout_is_refused_with_what_to_do_and_left_unchanged(tmp_path):
+    path = tmp_path / "predictions.db"
+    with closing(sqlite3.connect(path)) as connection:
+        connection.executescript(
+            "CREATE TABLE predictions (request_id TEXT PRIMARY KEY, time REAL, predicted_label TEXT);"
+            "INSERT INTO predictions VALUES ('r1', 1.0, '3');"
+        )
+    before = digest(path)
+    with pytest.raises(LogError, match="another layout .*serve again with a new --prediction_log"):
+        run_monitor(path)
+    assert digest(path) == before
+
+
+def test_a_truncated_log_is_named_as_such_and_left_unchanged(tmp_path):
+    path = tmp_path / "predictions.db"
+    served_log(path)
+    path.write_bytes(path.read_bytes()[: 2 * 4096])  # the header and a page: the other tables' pages are gone
+    before = digest(path)
+    with pytest.raises(LogError, match="predictions.db is not a readable .* may be truncated or corrupt"):
+        run_monitor(path)
+    assert digest(path) == before
+
+
+def test_an_empty_log_or_range_or_another_model_says_what_to_change(tmp_path):
+    path = tmp_path / "predictions.db"
+    PredictionLog(path, "127.0.0.1:8080:1").close()  # a server started and stopped before any request
+    with pytest.raises(LogError, match="no predictions or refusals logged yet; send traffic first"):
+        run_monitor(path)
+    served_log(path)
+    with pytest.raises(LogError, match="widen since/until"):
+        run_monitor(path, "--since", "2000-01-01", "--until", "2000-01-02")
+    with pytest.raises(LogError, match="check model_name"):
+        run_monitor(path, "--model_name", "other")
+    with pytest.raises(ValueError, match="before since"):
+        run_monitor(path, "--since", "2000-01-02", "--until", "2000-01-01")
+
+
+def test_the_command_answers_a_bad_log_with_one_line_and_no_traceback(tmp_path):
+    corrupt = tmp_path / "predictions.db"
+    corrupt.write_bytes(b"\x00garbage" * 512)
+    result = run_command([sys.executable, "-m", "steps.monitor", "--prediction_log", str(corrupt)], timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().startswith(f"monitor: error: {corrupt} is not a readable SQLite prediction log")
+    assert corrupt.read_bytes() == b"\x00garbage" * 512

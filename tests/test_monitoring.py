@@ -58,7 +58,7 @@ def simulate(url: str, drift: str) -> tuple[float, float]:
     """Send the test split once through `mlflow run -e simulate`; returns the time range it took."""
     start = time.time()
     result = mlflow_run("-e", "simulate", "-P", f"url={url}", "-P", f"drift={drift}", "-P", f"requests={TEST_SPLIT}",
-                        "-P", "feedback_fraction=1.0")  # fmt: skip
+                        "-P", "feedback_fraction=1.0", experiment=contract.MONITORING_EXPERIMENT)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"{TEST_SPLIT:,} answered" in result.stdout, result.stdout[-2000:]
     return start, time.time()
@@ -67,14 +67,17 @@ def simulate(url: str, drift: str) -> tuple[float, float]:
 def monitor(log, since: float, until: float, *extra: str):
     """One window covering [since, until], judged on its own (consecutive=1); returns (result, nested version run)."""
     result = mlflow_run("-e", "monitor", "-P", f"prediction_log={log}", "-P", f"since={since}", "-P", f"until={until}",
-                        "-P", "consecutive=1", "-P", "window_minutes=60", *extra)  # fmt: skip
+                        "-P", "consecutive=1", "-P", "window_minutes=60", *extra,
+                        experiment=contract.MONITORING_EXPERIMENT)  # fmt: skip
     runs = mlflow.search_runs(
         experiment_names=[contract.MONITORING_EXPERIMENT],
         filter_string=f"tags.`{contract.TAG_STEP}` = '{contract.MONITOR}'",
         order_by=["attributes.start_time DESC"],
         output_format="list",
     )
-    parent = next(run for run in runs if run.info.run_name == contract.MONITOR)
+    parents = [run for run in runs if run.info.run_name == contract.MONITOR]
+    assert parents, f"monitor logged no run: {result.stderr[-3000:]}"
+    parent = parents[0]
     (version_run,) = [run for run in runs if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     return result, parent, version_run
 
