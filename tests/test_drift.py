@@ -36,9 +36,9 @@ from steps.drift import (
     softmax_test,
     verdict,
 )
+from steps.drift_rates import WINDOW, detection, false_alarms_against_redrawn_references
 from steps.shifts import DEFAULT_SEVERITY, SEVERITY_MEANING, apply_drift
 
-WINDOW = 200  # the issue's window size for the false-alarm and detection rates
 CLEAN_WINDOWS = 100  # at least 50
 DRIFTED_WINDOWS = 40  # per kind: 95% is 38 of them
 REDRAWN_REFERENCES = 400  # measured rate about 0.7%: then more than 2% (9 of 400) happens in 0.2% of runs
@@ -394,47 +394,28 @@ def test_clean_held_out_windows_rarely_raise_a_false_alarm(deployable):
 
 @pytest.mark.e2e
 def test_independent_clean_windows_against_redrawn_references_alarm_at_about_alpha(deployable):
-    """The windows above overlap in a pool of 360, so they vary less than live traffic and flatter the rate.
-
-    Here every repetition splits all held-out samples (validation and test, 648 on digits) at random into a
-    reference of 288 and a disjoint window of 200: exchangeable samples, as the tests assume, so the rate is
-    that of the procedure itself (averaged over references rather than for one).
-    """
+    """The windows above overlap in a pool of 360, so they vary less than live traffic and flatter the rate;
+    here every window is independent of its reference (see `false_alarms_against_redrawn_references`)."""
     classifier, data, _ = deployable
     x, y = np.concatenate([data.x_val, data.x_test]), np.concatenate([data.y_val, data.y_test])
-    probabilities = classifier.predict_proba(x)
-    rng = np.random.default_rng(0)
-    rows = []
-    for _ in range(REDRAWN_REFERENCES):
-        order = rng.permutation(len(y))
-        reference, window = order[: len(data.y_val)], order[len(data.y_val) : len(data.y_val) + WINDOW]
-        profile = make_reference(probabilities[reference], y[reference], x[reference], rng=rng)
-        report = drift_report(profile, probabilities[window], x[window], rng=rng)
-        rows.append([report.p_values[name] for name in contract.DRIFT_STATISTICS])
-    rates = {alpha: float(np.mean([verdict(row, alpha)[0] for row in rows])) for alpha in (DEFAULT_ALPHA, 0.05, 0.1)}
-    shown = ", ".join(f"{rate:.1%} at alpha {alpha}" for alpha, rate in rates.items())
+    alphas = (DEFAULT_ALPHA, 0.05, 0.1)
+    rates = false_alarms_against_redrawn_references(
+        classifier.predict_proba, x, y, len(data.y_val), REDRAWN_REFERENCES, alphas
+    )
+    shown = ", ".join(f"{rate.rate:.1%} at alpha {alpha}" for alpha, rate in rates.items())
     print(f"\nfalse alarms of {REDRAWN_REFERENCES} independent windows of {WINDOW} against redrawn references: {shown}")
-    assert rates[DEFAULT_ALPHA] <= MAX_FALSE_ALARM_RATE
+    assert rates[DEFAULT_ALPHA].rate <= MAX_FALSE_ALARM_RATE
 
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("kind", [kind for kind in contract.DRIFTS if kind != "none"])
 def test_every_drift_at_its_default_severity_is_detected(deployable, kind):
     classifier, data, reference = deployable
-    rng = np.random.default_rng(contract.DRIFTS.index(kind))
-    detected, accuracy, by_test = [], [], np.zeros(len(contract.DRIFT_STATISTICS))
-    for _ in range(DRIFTED_WINDOWS):
-        chosen = rng.choice(len(data.y_test), WINDOW, replace=False)
-        x, y = apply_drift(data.x_test[chosen], data.y_test[chosen], kind, None, rng)
-        probabilities = classifier.predict_proba(x)
-        report = drift_report(reference, probabilities, x, rng=rng)
-        detected.append(report.drifted)
-        accuracy.append((probabilities.argmax(axis=1) == y).mean())
-        by_test += [name in report.reasons for name in contract.DRIFT_STATISTICS]
-    rate = np.mean(detected)
-    shares = ", ".join(f"{name} {n / DRIFTED_WINDOWS:.0%}" for name, n in zip(contract.DRIFT_STATISTICS, by_test))
+    seed = contract.DRIFTS.index(kind)
+    rate = detection(classifier.predict_proba, reference, data.x_test, data.y_test, kind, DRIFTED_WINDOWS, seed=seed)
+    shares = ", ".join(f"{name} {n / rate.windows:.0%}" for name, n in rate.by_statistic.items())
     print(
-        f"\n{kind} severity {DEFAULT_SEVERITY[kind]}: detected in {rate:.0%} of {DRIFTED_WINDOWS} windows of "
-        f"{WINDOW} ({shares}); accuracy {np.mean(accuracy):.3f}"
+        f"\n{kind} severity {DEFAULT_SEVERITY[kind]}: detected in {rate.rate:.0%} of {rate.windows} windows of "
+        f"{WINDOW} ({shares}); accuracy {rate.accuracy:.3f}"
     )
-    assert rate >= MIN_DETECTION_RATE
+    assert rate.rate >= MIN_DETECTION_RATE
