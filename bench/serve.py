@@ -18,8 +18,16 @@ Then the champion alias flips 10 times under load, each flip served before
 the next, and failed requests are counted. wrk runs on the same 2 cores as
 the servers: it takes CPU from them at high concurrency, the same for all.
 
+Cost of the prediction log on the request path (`--only log-cost`): at
+concurrency 16, this server with inputs and probabilities logged
+(log_inputs 1.0) and without inputs (0.0), against the server of
+BASELINE_COMMIT, whose log has one row per request and no samples, inputs or
+heartbeats (its code is taken with `git archive`, run in the same environment
+on the same model). The three run side by side and the repeats take turns,
+so a slower stretch of the shared machine hits each alike.
+
     apt-get install wrk   # once
-    python bench/serve.py [--seconds 8] [--repeats 3]
+    python bench/serve.py [--seconds 8] [--repeats 3] [--only serving|log-cost]
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -51,6 +60,9 @@ FLIP_BUDGET_SECONDS = 6  # load time per flip: poll 0.5 s + fetch ~3-4 s + warm-
 OURS = "rtdeploy serve"
 LIKE_FOR_LIKE = "mlflow models serve, same LiteRT pyfunc"
 FETCH_PEAK_METRIC = "rtdeploy_fetch_peak_rss_bytes"
+BASELINE_COMMIT = "e31f9ee"  # the last server writing the first prediction-log layout (one row per request)
+LOG_COST_CONCURRENCY = 16
+LOG_COST_REPEATS = 7  # at least: the loss is a few percent, the machine's run-to-run spread about as much
 NOOP_APP = """
 from starlette.applications import Starlette
 from starlette.responses import Response
@@ -170,10 +182,10 @@ def run_wrk(port: int, script: Path, connections: int, seconds: float) -> dict:
     return measured
 
 
-def start(server: Server, env: dict, port: int, log: Path) -> subprocess.Popen:
+def start(server: Server, env: dict, port: int, log: Path, cwd: str | None = None) -> subprocess.Popen:
     with log.open("w") as output:
         process = subprocess.Popen(
-            server.command(port), env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+            server.command(port), env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd
         )
     try:
         wait_ready(f"http://127.0.0.1:{port}{server.ready_path}", process)
@@ -276,10 +288,72 @@ def measure(server: Server, env: dict, script: Path, seconds: float, repeats: in
     return rows, flips
 
 
+def log_cost(folder: str, env: dict, script: Path, seconds: float, repeats: int) -> str:
+    """Throughput at concurrency 16 with this server's log (inputs kept, or not) and with BASELINE_COMMIT's."""
+    baseline = Path(folder) / "baseline"
+    baseline.mkdir()
+    repository = Path(__file__).resolve().parent.parent
+    archive = subprocess.run(["git", "-C", str(repository), "archive", BASELINE_COMMIT, "steps"],
+                             capture_output=True, check=True).stdout  # fmt: skip
+    subprocess.run(["tar", "-x", "-C", str(baseline)], input=archive, check=True)
+    serve = [sys.executable, "-m", "steps.serve", "--model_uri", f"models:/{MODEL}@champion", "--port", "{port}"]
+    servers = {  # name -> (server, working folder: which code `-m steps.serve` runs)
+        f"first layout ({BASELINE_COMMIT})": (Server("", [*serve, "--prediction_log", f"{folder}/l1.db"], "/ready"),
+                                              str(baseline)),
+        "second layout, inputs kept (log_inputs 1.0)": (
+            Server("", [*serve, "--prediction_log", f"{folder}/l2a.db", "--log_inputs", "1.0"], "/ready"), None),
+        "second layout, no inputs (log_inputs 0.0)": (
+            Server("", [*serve, "--prediction_log", f"{folder}/l2b.db", "--log_inputs", "0.0"], "/ready"), None),
+    }  # fmt: skip
+    ports, processes = {}, []
+    try:
+        for name, (server, cwd) in servers.items():
+            ports[name] = free_port()
+            print(f"bench: log cost, {name} on port {ports[name]}", flush=True)
+            processes.append(start(server, env, ports[name], Path(folder) / f"server-{ports[name]}.log", cwd))
+            run_wrk(ports[name], script, LOG_COST_CONCURRENCY, WARMUP_SECONDS)
+        runs = {name: [] for name in servers}
+        for repeat in range(repeats):
+            for name in servers:  # taking turns: a slow stretch of the machine falls on each alike
+                runs[name].append(run_wrk(ports[name], script, LOG_COST_CONCURRENCY, seconds))
+            print(
+                f"  repeat {repeat + 1}: " + ", ".join(f"{r[-1]['throughput']:,.0f}" for r in runs.values()), flush=True
+            )
+    finally:
+        for process in processes:
+            stop(process)
+    for log, layout in ((f"{folder}/l1.db", 0), (f"{folder}/l2a.db", 2)):  # each ran the code it was meant to
+        with sqlite3.connect(log) as connection:
+            assert connection.execute("PRAGMA user_version").fetchone()[0] == layout, f"{log} is not layout {layout}"
+    return log_cost_report(runs, repeats)
+
+
+def log_cost_report(runs: dict[str, list[dict]], repeats: int) -> str:
+    (baseline, base_runs), *others = runs.items()
+    lines = [
+        f"Throughput at concurrency {LOG_COST_CONCURRENCY}, one sample per request: median of {repeats} wrk runs "
+        "(min–max); the servers ran side by side and took turns. Change: the median of the per-turn ratios to the "
+        "first layout's throughput in the same turn (min–max).",
+        "",
+        "| prediction log | throughput (req/s) | p50 (ms) | p99 (ms) | errors | change vs first layout |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, server_runs in runs.items():
+        row = Row(name, LOG_COST_CONCURRENCY, server_runs, 0.0)
+        ratios = [run["throughput"] / base["throughput"] - 1 for run, base in zip(server_runs, base_runs)]
+        change = "" if name == baseline else (
+            f"{statistics.median(ratios):+.1%} ({min(ratios):+.1%}–{max(ratios):+.1%})")  # fmt: skip
+        errors = sum(run["errors"] for run in server_runs)
+        lines.append(f"| {name} | {row.spread('throughput', 0)} | {row.spread('p50')} | {row.spread('p99')} | "
+                     f"{errors} | {change} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=8, help="load duration per measurement")
     parser.add_argument("--repeats", type=int, default=3, help="wrk runs per figure (median, min-max reported)")
+    parser.add_argument("--only", choices=("serving", "log-cost"), help="one section (default: both)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench/serve.py needs wrk: apt-get install wrk")
@@ -301,14 +375,21 @@ def main() -> None:
         script = Path(folder) / "post.lua"
         script.write_text(WRK_SCRIPT % body)
         (Path(folder) / "noop_app.py").write_text(NOOP_APP)
-        rows, flips = [], None
-        for server in servers(folder, keras_uri, litert_uri):
-            measured, flipped = measure(server, env, script, args.seconds, args.repeats)
-            rows += measured
-            flips = flips or flipped
-    command = f"python bench/serve.py --seconds {args.seconds} --repeats {args.repeats}"
-    write_section("Serving (digits, one sample per request)", command, report(rows, flips, args.repeats))
-    print(report(rows, flips, args.repeats))
+        command = f"python bench/serve.py --seconds {args.seconds} --repeats {args.repeats}"
+        if args.only in (None, "log-cost"):
+            repeats = max(args.repeats, LOG_COST_REPEATS)
+            cost = log_cost(folder, env, script, args.seconds, repeats)
+            write_section("Prediction log cost on the request path", f"{command} --only log-cost", cost)
+            print(cost)
+        if args.only in (None, "serving"):
+            rows, flips = [], None
+            for server in servers(folder, keras_uri, litert_uri):
+                measured, flipped = measure(server, env, script, args.seconds, args.repeats)
+                rows += measured
+                flips = flips or flipped
+            write_section("Serving (digits, one sample per request)", f"{command} --only serving",
+                          report(rows, flips, args.repeats))  # fmt: skip
+            print(report(rows, flips, args.repeats))
 
 
 def report(rows: list[Row], flips: dict | None, repeats: int) -> str:
