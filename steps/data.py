@@ -2,7 +2,10 @@
 
 `load_dataset(spec)` takes:
   - "digits": scikit-learn's built-in 8x8 handwritten digits (no download);
-  - a .npz file with x_train, y_train, x_test, y_test (the layout of keras' mnist.npz);
+  - a .npz file with x_train, y_train, x_test, y_test (the layout of keras' mnist.npz), and optionally
+    x_val, y_val (a validation split of its own, else one is split off x_train) and class_names (the
+    classes in order; the y arrays are then indices into it);
+  - a .npz logged as a run artifact, runs:/<run_id>/<path>.npz (how `update` passes its data to the steps);
   - a folder with one sub-folder of PNG/JPEG images per class.
 Every source gives float32 images in [0, 1] shaped (N, H, W, C), integer labels
 0..K-1, and seeded train / validation / test splits.
@@ -22,6 +25,9 @@ log = logging.getLogger(__name__)
 
 DIGITS = "digits"
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+NPZ_VAL_KEYS = ("x_val", "y_val")  # optional, together
+NPZ_CLASS_NAMES = "class_names"  # optional
+RUN_ARTIFACT_PREFIX = "runs:/"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 TEST_FRACTION = 0.2  # of all samples, when the source has no test split of its own
 VAL_FRACTION = 0.2  # of the training samples: early stopping, and choosing variants within an accuracy budget
@@ -72,6 +78,8 @@ def load_dataset(spec: str, *, image_size: int = 28, seed: int = 42) -> Dataset:
     """Load a data set by name or path (see module doc) with deterministic splits."""
     if spec == DIGITS:
         return _load_digits(seed)
+    if spec.startswith(RUN_ARTIFACT_PREFIX):
+        return _load_run_artifact(spec, seed)
     path = Path(spec).expanduser()
     if not path.exists():
         raise DatasetError(
@@ -91,12 +99,28 @@ def _load_digits(seed: int) -> Dataset:
     digits = load_digits()
     x = (digits.images / 16.0).astype(np.float32)[..., np.newaxis]  # pixel values are 0..16
     y = digits.target.astype(np.int64)
-    x_rest, x_test, y_rest, y_test = _split(x, y, TEST_FRACTION, seed)
+    x_rest, x_test, y_rest, y_test = stratified_split(x, y, TEST_FRACTION, seed)
     names = tuple(str(label) for label in digits.target_names)
     return _with_validation(DIGITS, "sklearn.datasets.load_digits", x_rest, y_rest, x_test, y_test, names, seed)
 
 
-def _load_npz(path: Path, seed: int) -> Dataset:
+def _load_run_artifact(uri: str, seed: int) -> Dataset:
+    """A .npz logged to the tracking store: downloaded, read into memory, the download removed."""
+    import tempfile
+
+    import mlflow  # only here: every other source needs no tracking store
+
+    if not uri.lower().endswith(".npz"):
+        raise DatasetError(f"dataset {uri!r}: a run artifact data set must be a .npz file")
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=folder))
+        except Exception as error:  # MlflowException, OSError: the run or the file is not there
+            raise DatasetError(f"dataset {uri!r} cannot be downloaded ({error}); check the run id and path") from error
+        return _load_npz(path, seed, source=uri)
+
+
+def _load_npz(path: Path, seed: int, source: str | None = None) -> Dataset:
     try:
         with np.load(path, allow_pickle=False) as archive:
             missing = [key for key in NPZ_KEYS if key not in archive.files]
@@ -105,23 +129,53 @@ def _load_npz(path: Path, seed: int) -> Dataset:
                     f"{path} lacks {', '.join(missing)} (has {', '.join(archive.files) or 'nothing'}); "
                     f"a dataset .npz needs {', '.join(NPZ_KEYS)}, like keras' mnist.npz"
                 )
-            arrays = {key: archive[key] for key in NPZ_KEYS}
+            optional = [key for key in (*NPZ_VAL_KEYS, NPZ_CLASS_NAMES) if key in archive.files]
+            arrays = {key: archive[key] for key in (*NPZ_KEYS, *optional)}
     except DatasetError:
         raise
     except Exception as error:  # zipfile/pickle/format errors all mean the same to a user
         raise DatasetError(f"cannot read {path} as a .npz archive ({error}); save it with numpy.savez") from error
 
-    for split in ("train", "test"):
+    has_val = [key in arrays for key in NPZ_VAL_KEYS]
+    if any(has_val) and not all(has_val):
+        raise DatasetError(f"{path}: give both x_val and y_val (a validation split of its own), or neither")
+    splits = ("train", "val", "test") if all(has_val) else ("train", "test")
+    for split in splits:
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if len(x) != len(y):
             raise DatasetError(f"{path}: x_{split} has {len(x)} samples but y_{split} has {len(y)}; they must match")
-    x_train = _as_images(arrays["x_train"], f"{path}: x_train")
-    x_test = _as_images(arrays["x_test"], f"{path}: x_test")
-    if x_train.shape[1:] != x_test.shape[1:]:
-        raise DatasetError(f"{path}: x_train images are {x_train.shape[1:]} but x_test images are {x_test.shape[1:]}")
-    x_train, x_test = _scale_to_unit(x_train, x_test)
-    y_train, y_test, names = _encode_labels(_as_labels(arrays["y_train"]), _as_labels(arrays["y_test"]), str(path))
-    return _with_validation(path.stem, str(path.resolve()), x_train, y_train, x_test, y_test, names, seed)
+    images = {split: _as_images(arrays[f"x_{split}"], f"{path}: x_{split}") for split in splits}
+    for split in splits[1:]:
+        if images[split].shape[1:] != images["train"].shape[1:]:
+            raise DatasetError(
+                f"{path}: x_train images are {images['train'].shape[1:]} but x_{split} images are "
+                f"{images[split].shape[1:]}"
+            )
+    images = dict(zip(splits, _scale_to_unit(*images.values())))
+    labels = {split: _as_labels(arrays[f"y_{split}"]) for split in splits}
+    if NPZ_CLASS_NAMES in arrays:
+        names = _indexed_labels(labels, arrays[NPZ_CLASS_NAMES], str(path))
+    else:
+        names = _encode_labels(labels, str(path))
+    _require_enough(len(labels["train"]), str(path))
+    source = source or str(path.resolve())
+    if "val" not in images:
+        return _with_validation(path.stem, source, images["train"], labels["train"], images["test"], labels["test"],
+                                names, seed)  # fmt: skip
+    return Dataset(path.stem, source, images["train"], labels["train"], images["val"], labels["val"],
+                   images["test"], labels["test"], names)  # fmt: skip
+
+
+def _indexed_labels(labels: dict[str, np.ndarray], class_names: np.ndarray, what: str) -> tuple[str, ...]:
+    """Labels given as indices into class_names: checked, left as they are; returns the names."""
+    names = tuple(str(name) for name in np.asarray(class_names).reshape(-1).tolist())
+    if len(names) < 2:
+        raise DatasetError(f"{what}: class_names has {len(names)} class(es); a classifier needs at least two")
+    for split, y in labels.items():
+        if not np.issubdtype(y.dtype, np.integer) or (len(y) and (y.min() < 0 or y.max() >= len(names))):
+            raise DatasetError(f"{what}: with class_names, y_{split} must hold class indices 0..{len(names) - 1}")
+        labels[split] = y.astype(np.int64)
+    return names
 
 
 def _load_image_folder(folder: Path, image_size: int, seed: int) -> Dataset:
@@ -153,7 +207,7 @@ def _load_image_folder(folder: Path, image_size: int, seed: int) -> Dataset:
     y = np.asarray(labels, dtype=np.int64)
     _require_enough(len(y), str(folder))
     log.info("loaded %d images of %d classes from %s", len(y), len(class_dirs), folder)
-    x_rest, x_test, y_rest, y_test = _split(x, y, TEST_FRACTION, seed)
+    x_rest, x_test, y_rest, y_test = stratified_split(x, y, TEST_FRACTION, seed)
     names = tuple(p.name for p in class_dirs)
     return _with_validation(folder.name, str(folder.resolve()), x_rest, y_rest, x_test, y_test, names, seed)
 
@@ -184,17 +238,20 @@ def _as_labels(y: np.ndarray) -> np.ndarray:
     return y.reshape(len(y))
 
 
-def _encode_labels(y_train: np.ndarray, y_test: np.ndarray, what: str):
-    classes = np.unique(y_train)
+def _encode_labels(labels: dict[str, np.ndarray], what: str) -> tuple[str, ...]:
+    """Labels of any values, per split, become indices into the sorted classes of the train split (in place);
+    returns the class names."""
+    classes = np.unique(labels["train"])
     if len(classes) < 2:
         raise DatasetError(f"{what}: y_train has a single class ({classes[0]!r}); a classifier needs at least two")
-    unseen = np.setdiff1d(np.unique(y_test), classes)
-    if len(unseen):
-        raise DatasetError(f"{what}: y_test has labels never seen in y_train: {unseen[:10].tolist()}")
-    _require_enough(len(y_train), what)
+    for split, y in labels.items():
+        unseen = np.setdiff1d(np.unique(y), classes)
+        if len(unseen):
+            raise DatasetError(f"{what}: y_{split} has labels never seen in y_train: {unseen[:10].tolist()}")
     encode = {value: index for index, value in enumerate(classes.tolist())}
     as_index = np.vectorize(encode.__getitem__, otypes=[np.int64])
-    return as_index(y_train), as_index(y_test), tuple(str(c) for c in classes.tolist())
+    labels.update({split: as_index(y) for split, y in labels.items()})
+    return tuple(str(c) for c in classes.tolist())
 
 
 def _require_enough(n: int, what: str) -> None:
@@ -202,12 +259,14 @@ def _require_enough(n: int, what: str) -> None:
         raise DatasetError(f"{what}: {n} training samples is too few; at least {MIN_SAMPLES} are needed")
 
 
-def _split(x, y, fraction: float, seed: int):
-    """Stratified when every class has enough samples, plain shuffled split otherwise."""
-    stratify = y if np.bincount(y).min() >= 2 and round(len(y) * fraction) >= len(np.unique(y)) else None
+def stratified_split(x, y, fraction: float, seed: int):
+    """(x_rest, x_part, y_rest, y_part) with `fraction` in the part: stratified when every class present has
+    enough samples, a plain shuffled split otherwise."""
+    counts = np.unique(y, return_counts=True)[1]
+    stratify = y if counts.min() >= 2 and round(len(y) * fraction) >= len(counts) else None
     return train_test_split(x, y, test_size=fraction, random_state=seed, stratify=stratify)
 
 
 def _with_validation(name, source, x_rest, y_rest, x_test, y_test, class_names, seed) -> Dataset:
-    x_train, x_val, y_train, y_val = _split(x_rest, y_rest, VAL_FRACTION, seed)
+    x_train, x_val, y_train, y_val = stratified_split(x_rest, y_rest, VAL_FRACTION, seed)
     return Dataset(name, source, x_train, y_train, x_val, y_val, x_test, y_test, class_names)

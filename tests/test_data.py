@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mlflow
 import numpy as np
 import pytest
 from PIL import Image
@@ -70,6 +71,33 @@ def test_npz_string_labels_become_class_indices(tmp_path):
     assert data.class_names == ("ant", "bee")
 
 
+def test_npz_with_a_validation_split_of_its_own_keeps_it(tmp_path):
+    rng = np.random.default_rng(3)
+    x_val, y_val = rng.integers(0, 256, (9, 6, 6)).astype(np.uint8), np.arange(9) % 3
+    data = load_dataset(str(_save_npz(tmp_path / "v.npz", x_val=x_val, y_val=y_val)))
+    assert len(data.x_train) == 60 and len(data.x_test) == 20
+    assert np.array_equal(data.y_val, y_val) and np.allclose(data.x_val[..., 0], x_val / 255)
+
+
+def test_npz_class_names_fix_the_class_order_and_the_labels_are_indices_into_them(tmp_path):
+    names = np.array(["9", "10", "2"])  # not sorted: a model's own order, kept
+    path = _save_npz(tmp_path / "n.npz", y_train=np.arange(60) % 2, y_test=np.arange(20) % 3, class_names=names)
+    data = load_dataset(str(path))
+    assert data.class_names == ("9", "10", "2") and data.n_classes == 3
+    assert np.array_equal(data.y_test, np.arange(20) % 3), "a class absent from y_train still keeps its index"
+
+
+def test_npz_logged_as_a_run_artifact_loads_by_its_uri(tmp_path, tracking):
+    path = _save_npz(tmp_path / "logged.npz")
+    with mlflow.start_run() as run:
+        mlflow.log_artifact(str(path), "data")
+    uri = f"runs:/{run.info.run_id}/data/logged.npz"
+    data = load_dataset(uri)
+    assert data.source == uri and data.digest == load_dataset(str(path)).digest
+    with pytest.raises(DatasetError, match="cannot be downloaded"):
+        load_dataset(f"runs:/{run.info.run_id}/data/missing.npz")
+
+
 def test_image_folder_gray_images_are_resized_to_one_channel(tmp_path):
     data = load_dataset(str(_image_folder(tmp_path / "imgs")), image_size=9)
     assert data.input_shape == (9, 9, 1)
@@ -117,6 +145,9 @@ def _empty_class_folder(folder):
         (lambda p: _broken_image_folder(p), "cannot decode image"),
         (lambda p: _image_folder(p / "one", classes=("only",)), "at least two classes"),
         (lambda p: _empty_class_folder(p), "has no .png/.jpg/.jpeg images"),
+        (lambda p: str(_save_npz(p / "half.npz", x_val=np.zeros((4, 6, 6)))), "both x_val and y_val"),
+        (lambda p: str(_save_npz(p / "v.npz", x_val=np.zeros((4, 5, 5)), y_val=np.arange(4) % 3)), "x_val images"),
+        (lambda p: str(_save_npz(p / "i.npz", class_names=np.array(["a", "b"]))), "class indices 0..1"),
     ],
     ids=[
         "missing",
@@ -129,6 +160,9 @@ def _empty_class_folder(folder):
         "undecodable",
         "one-folder",
         "empty-class",
+        "val-without-labels",
+        "val-shape",
+        "label-past-class-names",
     ],
 )
 def test_unusable_data_fails_with_a_message_naming_the_problem(tmp_path, make, message):
