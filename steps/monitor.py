@@ -39,7 +39,7 @@ from steps.settings import MonitorConfig
 from steps.stats import proportion
 from steps.timing import percentiles_ms
 from steps.tracking import log_config, step_run
-from steps.traffic import LogError, Traffic, log_files, read, time_range
+from steps.traffic import LogError, Traffic, log_files, parse_time, read, time_range
 
 REFUSED = "refused.{kind}"  # metric: requests refused with that error kind in the window
 REPORT_FILE = "monitor_report.html"  # artifact of the monitor run: everything on one self-contained page
@@ -82,21 +82,6 @@ class Verdict:
     @property
     def alert(self) -> str:
         return ",".join(self.reasons) or contract.ALERT_NONE
-
-
-def parse_time(text: str, name: str) -> float | None:
-    """Unix seconds, or an ISO time (UTC unless it says otherwise); empty: no bound."""
-    if not text:
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"{name}={text!r} is not a time; use ISO (2026-11-29T10:00) or unix seconds") from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
 
 
 def window_edges(start: float, end: float, minutes: float) -> list[tuple[float, float]]:

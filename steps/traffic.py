@@ -12,15 +12,17 @@ from __future__ import annotations
 import contextlib
 import glob
 import sqlite3
-import urllib.parse
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from steps import contract
+from steps.sqlite_files import read_only
 
 TABLES = ("predictions", "samples", "feedback", "refusals", "heartbeats")
 
@@ -41,6 +43,21 @@ class Traffic:
     feedback: pd.DataFrame  # request_id, sample_index, time, true_label (the newest label per sample)
     refusals: pd.DataFrame
     heartbeats: pd.DataFrame
+
+
+def parse_time(text: str, name: str) -> float | None:
+    """Unix seconds, or an ISO time (UTC unless it says otherwise); empty: no bound."""
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{name}={text!r} is not a time; use ISO (2026-11-29T10:00) or unix seconds") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
 
 
 def log_files(spec: str) -> list[Path]:
@@ -97,7 +114,7 @@ def time_range(files: list[Path]) -> tuple[float, float] | None:
     """The first and last time any prediction or refusal was logged, or None for empty logs."""
     bounds = []
     for path in files:
-        with contextlib.closing(_connect(path)) as connection:
+        with _open(path) as connection:
             for table in ("predictions", "refusals"):
                 low, high = connection.execute(f"SELECT MIN(time), MAX(time) FROM {table}").fetchone()
                 if low is not None:
@@ -115,7 +132,7 @@ def _read_file(path: Path, since: float | None, until: float | None) -> dict[str
             np.inf if until is None else until,
         ),
     )
-    with contextlib.closing(_connect(path)) as connection:
+    with _open(path) as connection:
         try:
             frames = {
                 name: pd.read_sql_query(f"SELECT * FROM {name} {where}", connection, params=arguments)
@@ -134,28 +151,27 @@ def _read_file(path: Path, since: float | None, until: float | None) -> dict[str
     return frames
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    """Read-only: nothing in the file changes, and a server may go on writing it."""
-    try:
-        connection = sqlite3.connect(f"file:{urllib.parse.quote(str(path.resolve()))}?mode=ro", uri=True)
-        layout = connection.execute("PRAGMA user_version").fetchone()[0]
-        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    except sqlite3.DatabaseError as error:
-        raise LogError(
-            f"{path} is not a readable SQLite prediction log ({error}): it may be truncated or corrupt, or another "
-            "kind of file; pass the file the server writes"
-        ) from error
-    if not tables:
-        connection.close()
-        raise LogError(f"{path} is empty (no tables): pass the file the server writes (--prediction_log of serve)")
-    if layout != contract.PREDICTION_LOG_LAYOUT or not set(TABLES) <= tables:
-        connection.close()
-        raise LogError(
-            f"{path} is a prediction log of another layout (version {layout}, tables {sorted(tables) or 'none'}); "
-            f"monitor reads layout {contract.PREDICTION_LOG_LAYOUT}, written by this version's server: "
-            "serve again with a new --prediction_log"
-        )
-    return connection
+@contextlib.contextmanager
+def _open(path: Path) -> Iterator[sqlite3.Connection]:
+    """A log of this layout, read-only (`read_only`): nothing about it changes, and a server may go on writing it."""
+    with read_only(path) as connection:
+        try:
+            layout = connection.execute("PRAGMA user_version").fetchone()[0]
+            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.DatabaseError as error:
+            raise LogError(
+                f"{path} is not a readable SQLite prediction log ({error}): it may be truncated or corrupt, or "
+                "another kind of file; pass the file the server writes"
+            ) from error
+        if not tables:
+            raise LogError(f"{path} is empty (no tables): pass the file the server writes (--prediction_log of serve)")
+        if layout != contract.PREDICTION_LOG_LAYOUT or not set(TABLES) <= tables:
+            raise LogError(
+                f"{path} is a prediction log of another layout (version {layout}, tables {sorted(tables)}); "
+                f"monitor reads layout {contract.PREDICTION_LOG_LAYOUT}, written by this version's server: "
+                "serve again with a new --prediction_log"
+            )
+        yield connection
 
 
 def _stack(blobs: pd.Series) -> np.ndarray:

@@ -17,11 +17,11 @@ import pytest
 from conftest import run_command
 from steps import contract, monitor
 from steps.drift import make_reference
-from steps.monitor import consecutive_alerts, judge, parse_time, window_edges
+from steps.monitor import consecutive_alerts, judge, window_edges
 from steps.serve.predlog import PredictionLog
 from steps.serve.runtime import ModelRef
 from steps.settings import MonitorConfig
-from steps.traffic import LogError, Traffic, log_files, read, time_range
+from steps.traffic import LogError, Traffic, log_files, parse_time, read, time_range
 
 N_CLASSES = 3
 NAMES = ("a", "b", "c")
@@ -210,42 +210,36 @@ def run_monitor(path, *settings: str):
     monitor.main(["--prediction_log", str(path), *settings])
 
 
-@pytest.mark.parametrize(
-    "content, words",
-    [
-        (b"not a database at all, just text" * 100, "is not a readable SQLite prediction log"),
-        (b"", "is empty"),
-    ],
-)
-def test_a_file_that_is_no_prediction_log_is_named_and_left_as_it_was(tmp_path, content, words):
-    path = tmp_path / "predictions.db"
-    path.write_bytes(content)
-    with pytest.raises(LogError, match=words):
-        run_monitor(path)
-    assert path.read_bytes() == content and sorted(p.name for p in tmp_path.iterdir()) == ["predictions.db"]
-
-
-def test_a_log_of_the_first_layout_is_refused_with_what_to_do_and_left_unchanged(tmp_path):
-    path = tmp_path / "predictions.db"
+def first_layout_log(path) -> None:
     with closing(sqlite3.connect(path)) as connection:
         connection.executescript(
             "CREATE TABLE predictions (request_id TEXT PRIMARY KEY, time REAL, predicted_label TEXT);"
             "INSERT INTO predictions VALUES ('r1', 1.0, '3');"
         )
-    before = digest(path)
-    with pytest.raises(LogError, match="another layout .*serve again with a new --prediction_log"):
-        run_monitor(path)
-    assert digest(path) == before
 
 
-def test_a_truncated_log_is_named_as_such_and_left_unchanged(tmp_path):
-    path = tmp_path / "predictions.db"
+def truncated_log(path) -> None:
     served_log(path)
     path.write_bytes(path.read_bytes()[: 2 * 4096])  # the header and a page: the other tables' pages are gone
-    before = digest(path)
-    with pytest.raises(LogError, match="predictions.db is not a readable .* may be truncated or corrupt"):
+
+
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (lambda path: path.write_bytes(b"not a database at all, just text" * 100), "is not a readable SQLite"),
+        (lambda path: path.write_bytes(b""), "is empty"),
+        (first_layout_log, "another layout .*serve again with a new --prediction_log"),
+        (truncated_log, "predictions.db is not a readable .* may be truncated or corrupt"),
+    ],
+    ids=["not-sqlite", "empty-file", "first-layout", "truncated"],
+)
+def test_a_file_monitor_cannot_read_is_named_with_the_fix_and_left_byte_for_byte(tmp_path, make, words):
+    path = tmp_path / "predictions.db"
+    make(path)
+    before, files = digest(path), sorted(tmp_path.iterdir())
+    with pytest.raises(LogError, match=words):
         run_monitor(path)
-    assert digest(path) == before
+    assert digest(path) == before and sorted(tmp_path.iterdir()) == files
 
 
 def test_an_empty_log_or_range_or_another_model_says_what_to_change(tmp_path):

@@ -34,15 +34,14 @@ import os
 import sqlite3
 import threading
 import time
-import urllib.parse
 import zlib
-from contextlib import closing
 from pathlib import Path
 
 import numpy as np
 
 from steps import contract
 from steps.serve.runtime import ModelRef, ServedModel
+from steps.sqlite_files import read_only
 
 log = logging.getLogger("rtdeploy.serve")
 LAYOUT = contract.PREDICTION_LOG_LAYOUT
@@ -132,14 +131,12 @@ WHAT_TO_DO = "move it away or pass another --prediction_log (nothing in it was c
 def check_layout(path: str) -> None:
     """Refuse a file this server cannot add to (an older or newer layout, another database), before writing.
 
-    Read through a read-only connection: a read-write one would checkpoint a
-    WAL left by a killed server into the file when it closes, changing it.
+    Read through `read_only`: nothing about the file changes.
     """
     if not os.path.exists(path) or os.path.getsize(path) == 0:
         return  # a new log
-    side_files = [path + suffix for suffix in ("-wal", "-shm") if not os.path.exists(path + suffix)]
     try:
-        with closing(sqlite3.connect(f"file:{urllib.parse.quote(path)}?mode=ro", uri=True)) as connection:
+        with read_only(path) as connection:
             version = connection.execute("PRAGMA user_version").fetchone()[0]
             found = {
                 table: [row[0] for row in connection.execute("SELECT name FROM pragma_table_info(?)", (table,))]
@@ -147,10 +144,6 @@ def check_layout(path: str) -> None:
             }
     except sqlite3.DatabaseError as error:
         raise ValueError(f"prediction log {path} is not a SQLite database ({error}); {WHAT_TO_DO}") from None
-    finally:
-        for side_file in side_files:  # made by the read-only connection (a WAL file's index): not ours to leave
-            if os.path.exists(side_file) and not (side_file.endswith("-wal") and os.path.getsize(side_file)):
-                os.remove(side_file)
     if not found:
         return  # an empty database
     if version > LAYOUT:
