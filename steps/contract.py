@@ -16,6 +16,9 @@ ROLLBACK = "rollback"
 MAIN = "main"  # the pipeline
 MONITOR = "monitor"
 SIMULATE = "simulate"
+UPDATE = "update"
+AUTOPILOT = "autopilot"
+GATE = "gate"  # update's last stage: register, compare on old and new data, check it serves, promote
 COMPRESSION_STEPS = (PRUNE, CLUSTER, QUANTIZE)  # steps that derive a variant from a parent Keras model
 
 # Experiments: runs land here unless the user names another one (mlflow run --experiment-name)
@@ -165,6 +168,29 @@ VALIDATION_FAILED = "failed"  # the gate ran and refused it
 VALIDATION_FORCED = "forced"  # promoted around the gate (promote force=true)
 VALIDATION_UNCHANGED = "unchanged"  # already the champion: nothing to decide
 VALIDATION_STATUSES = (VALIDATION_PASSED, VALIDATION_FAILED, VALIDATION_FORCED, VALIDATION_UNCHANGED)
+VERSION_TAG_PROMOTED_AT = "promoted_at"  # unix seconds it became champion: update's feedback starts there
+VERSION_TAG_PARENT_VERSION = "parent_version"  # the champion an update started from
+VERSION_TAG_DATA_SOURCE = "data_source"  # an update's new data: its path, or the prediction logs and time range
+VERSION_TAG_NEW_DATA_DIGEST = "new_data_digest"  # content hash of that new data
+
+# Update: what its new data is, and what it logs
+NEW_DATA_FEEDBACK = "feedback"  # new_data=feedback: the labelled traffic in the prediction logs
+TAG_UPDATE_KEY = "rtdeploy.update_key"  # commit, model, new data and settings: the same key, the same update
+TAG_REUSED_UPDATE = "rtdeploy.reused_update"  # an update run that found its work done: the run that did it
+NEW_SAMPLES = "new_samples"  # labelled new samples taken
+REFUSED_SAMPLES = "refused_samples"  # labelled new samples refused (reasons in the run's output and tags)
+REPLAYED_SAMPLES = "replayed_samples"  # old training samples mixed in
+ACCURACY_OLD = "accuracy_old"  # on the original test split
+ACCURACY_NEW = "accuracy_new"  # on the held-out part of the new data
+CHALLENGER_ACCURACY_OLD = "challenger_accuracy_old"
+CHAMPION_ACCURACY_OLD = "champion_accuracy_old"
+CHALLENGER_ACCURACY_NEW = "challenger_accuracy_new"
+CHAMPION_ACCURACY_NEW = "champion_accuracy_new"
+# Autopilot: one metric step per round
+ROUND_ALERTED = "alerted"  # 1 when the round's monitor alerted (any reason)
+ROUND_UPDATED = "updated"  # 1 when the round ran update
+ROUND_PROMOTED = "promoted"  # 1 when that update's challenger became champion
+TAG_ROUNDS = "rtdeploy.rounds"
 
 # Tags of register/promote/rollback runs: which version they acted on
 TAG_MODEL_NAME = "rtdeploy.model_name"

@@ -85,3 +85,24 @@ def _versus(champion: Accuracy | None, comparison: PairedComparison | None) -> s
     if champion is None:
         return ""
     return f" (champion accuracy {champion} on the same test samples; {comparison})"
+
+
+def decide_update(
+    old: tuple[np.ndarray, np.ndarray], new: tuple[np.ndarray, np.ndarray], max_old_drop: float
+) -> tuple[Verdict, dict[str, float]]:
+    """An update's challenger against the champion, each a (challenger, champion) pair of per-sample
+    correctness: at most max_old_drop below the champion on the old test split, and no worse than it on the
+    new held-out data. Returns the verdict (its accuracies and McNemar test: the old split's) and all four
+    accuracies under their metric names."""
+    on_old = decide(*old, GateConfig(min_accuracy_change=max_old_drop, min_accuracy=0.0))
+    on_new = decide(*new, GateConfig(min_accuracy_change=0.0, min_accuracy=0.0))
+    passed = not on_old.refused and not on_new.refused
+    reason = f"old test split: {on_old.reason}; new held-out data: {on_new.reason}"
+    status = contract.VALIDATION_PASSED if passed else contract.VALIDATION_FAILED
+    accuracies = {
+        contract.CHALLENGER_ACCURACY_OLD: on_old.challenger.value,
+        contract.CHAMPION_ACCURACY_OLD: on_old.champion.value,
+        contract.CHALLENGER_ACCURACY_NEW: on_new.challenger.value,
+        contract.CHAMPION_ACCURACY_NEW: on_new.champion.value,
+    }
+    return Verdict(status, reason, on_old.challenger, on_old.champion, on_old.comparison), accuracies

@@ -9,6 +9,7 @@ the last move; every verdict goes through `record_verdict`.
 from __future__ import annotations
 
 import json
+import time
 
 import mlflow
 from mlflow.entities.model_registry import ModelVersion
@@ -102,11 +103,31 @@ def move_champion(name: str, version: str | int) -> str | None:
     if old is not None:
         client().set_registered_model_alias(name, contract.PREVIOUS, old.version)
     client().set_registered_model_alias(name, contract.CHAMPION, str(version))
+    mark_promoted(name, version)
     return None if old is None else old.version
+
+
+def mark_promoted(name: str, version: str | int) -> None:
+    """When a version became champion: the start of the traffic it alone answered (update reads from there)."""
+    client().set_model_version_tag(name, str(version), contract.VERSION_TAG_PROMOTED_AT, f"{time.time():.3f}")
+
+
+def promoted_at(version: ModelVersion) -> float:
+    """Unix seconds the version last became champion (its registration, for one promoted before this was kept)."""
+    tag = version.tags.get(contract.VERSION_TAG_PROMOTED_AT)
+    return float(tag) if tag else version.creation_timestamp / 1000
 
 
 def set_challenger(version: ModelVersion) -> None:
     client().set_registered_model_alias(version.name, contract.CHALLENGER, version.version)
+
+
+def restore_challenger(name: str, previous: ModelVersion | None) -> None:
+    """Put the challenger alias back where it was (nowhere, if it was nowhere): a refused update changes no alias."""
+    if previous is not None:
+        client().set_registered_model_alias(name, contract.CHALLENGER, previous.version)
+    else:
+        client().delete_registered_model_alias(name, contract.CHALLENGER)
 
 
 def rollback(name: str) -> tuple[str, str]:
@@ -120,6 +141,7 @@ def rollback(name: str) -> tuple[str, str]:
         )
     client().set_registered_model_alias(name, contract.CHAMPION, previous.version)
     client().set_registered_model_alias(name, contract.PREVIOUS, champion.version)
+    mark_promoted(name, previous.version)
     return previous.version, champion.version
 
 

@@ -315,3 +315,85 @@ class PipelineConfig:
 def require_budget(max_accuracy_drop: float) -> None:
     if not 0 <= max_accuracy_drop < 1:
         raise ValueError(f"max_accuracy_drop must be in [0, 1), got {max_accuracy_drop}")
+
+
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class UpdateConfig:
+    """Fine-tune the champion's float parent on new data (with replayed old data), re-apply its compression
+    recipe, and promote the result only if it passes the gate on old and new held-out data and serves."""
+
+    new_data: str = setting(
+        "", f"'{contract.NEW_DATA_FEEDBACK}' (labelled traffic in prediction_log), a .npz file or an image folder"
+    )
+    model_name: str = setting(contract.DEFAULT_MODEL_NAME, "registered model whose champion to update")
+    prediction_log: str = setting("predictions.db", "with new_data=feedback: the servers' logs (path, list or glob)")
+    since: str = setting("", "with new_data=feedback: start of the labelled traffic; empty: the champion's promotion")
+    until: str = setting("", "with new_data=feedback: end of the labelled traffic; empty: now")
+    learning_rate: str = setting(AUTO, f"fine-tuning step size, or '{AUTO}': a tenth of the float parent's")
+    epochs: int = setting(
+        20, "most fine-tuning epochs; early stopping on the new validation samples usually ends sooner"
+    )
+    patience: int = setting(3, "epochs without a better validation loss before stopping (best weights kept)")
+    batch_size: int = setting(32, "samples per gradient step")
+    replay_fraction: float = setting(
+        0.5, "share of each batch (on average) drawn from the old training data, in [0, 1)"
+    )
+    max_old_drop: float = setting(0.01, "most the challenger may lose against the champion on the old test split")
+    seed: int = setting(42, "the new data's split, the replay draw, and training")
+    env_manager: str = setting("auto", f"environment of the child runs: {', '.join(ENV_MANAGERS)} (auto = this run's)")
+    reuse_runs: bool = setting(True, "an update with the same commit, model, new data and settings is not run again")
+
+    def __post_init__(self):
+        if not self.new_data:
+            raise ValueError(
+                f"new_data is required: '{contract.NEW_DATA_FEEDBACK}' (labelled traffic) or a data set path"
+            )
+        require_choice("env_manager", self.env_manager, ENV_MANAGERS)
+        if self.learning_rate != AUTO:
+            try:
+                require_positive("learning_rate", float(self.learning_rate))
+            except ValueError:
+                raise ValueError(
+                    f"learning_rate must be '{AUTO}' or a positive number, got {self.learning_rate!r}"
+                ) from None
+        for name in ("epochs", "batch_size"):
+            require_positive(name, getattr(self, name))
+        if self.patience < 0:
+            raise ValueError(f"patience must be >= 0, got {self.patience}")
+        if not 0 <= self.replay_fraction < 1:
+            raise ValueError(f"replay_fraction must be in [0, 1), got {self.replay_fraction}")
+        require_budget(self.max_old_drop)
+
+    def fine_tuning_rate(self, original: float) -> float:
+        return original / 10 if self.learning_rate == AUTO else float(self.learning_rate)
+
+
+MAX_AUTOPILOT_ROUNDS = 1000  # no endless loop, even asked for one
+
+
+@dataclass(frozen=True)
+class AutopilotConfig:
+    """Every interval, monitor the served model; on a drift or accuracy alert with enough labelled traffic,
+    update it from that traffic. Bounded in rounds and time."""
+
+    model_name: str = setting(contract.DEFAULT_MODEL_NAME, "registered model to watch and update")
+    prediction_log: str = setting("predictions.db", "the servers' logs: a path, a comma-separated list or a glob")
+    interval_minutes: float = setting(60.0, "time between rounds; each monitor window is this long")
+    consecutive: int = setting(2, "windows in a row that must break a threshold before a round alerts")
+    min_samples: int = setting(100, "windows with fewer predicted samples are not judged")
+    min_labels: int = setting(100, "labelled samples since the champion's promotion needed to update")
+    max_rounds: int = setting(3, f"rounds at most (1 to {MAX_AUTOPILOT_ROUNDS})")
+    max_minutes: float = setting(240.0, "stop starting rounds after this long")
+    env_manager: str = setting("auto", f"environment of the child runs: {', '.join(ENV_MANAGERS)} (auto = this run's)")
+
+    def __post_init__(self):
+        require_choice("env_manager", self.env_manager, ENV_MANAGERS)
+        for name in ("interval_minutes", "consecutive", "min_samples", "max_rounds", "max_minutes"):
+            require_positive(name, getattr(self, name))
+        if self.max_rounds > MAX_AUTOPILOT_ROUNDS:
+            raise ValueError(f"max_rounds must be at most {MAX_AUTOPILOT_ROUNDS}, got {self.max_rounds}")
+        if self.min_labels < 0:
+            raise ValueError(f"min_labels must be >= 0, got {self.min_labels}")

@@ -94,7 +94,10 @@ def log_dataset(data: Dataset) -> None:
         ("validation", data.x_val, data.y_val),
         ("test", data.x_test, data.y_test),
     ):
-        dataset = mlflow.data.from_numpy(x, targets=y, source=data.source, name=data.name)
+        try:
+            dataset = mlflow.data.from_numpy(x, targets=y, source=data.source, name=data.name)
+        except MlflowException:  # no resolver for runs:/ artifacts (an update's data, named by the dataset param)
+            dataset = mlflow.data.from_numpy(x, targets=y, name=data.name)
         mlflow.log_input(dataset, context=context)
     mlflow.set_tag(contract.TAG_DATASET_DIGEST, data.digest)
 

@@ -4,11 +4,13 @@ tolerance). Every verdict carries its status and reason."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
 from steps import contract
-from steps.gate import decide
+from steps.gate import decide, decide_update
 from steps.plan import COMPRESSION_PLAN, plan_for
 from steps.selection import VariantRow, pareto_front, select_best
 from steps.settings import GateConfig
@@ -138,3 +140,28 @@ def test_a_partial_plan_brings_the_steps_its_variants_derive_from():
     assert len(plan_for("all")) == 12
     with pytest.raises(ValueError, match="unknown \\['pruned90'\\]; use 'all' or some of: dynamic"):
         plan_for("pruned90")
+
+
+def correctness(right: int, total: int) -> np.ndarray:
+    return np.arange(total) < right
+
+
+@pytest.mark.parametrize(
+    "old_right, new_right, passes, words",
+    [
+        ((357, 360), (90, 60), True, "passes"),  # 3 of 360 fewer on the old split: within 0.01; better on new
+        ((354, 360), (90, 60), False, "old test split: .*accuracy_change_vs_champion"),  # 6 fewer: past 0.01
+        ((360, 360), (59, 60), False, "new held-out data: .*accuracy_change_vs_champion"),  # one fewer on new
+    ],
+    ids=["better-on-new-within-old-tolerance", "forgets-the-old-data", "worse-on-the-new-data"],
+)
+def test_an_update_must_hold_the_old_test_split_and_not_lose_on_the_new_data(old_right, new_right, passes, words):
+    old = (correctness(old_right[0], 360), correctness(old_right[1], 360))
+    new = (correctness(new_right[0], 100), correctness(new_right[1], 100))
+    verdict, accuracies = decide_update(old, new, max_old_drop=0.01)
+    assert verdict.refused is not passes
+    assert re.search(words, verdict.reason)
+    assert accuracies == {
+        contract.CHALLENGER_ACCURACY_OLD: old_right[0] / 360, contract.CHAMPION_ACCURACY_OLD: old_right[1] / 360,
+        contract.CHALLENGER_ACCURACY_NEW: new_right[0] / 100, contract.CHAMPION_ACCURACY_NEW: new_right[1] / 100,
+    }  # fmt: skip

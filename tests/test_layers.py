@@ -13,7 +13,17 @@ from PIL import Image
 
 from conftest import run_command
 
-NO_TENSORFLOW = ("steps.registry", "steps.promote", "steps.rollback", "steps.register", "steps.pipeline")
+NO_TENSORFLOW = (
+    "steps.registry",
+    "steps.promote",
+    "steps.rollback",
+    "steps.register",
+    "steps.pipeline",
+    "steps.monitor",
+    "steps.simulate",
+    "steps.update",
+    "steps.autopilot",
+)
 TENSORFLOW_LATER = ("steps.train", "steps.prune", "steps.cluster", "steps.quantize", "steps.evaluate")
 PROBE = """
 import importlib, json, sys

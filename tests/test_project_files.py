@@ -14,6 +14,7 @@ from conftest import PROJECT
 from steps import contract
 from steps.config import parse_config, parse_configs
 from steps.settings import (
+    AutopilotConfig,
     ClusterConfig,
     EvaluateConfig,
     MonitorConfig,
@@ -26,6 +27,7 @@ from steps.settings import (
     ServeConfig,
     SimulateConfig,
     TrainConfig,
+    UpdateConfig,
 )
 
 ENTRY_POINT_CONFIGS = {
@@ -41,6 +43,8 @@ ENTRY_POINT_CONFIGS = {
     "serve": (ServeConfig,),
     contract.MONITOR: (MonitorConfig,),
     contract.SIMULATE: (SimulateConfig,),
+    contract.UPDATE: (UpdateConfig,),
+    contract.AUTOPILOT: (AutopilotConfig,),
 }
 
 
@@ -130,10 +134,27 @@ PARENT = "runs:/parent/keras_model"
         (lambda: QuantizeConfig(), "model_uri is required"),
         (lambda: RegisterConfig(run_id="x", objective="speed"), "objective='speed' is not valid"),
         (lambda: PipelineConfig(max_accuracy_drop=1.0), r"max_accuracy_drop must be in \[0, 1\)"),
+        (lambda: UpdateConfig(), "new_data is required: 'feedback'"),
+        (lambda: UpdateConfig(new_data="feedback", learning_rate="fast"), "learning_rate must be 'auto' or"),
+        (lambda: UpdateConfig(new_data="feedback", replay_fraction=1.0), r"replay_fraction must be in \[0, 1\)"),
+        (lambda: AutopilotConfig(max_rounds=10**6), "max_rounds must be at most 1000"),
     ],
-    ids=["sparsity-1", "sparsity-negative", "structure", "clusters", "mode", "no-model", "objective", "budget"],
+    ids=[
+        "sparsity-1",
+        "sparsity-negative",
+        "structure",
+        "clusters",
+        "mode",
+        "no-model",
+        "objective",
+        "budget",
+        "no-new-data",
+        "update-rate",
+        "replay",
+        "endless-autopilot",
+    ],
 )
-def test_invalid_compression_settings_fail_naming_the_parameter_and_allowed_values(make, message):
+def test_invalid_settings_fail_naming_the_parameter_and_allowed_values(make, message):
     with pytest.raises(ValueError, match=message):
         make()
 

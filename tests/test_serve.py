@@ -402,3 +402,14 @@ def test_a_full_queue_answers_503_with_retry_after_instead_of_growing(registry, 
         assert tight.request("GET", "/ping")[0] == 200
     finally:
         tight.stop()
+
+
+def test_infra_validation_serves_a_version_in_a_fresh_process_and_names_what_stops_another(registry, digits):
+    from steps.infra import serving_problem
+    from steps.pyfunc import predict_classes
+
+    x = digits.x_test[:16]
+    expected = predict_classes(f"models:/{MODEL}/1", x)
+    assert serving_problem(f"models:/{MODEL}/1", x, expected) is None
+    assert "differ from the evaluated model's on 16 of 16" in serving_problem(f"models:/{MODEL}/1", x, expected + 1)
+    assert "the server cannot load it" in serving_problem(f"models:/{MODEL}/3", x, expected)
