@@ -73,6 +73,11 @@ class Origin:
     def float_model_uri(self) -> str:
         return f"runs:/{self.float_run['run_id']}/{contract.KERAS_MODEL}"
 
+    @property
+    def image_size(self) -> int:
+        """The side image folders were resized to for the float parent (new image folders get the same)."""
+        return int(float(self.float_run["params"].get("image_size", TrainConfig().image_size)))
+
 
 @dataclasses.dataclass(frozen=True)
 class NewSamples:
@@ -111,8 +116,7 @@ def origin_of(model_name: str) -> Origin:
 def new_samples(config: UpdateConfig, origin: Origin, old: Dataset) -> NewSamples:
     if config.new_data == contract.NEW_DATA_FEEDBACK:
         return labelled_feedback(config, origin, old)
-    image_size = int(float(origin.float_run["params"].get("image_size", TrainConfig().image_size)))
-    data = load_dataset(config.new_data, image_size=image_size)
+    data = load_dataset(config.new_data, image_size=origin.image_size)
     if data.input_shape != old.input_shape:
         raise DatasetError(f"{config.new_data} has images shaped {data.input_shape}; the model takes {old.input_shape}")
     x = np.concatenate([data.x_train, data.x_val, data.x_test])
@@ -174,12 +178,16 @@ def report_reused(previous: mlflow.entities.Run) -> str | None:
     return tags.get(contract.VERSION_TAG_VALIDATION_REASON, "") if status == contract.VALIDATION_FAILED else None
 
 
+def unquoted(value: str) -> str:
+    """A parameter as `mlflow run` recorded it (shell-quoted, an empty value as ''), as it was given."""
+    return (shlex.split(value) or [""])[0]
+
+
 def recipe_config(entry: dict, parent_uri: str, data_uri: str):
     """A recipe step's settings as its run recorded them, on the new parent and data."""
     cls = RECIPE_CONFIGS[entry["step"]]
     fields = {field.name for field in dataclasses.fields(cls)}
-    # mlflow run records parameters shell-quoted (an empty value as '')
-    recorded = {key: (shlex.split(value) or [""])[0] for key, value in entry["params"].items() if key in fields}
+    recorded = {key: unquoted(value) for key, value in entry["params"].items() if key in fields}
     config = parse_config(cls, [f"--{key}={value}" for key, value in recorded.items()])
     return dataclasses.replace(config, model_uri=parent_uri, dataset=data_uri)
 
@@ -187,13 +195,12 @@ def recipe_config(entry: dict, parent_uri: str, data_uri: str):
 def run_children(config: UpdateConfig, origin: Origin, data_uri: str) -> list[str]:
     """train on the update data from the float parent, then the recipe; returns the child run ids in order."""
     env_manager = detect_env_manager() if config.env_manager == "auto" else config.env_manager
-    params = origin.float_run["params"]
-    original_rate = float(params.get("learning_rate", TrainConfig().learning_rate))
+    params, defaults = origin.float_run["params"], TrainConfig()
     train = TrainConfig(
         dataset=data_uri,
-        image_size=int(float(params.get("image_size", TrainConfig().image_size))),
-        optimizer=(shlex.split(params.get("optimizer", TrainConfig().optimizer)) or [""])[0],
-        learning_rate=config.fine_tuning_rate(original_rate),
+        image_size=origin.image_size,
+        optimizer=unquoted(params.get("optimizer", defaults.optimizer)),
+        learning_rate=config.fine_tuning_rate(float(params.get("learning_rate", defaults.learning_rate))),
         epochs=config.epochs,
         batch_size=config.batch_size,
         patience=config.patience,
