@@ -304,7 +304,7 @@ def test_a_prediction_log_of_another_layout_stops_the_start_and_is_left_as_it_wa
         [sys.executable, "-m", "steps.serve", "--model_uri", f"models:/{MODEL}/1", "--prediction_log", str(old_log)]
     )
     assert result.returncode != 0
-    assert "has columns" in result.stderr and "pass another --prediction_log" in result.stderr
+    assert "has an older layout" in result.stderr and "pass another --prediction_log" in result.stderr
     assert "Traceback" not in result.stderr
     assert old_log.read_bytes() == before
 
