@@ -182,10 +182,10 @@ REFUSED_SAMPLES = "refused_samples"  # labelled new samples refused (reasons in 
 REPLAYED_SAMPLES = "replayed_samples"  # old training samples mixed in
 ACCURACY_OLD = "accuracy_old"  # on the original test split
 ACCURACY_NEW = "accuracy_new"  # on the held-out part of the new data
-CHALLENGER_ACCURACY_OLD = "challenger_accuracy_old"
-CHAMPION_ACCURACY_OLD = "champion_accuracy_old"
-CHALLENGER_ACCURACY_NEW = "challenger_accuracy_new"
-CHAMPION_ACCURACY_NEW = "champion_accuracy_new"
+CHALLENGER_ACCURACY_OLD = f"challenger_{ACCURACY_OLD}"  # each model's, on the same samples
+CHAMPION_ACCURACY_OLD = f"champion_{ACCURACY_OLD}"
+CHALLENGER_ACCURACY_NEW = f"challenger_{ACCURACY_NEW}"
+CHAMPION_ACCURACY_NEW = f"champion_{ACCURACY_NEW}"
 # Autopilot: one metric step per round
 ROUND_ALERTED = "alerted"  # 1 when the round's monitor alerted (any reason)
 ROUND_UPDATED = "updated"  # 1 when the round ran update
