@@ -332,7 +332,7 @@ class UpdateConfig:
     prediction_log: str = setting("predictions.db", "with new_data=feedback: the servers' logs (path, list or glob)")
     since: str = setting("", "with new_data=feedback: start of the labelled traffic; empty: the champion's promotion")
     until: str = setting("", "with new_data=feedback: end of the labelled traffic; empty: now")
-    learning_rate: str = setting(AUTO, f"fine-tuning step size, or '{AUTO}': a tenth of the float parent's")
+    learning_rate: str = setting(AUTO, f"fine-tuning step size, or '{AUTO}': a tenth of the original training's")
     epochs: int = setting(
         20, "most fine-tuning epochs; early stopping on the new validation samples usually ends sooner"
     )

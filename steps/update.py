@@ -68,6 +68,7 @@ class Origin:
     champion: ModelVersion
     float_run: dict  # a lineage entry (run_id, step, variant, parent_model, params)
     recipe: list[dict]  # lineage entries from the float parent up to the deployable, in the order they ran
+    first_train: dict  # the train run the lineage starts from (the float parent itself before any update)
 
     @property
     def float_model_uri(self) -> str:
@@ -110,7 +111,8 @@ def origin_of(model_name: str) -> Origin:
         raise RegistryError(
             f"the lineage of {model_name} v{champion.version} has steps update cannot re-run: {unknown}"
         )
-    return Origin(champion, chain[position], recipe)
+    first_train = [entry for entry in chain if entry["step"] == contract.TRAIN][-1]
+    return Origin(champion, chain[position], recipe, first_train)
 
 
 def new_samples(config: UpdateConfig, origin: Origin, old: Dataset) -> NewSamples:
@@ -200,7 +202,10 @@ def run_children(config: UpdateConfig, origin: Origin, data_uri: str) -> list[st
         dataset=data_uri,
         image_size=origin.image_size,
         optimizer=unquoted(params.get("optimizer", defaults.optimizer)),
-        learning_rate=config.fine_tuning_rate(float(params.get("learning_rate", defaults.learning_rate))),
+        # a tenth of the original training's rate, not of the last update's (a tenth of a tenth...)
+        learning_rate=config.fine_tuning_rate(
+            float(origin.first_train["params"].get("learning_rate", defaults.learning_rate))
+        ),
         epochs=config.epochs,
         batch_size=config.batch_size,
         patience=config.patience,
