@@ -25,8 +25,6 @@ from steps.settings import AutopilotConfig, MonitorConfig, UpdateConfig
 from steps.tracking import log_config, step_run
 from steps.update import labelled_feedback, origin_of
 
-UPDATE_REASONS = ("drift", "accuracy")  # alerts an update can answer (latency and errors need another fix)
-
 
 def child_runs(parent_id: str, step: str) -> list[mlflow.entities.Run]:
     """Runs of `step` started under the autopilot run, newest first."""
@@ -66,12 +64,15 @@ def run_round(config: AutopilotConfig, number: int, env_manager: str) -> dict[st
         return dict.fromkeys((contract.ROUND_ALERTED, contract.LABELLED, contract.ROUND_UPDATED,
                               contract.ROUND_PROMOTED), 0.0)  # fmt: skip
     alert = child_runs(parent, contract.MONITOR)[0].data.tags.get(contract.TAG_ALERT, contract.ALERT_NONE)
-    reasons = set(alert.split(",")) & set(UPDATE_REASONS)
+    reasons = set(alert.split(",")) & set(contract.ALERTS_UPDATE_ANSWERS)
     labelled = labelled_since_promotion(config) if reasons else 0
     metrics = {contract.ROUND_ALERTED: float(alert != contract.ALERT_NONE), contract.LABELLED: float(labelled),
                contract.ROUND_UPDATED: 0.0, contract.ROUND_PROMOTED: 0.0}  # fmt: skip
     if not reasons:
-        print(f"autopilot: round {number}: alert {alert}: no update (it answers {' or '.join(UPDATE_REASONS)})")
+        print(
+            f"autopilot: round {number}: alert {alert}: no update "
+            f"(it answers {' or '.join(contract.ALERTS_UPDATE_ANSWERS)})"
+        )
         return metrics
     if labelled < config.min_labels:
         print(f"autopilot: round {number}: alert {alert}, but {labelled} labelled samples < min_labels "

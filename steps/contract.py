@@ -117,6 +117,7 @@ PREDICTION_LOG_LAYOUT = 2
 TAG_ALERT = "rtdeploy.alert"  # ALERT_NONE or the comma-separated reasons
 ALERT_NONE = "none"
 ALERT_REASONS = ("latency", "accuracy", "drift", "errors")
+ALERTS_UPDATE_ANSWERS = ("drift", "accuracy")  # new data fixes these; latency and errors need another fix
 REQUESTS = "requests"
 THROUGHPUT_RPS = "throughput_rps"
 INFERENCE_P50_MS = "inference_p50_ms"  # the model invocation alone (latency_p*_ms: body received to answer)
