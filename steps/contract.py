@@ -112,6 +112,18 @@ MCNEMAR_P_VALUE = "mcnemar_p_value"  # exact McNemar test of that difference (pa
 
 # The prediction log's layout (`PRAGMA user_version`): the server writes it, monitor and update read it
 PREDICTION_LOG_LAYOUT = 2
+# With `serve -P workers=N`, worker i writes its own log beside the named one: predictions.db -> predictions.worker1.db
+WORKER_LOG_INFIX = ".worker"
+
+
+def worker_log_path(path: str, index: int | str) -> str:
+    """Worker `index`'s prediction log for the log named `path` ("*" gives the glob of all of them)."""
+    folder, slash, name = path.rpartition("/")
+    stem, dot, suffix = name.rpartition(".")
+    if not stem:  # no suffix (or a dotfile): the infix goes at the end
+        stem, dot, suffix = name, "", ""
+    return f"{folder}{slash}{stem}{WORKER_LOG_INFIX}{index}{dot}{suffix}"
+
 
 # Monitoring: what `monitor` logs per window (one metric step per window) and how it alerts
 TAG_ALERT = "rtdeploy.alert"  # ALERT_NONE or the comma-separated reasons

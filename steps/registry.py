@@ -4,6 +4,14 @@ Aliases (champion, challenger, previous) decide what is served; stages are
 deprecated in MLflow and not used. Every champion move goes through
 `move_champion` or `rollback`, so `previous` always holds the champion before
 the last move; every verdict goes through `record_verdict`.
+
+MLflow writes one alias at a time, with no compare-and-set, so two processes
+moving the champion at once could each record the same `previous`. A move is
+therefore ordered by its `promoted_at` tag, written first, and the aliases are
+then settled to what the tags say: champion the latest-stamped version,
+previous the one before it, read again and rewritten until they agree. Every
+process settles after its own writes, so the last one to finish leaves both
+aliases matching every stamp (tests/test_team.py runs four at once).
 """
 
 from __future__ import annotations
@@ -99,17 +107,54 @@ def move_champion(name: str, version: str | int) -> str | None:
     """champion -> version; the old champion becomes previous. Returns the old champion's version."""
     old = version_by_alias(name, contract.CHAMPION)
     if old is not None and str(old.version) == str(version):
-        return old.version
-    if old is not None:
-        client().set_registered_model_alias(name, contract.PREVIOUS, old.version)
-    client().set_registered_model_alias(name, contract.CHAMPION, str(version))
-    mark_promoted(name, version)
-    return None if old is None else old.version
+        return str(old.version)
+    _stamp_move(name, str(version), old)
+    champion, previous = _settle_aliases(name)
+    if champion != str(version):
+        print(f"registry: {name} v{version} became champion, then v{champion} by a later move of another process")
+    return previous
 
 
-def mark_promoted(name: str, version: str | int) -> None:
-    """When a version became champion: the start of the traffic it alone answered (update reads from there)."""
-    client().set_model_version_tag(name, str(version), contract.VERSION_TAG_PROMOTED_AT, f"{time.time():.3f}")
+def _stamps(name: str) -> dict[str, float]:
+    """version -> its promoted_at stamp: when it last became champion (`update` reads the traffic after it)."""
+    versions = client().search_model_versions(f"name = '{name}'")
+    return {
+        str(v.version): float(v.tags[contract.VERSION_TAG_PROMOTED_AT])
+        for v in versions
+        if contract.VERSION_TAG_PROMOTED_AT in v.tags
+    }
+
+
+def _stamp_move(name: str, version: str, champion: ModelVersion | None) -> None:
+    """Order this move after every other: a stamp later than all (clocks of other machines may lag)."""
+    stamps = _stamps(name)
+    latest = max(stamps.values(), default=0.0)
+    if champion is not None and str(champion.version) not in stamps:  # set by hand: that move counts too
+        latest = max(time.time(), latest + 0.001)
+        client().set_model_version_tag(name, str(champion.version), contract.VERSION_TAG_PROMOTED_AT, f"{latest:.3f}")
+    moment = max(time.time(), latest + 0.001)
+    client().set_model_version_tag(name, version, contract.VERSION_TAG_PROMOTED_AT, f"{moment:.3f}")
+
+
+SETTLE_ATTEMPTS = 10
+
+
+def _settle_aliases(name: str) -> tuple[str, str | None]:
+    """Make champion and previous the two latest-stamped versions; read back until they agree."""
+    for _ in range(SETTLE_ATTEMPTS):
+        stamps = _stamps(name)
+        order = sorted(stamps, key=lambda v: (stamps[v], int(v)))
+        champion, previous = order[-1], (order[-2] if len(order) > 1 else None)
+        aliases = {alias: str(v) for alias, v in client().get_registered_model(name).aliases.items()}
+        if aliases.get(contract.CHAMPION) == champion and previous in (None, aliases.get(contract.PREVIOUS)):
+            return champion, previous
+        if previous is not None:
+            client().set_registered_model_alias(name, contract.PREVIOUS, previous)
+        client().set_registered_model_alias(name, contract.CHAMPION, champion)
+    raise RegistryError(
+        f"the aliases of {name!r} still disagree with the promotions after {SETTLE_ATTEMPTS} attempts: another "
+        "process keeps moving them; run promote again when it is done"
+    )
 
 
 def promoted_at(version: ModelVersion) -> float:
@@ -139,10 +184,8 @@ def rollback(name: str) -> tuple[str, str]:
             f"model {name!r} has no {contract.PREVIOUS!r} version to roll back to "
             f"(champion: {champion.version if champion else 'none'}); promote a version instead"
         )
-    client().set_registered_model_alias(name, contract.CHAMPION, previous.version)
-    client().set_registered_model_alias(name, contract.PREVIOUS, champion.version)
-    mark_promoted(name, previous.version)
-    return previous.version, champion.version
+    _stamp_move(name, str(previous.version), champion)
+    return _settle_aliases(name)
 
 
 def describe(version: ModelVersion) -> str:

@@ -226,9 +226,12 @@ class ServeConfig:
     log_inputs: float = setting(
         1.0, "share of requests whose preprocessed input images are kept in the log (probabilities always are)"
     )
+    workers: int = setting(
+        1, "server processes sharing the port (SO_REUSEPORT); each follows the alias and writes its own log"
+    )
 
     def __post_init__(self):
-        for name in ("port", "max_batch_size", "max_queue", "max_body_bytes"):
+        for name in ("port", "max_batch_size", "max_queue", "max_body_bytes", "workers"):
             require_positive(name, getattr(self, name))
         if self.poll_seconds < 0 or self.max_batch_wait_ms < 0:
             raise ValueError("poll_seconds and max_batch_wait_ms must be >= 0")

@@ -66,7 +66,7 @@ def log_files(spec: str) -> list[Path]:
     for part in (piece.strip() for piece in spec.split(",")):
         if not part:
             continue
-        matches = sorted(glob.glob(part)) if glob.has_magic(part) else ([part] if Path(part).is_file() else [])
+        matches = sorted(glob.glob(part)) if glob.has_magic(part) else _with_worker_logs(part)
         if not matches:
             raise LogError(
                 f"prediction_log {part!r} matches no file; pass the --prediction_log the server writes "
@@ -76,6 +76,12 @@ def log_files(spec: str) -> list[Path]:
     if not files:
         raise LogError("prediction_log is empty; pass the file(s) the server writes")
     return [Path(name) for name in dict.fromkeys(files)]
+
+
+def _with_worker_logs(path: str) -> list[str]:
+    """The file itself if it exists, and the logs of a multi-process server's workers named after it."""
+    workers = sorted(glob.glob(contract.worker_log_path(glob.escape(path), "*")))
+    return ([path] if Path(path).is_file() else []) + workers
 
 
 def read(files: list[Path], since: float | None = None, until: float | None = None) -> Traffic:

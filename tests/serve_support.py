@@ -46,6 +46,7 @@ class StandInRegistry:
     versions: dict[str, tuple[Path, list[str]]] = field(default_factory=dict)
     downloads: list[str] = field(default_factory=list)  # the versions fetched, in order
     peak_rss_bytes: int = 50_000_000  # what the fetch "child" reports
+    reachable: bool = True  # False: every lookup fails as if the tracking server were down
 
     def add(self, version: str, tflite: bytes, class_names: list[str]) -> None:
         path = self.folder / f"v{version}.tflite"
@@ -72,8 +73,10 @@ class StandInRegistry:
         assert registry_uri == REGISTRY_URI
 
         def version_of(name: str, alias: str) -> str:
+            if not self.reachable:
+                raise LookupFailed(f"cannot ask {registry_uri} where models:/{name}@{alias} points", unreachable=True)
             if alias not in self.aliases:
-                raise LookupFailed(f"models:/{name}@{alias} points at no version")
+                raise LookupFailed(f"models:/{name}@{alias} points at no version", unreachable=False)
             return self.aliases[alias]
 
         return version_of

@@ -159,6 +159,17 @@ def test_log_paths_that_match_nothing_are_named(tmp_path):
     assert [p.name for p in log_files(f"{tmp_path}/*.db, {tmp_path}/a.db")] == ["a.db", "b.db"]
 
 
+def test_the_log_a_multi_process_server_was_given_names_its_workers_logs(tmp_path):
+    """serve -P workers=2 -P prediction_log=p.db writes p.worker1.db and p.worker2.db; `p.db` finds both."""
+    assert contract.worker_log_path(str(tmp_path / "p.db"), 2) == str(tmp_path / "p.worker2.db")
+    for index in (1, 2):
+        (tmp_path / contract.worker_log_path("p.db", index)).touch()
+    (tmp_path / "other.worker1.db").touch()
+    assert [p.name for p in log_files(str(tmp_path / "p.db"))] == ["p.worker1.db", "p.worker2.db"]
+    (tmp_path / "p.db").touch()  # a single-process server wrote there before: it counts too
+    assert [p.name for p in log_files(str(tmp_path / "p.db"))] == ["p.db", "p.worker1.db", "p.worker2.db"]
+
+
 # What the server writes, read back: a real log of the server's layout, written by its PredictionLog.
 MODEL = SimpleNamespace(ref=ModelRef(contract.DEFAULT_MODEL_NAME, "3", contract.CHAMPION, "run-3"),
                         class_names=list(NAMES), sample_shape=(2, 2, 1))  # fmt: skip

@@ -7,7 +7,6 @@ makes the command fail, so a scheduler can trigger an update."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,17 +16,12 @@ import mlflow
 import pytest
 
 from conftest import mlflow_run
+from server_process import free_port
 from steps import contract
 
 pytestmark = pytest.mark.e2e
 MODEL = contract.DEFAULT_MODEL_NAME
 TEST_SPLIT = 360  # one pass over the digits test split: no sample twice in a window
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -6,17 +6,14 @@ pandas. The layers one by one, and the HTTP app in-process, are in tests/test_se
 
 from __future__ import annotations
 
-import http.client
 import io
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from pathlib import Path
 
@@ -26,23 +23,20 @@ import pytest
 from PIL import Image
 
 from conftest import run_command, store_in
+from server_process import ServerProcess, free_port, wait_for
 from steps import contract
 from steps.architectures import build_model
 from steps.convert import to_tflite
 from steps.data import load_dataset
 from steps.serve.registry import LookupFailed, alias_lookup
+from steps.sqlite_files import read_only
 from steps.tracking import log_litert_model
+from steps.traffic import log_files
 
 pytestmark = pytest.mark.e2e  # every test here starts processes
 
 MODEL = "served-digits"
 SAMPLE_SHAPE = (8, 8, 1)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -72,65 +66,15 @@ def registry(tmp_path_factory, digits):
         yield uri
 
 
-class ServerProcess:
-    def __init__(
-        self, registry_uri: str, log_path: Path, *extra: str, alias: str = contract.CHAMPION, wait_for: str = "/ready"
-    ):
-        self.port = free_port()
-        self.log_path = log_path
-        args = [
-            sys.executable,
-            "-m",
-            "steps.serve",
-            "--model_uri",
-            f"models:/{MODEL}@{alias}",
-            "--port",
-            str(self.port),
-            "--poll_seconds",
-            "0.3",
-            "--prediction_log",
-            str(log_path),
-            *extra,
-        ]
-        env = os.environ | {"MLFLOW_TRACKING_URI": registry_uri}
-        self.process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        if not self.wait_for_status(wait_for, 200):
-            self.process.kill()
-            raise RuntimeError(f"server did not get ready:\n{self.process.stdout.read()}")
-
-    def wait_for_status(self, path: str, status: int, timeout: float = 60) -> bool:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            try:
-                if self.request("GET", path)[0] == status:
-                    return True
-            except OSError:
-                pass
-            time.sleep(0.2)
-        return False
-
-    def request(self, method: str, path: str, body: bytes | None = None, content_type: str = "application/json"):
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            headers = {"Content-Type": content_type} if body is not None else {}
-            connection.request(method, path, body, headers)
-            response = connection.getresponse()
-            return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
-        finally:
-            connection.close()
-
-    def invoke(self, payload) -> tuple[int, dict, dict]:
-        status, headers, body = self.request("POST", "/invocations", json.dumps(payload).encode())
-        return status, headers, json.loads(body)
-
-    def stop(self, sig=signal.SIGTERM) -> int:
-        self.process.send_signal(sig)
-        return self.process.wait(timeout=30)
+def serve(registry_uri: str, log_path: Path, *extra: str, alias: str = contract.CHAMPION, wait_for: str = "/ready"):
+    return ServerProcess(
+        f"models:/{MODEL}@{alias}", log_path, *extra, env={"MLFLOW_TRACKING_URI": registry_uri}, wait_for=wait_for
+    )
 
 
 @pytest.fixture(scope="module")
 def server(registry, tmp_path_factory):
-    process = ServerProcess(registry, tmp_path_factory.mktemp("serve") / "predictions.db")
+    process = serve(registry, tmp_path_factory.mktemp("serve") / "predictions.db")
     yield process
     process.stop()
 
@@ -217,9 +161,9 @@ def test_alias_move_is_served_without_a_failed_request_and_a_corrupt_version_is_
         worker.start()
     try:
         client.set_registered_model_alias(MODEL, contract.CHAMPION, "2")
-        assert _wait_for_version(server, "2"), "the new champion was not served within 30 s"
+        assert server.wait_for_version("2"), "the new champion was not served within 30 s"
         client.set_registered_model_alias(MODEL, contract.CHAMPION, "3")  # corrupt: must not replace v2
-        assert _wait_for(lambda: "cannot be loaded" in (_version_info(server)["last_error"] or "")), (
+        assert wait_for(lambda: "cannot be loaded" in (server.version_info()["last_error"] or "")), (
             "the corrupt version was not tried within 30 s"
         )
     finally:
@@ -228,37 +172,19 @@ def test_alias_move_is_served_without_a_failed_request_and_a_corrupt_version_is_
             worker.join()
     assert failures == []
     assert {"1", "2"} <= versions and "3" not in versions
-    assert _version_info(server)["version"] == "2"
+    assert server.version_info()["version"] == "2"
     metrics = server.request("GET", "/metrics")[2].decode()
     assert "rtdeploy_failed_reloads_total 1.0" in metrics and "rtdeploy_reloads_total 1.0" in metrics
     client.set_registered_model_alias(MODEL, contract.CHAMPION, "1")
-    assert _wait_for_version(server, "1")
+    assert server.wait_for_version("1")
 
 
 def test_the_fetch_child_peak_memory_is_reported_as_part_of_the_server(server):
     """The child imports mlflow (over 100 MB) for a few seconds: a memory budget must count it."""
-    peak = _version_info(server)["fetch_peak_rss_bytes"]
+    peak = server.version_info()["fetch_peak_rss_bytes"]
     assert peak > 50_000_000
     metrics = server.request("GET", "/metrics")[2].decode().splitlines()
     assert [float(line.split()[1]) for line in metrics if line.startswith("rtdeploy_fetch_peak_rss_bytes ")] == [peak]
-
-
-def _version_info(server) -> dict:
-    return json.loads(server.request("GET", "/version")[2])
-
-
-def _wait_for(condition, timeout: float = 30) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return False
-
-
-def _wait_for_version(server, version: str, timeout: float = 30) -> bool:
-    """Poll + fetch (a child process that imports mlflow, ~3 s) + warm-up."""
-    return _wait_for(lambda: _version_info(server)["version"] == version, timeout)
 
 
 def test_the_alias_is_polled_without_mlflow_and_agrees_with_the_mlflow_client(registry, tmp_path):
@@ -273,7 +199,7 @@ def test_the_alias_is_polled_without_mlflow_and_agrees_with_the_mlflow_client(re
     )  # fmt: skip
     try:
         rest_uri = f"http://127.0.0.1:{port}"
-        assert _wait_for(lambda: _answers(f"{rest_uri}/health"), timeout=120), "mlflow server did not start"
+        assert wait_for(lambda: _answers(f"{rest_uri}/health"), timeout=120), "mlflow server did not start"
         for uri in (registry, rest_uri):
             version_of = alias_lookup(uri)
             assert version_of(MODEL, contract.CHAMPION) == expected, uri
@@ -311,14 +237,14 @@ def test_a_prediction_log_of_another_layout_stops_the_start_and_is_left_as_it_wa
 
 def test_a_server_started_before_its_alias_exists_answers_503_then_serves_once_it_is_set(registry, tmp_path):
     client = mlflow.MlflowClient()
-    server = ServerProcess(registry, tmp_path / "p.db", alias="staging", wait_for="/ping")
+    server = serve(registry, tmp_path / "p.db", alias="staging", wait_for="/ping")
     try:
         status, headers, body = server.request("GET", "/ready")
         assert status == 503 and headers["retry-after"] == "1"
         assert f"models:/{MODEL}@staging" in json.loads(body)["message"]  # names what it waits for
         client.set_registered_model_alias(MODEL, "staging", "1")
         assert server.wait_for_status("/ready", 200, timeout=30), "not serving 30 s after the alias was set"
-        assert _version_info(server)["version"] == "1" and _version_info(server)["last_error"] is None
+        assert server.version_info()["version"] == "1" and server.version_info()["last_error"] is None
     finally:
         client.delete_registered_model_alias(MODEL, "staging")
         server.stop()
@@ -326,7 +252,7 @@ def test_a_server_started_before_its_alias_exists_answers_503_then_serves_once_i
 
 def test_acknowledged_predictions_survive_kill_9(registry, digits, tmp_path):
     log_path = tmp_path / "predictions.db"
-    first = ServerProcess(registry, log_path)
+    first = serve(registry, log_path)
     acknowledged = []
     for row in digits.x_test[:50]:
         status, headers, _ = first.invoke({"instances": [row.tolist()]})
@@ -336,7 +262,7 @@ def test_acknowledged_predictions_survive_kill_9(registry, digits, tmp_path):
     with sqlite3.connect(log_path) as connection:
         logged = {row[0] for row in connection.execute("SELECT request_id FROM predictions")}
     assert set(acknowledged) <= logged
-    second = ServerProcess(registry, log_path)  # the log opens again after the crash, and keeps growing
+    second = serve(registry, log_path)  # the log opens again after the crash, and keeps growing
     try:
         assert second.invoke({"instances": [digits.x_test[0].tolist()]})[0] == 200
     finally:
@@ -346,8 +272,50 @@ def test_acknowledged_predictions_survive_kill_9(registry, digits, tmp_path):
         assert connection.execute("SELECT COUNT(*) FROM predictions").fetchone()[0] >= len(acknowledged) + 1
 
 
+def test_two_workers_share_the_port_each_logs_its_own_and_their_metrics_add_up(registry, digits, tmp_path):
+    server = serve(registry, tmp_path / "p.db", "--workers", "2")
+    try:  # a worker listens once its model is loaded: the first to answer /ready may be alone for a while
+        assert wait_for(lambda: len(worker_pids(server.metrics())) == 2, timeout=60)
+        payload = {"instances": digits.x_test[:1].tolist()}
+        statuses = [server.invoke(payload)[0] for _ in range(100)]  # a connection each: the kernel spreads them
+        assert statuses == [200] * 100
+        logs = log_files(str(tmp_path / "p.db"))  # what monitor and update read when given the name passed
+        assert [path.name for path in logs] == ["p.worker1.db", "p.worker2.db"]
+        per_worker = [count_rows(path, "predictions") for path in logs]
+        assert sum(per_worker) == 100 and min(per_worker) > 0, per_worker
+        metrics = server.metrics()  # whichever worker answers, it counts both
+        assert metrics['rtdeploy_requests_total{endpoint="invocations",status="200"}'] == 100
+        pids = worker_pids(metrics)
+        assert len(pids) == 2
+        victim = min(pids)
+        os.kill(victim, signal.SIGKILL)  # a worker that dies is replaced, and its gauges no longer count
+        assert wait_for(lambda: len(answering_pids(server) - {victim}) == 2, timeout=60)
+        assert victim not in worker_pids(server.metrics())
+        assert server.invoke(payload)[0] == 200
+    finally:
+        assert server.stop() == 0
+    assert not list(tmp_path.glob("p.worker*.db-wal"))  # each worker closed its log on the way out
+
+
+def answering_pids(server: ServerProcess) -> set[int]:
+    try:
+        return worker_pids(server.metrics())
+    except OSError:  # the connections queued at a killed worker are reset
+        return set()
+
+
+def worker_pids(metrics: dict[str, float]) -> set[int]:
+    """The processes /metrics reports a served version for."""
+    return {int(key.split('pid="')[1].split('"')[0]) for key in metrics if key.startswith("rtdeploy_model_version{")}
+
+
+def count_rows(path: Path, table: str) -> int:
+    with read_only(path) as connection:
+        return connection.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+
 def test_dynamic_batching_merges_concurrent_requests_and_keeps_answers_apart(registry, digits, tmp_path):
-    batched = ServerProcess(registry, tmp_path / "p.db", "--max_batch_size", "16", "--max_batch_wait_ms", "5")
+    batched = serve(registry, tmp_path / "p.db", "--max_batch_size", "16", "--max_batch_wait_ms", "5")
     try:
         expected = mlflow.pyfunc.load_model(f"models:/{MODEL}/1").predict(digits.x_test[:64]).argmax(axis=1)
         results = {}
@@ -379,7 +347,7 @@ def test_dynamic_batching_merges_concurrent_requests_and_keeps_answers_apart(reg
 
 
 def test_a_full_queue_answers_503_with_retry_after_instead_of_growing(registry, digits, tmp_path):
-    tight = ServerProcess(registry, tmp_path / "p.db", "--max_queue", "1")
+    tight = serve(registry, tmp_path / "p.db", "--max_queue", "1")
     try:
         statuses, retry_after = [], []
         payload = json.dumps({"instances": digits.x_test[:32].tolist()}).encode()

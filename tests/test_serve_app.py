@@ -26,8 +26,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from serve_support import GRAY_CLASSES, GRAY_SHAPE, InProcessServer, StandInRegistry, tiny_tflite
 
+from serve_support import GRAY_CLASSES, GRAY_SHAPE, InProcessServer, StandInRegistry, tiny_tflite
 from steps.serve import protocol
 from steps.traffic import decode_input
 
@@ -221,6 +221,7 @@ def test_ping_ready_version_and_metrics(server, registry):
     assert version | {"loaded_at": 0} == {
         "name": "tiny", "version": "1", "alias": "champion", "run_id": "run-1", "model_uri": "models:/tiny@champion",
         "loaded_at": 0, "last_error": None, "fetch_peak_rss_bytes": registry.peak_rss_bytes,
+        "registry_reachable": True,
     }  # fmt: skip
     assert server.metric("rtdeploy_fetch_peak_rss_bytes") == registry.peak_rss_bytes
     assert server.metric('rtdeploy_requests_total{endpoint="ping",status="200"}') >= 1

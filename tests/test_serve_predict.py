@@ -15,6 +15,8 @@ import mlflow
 import numpy as np
 import pytest
 from PIL import Image
+
+from conftest import store_in
 from serve_support import (
     COLOUR_CLASSES,
     COLOUR_SHAPE,
@@ -24,8 +26,6 @@ from serve_support import (
     MlflowInProcess,
     tiny_tflite,
 )
-
-from conftest import store_in
 from steps.data import Dataset
 from steps.tracking import log_litert_model
 

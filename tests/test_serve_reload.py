@@ -3,15 +3,17 @@
 When the alias moves to a good version, that version is loaded and swapped in;
 a version whose file is corrupt leaves the old one serving, is reported in
 last_error and is not fetched again at every poll; last_error clears when the
-alias moves to a good version or the registry names what is served again; the
-fetch child's peak memory is kept (its largest) for /version and /metrics.
+alias moves to a good version or the registry names what is served again; a
+registry that cannot be reached is reported (registry_reachable, its gauge) while
+the model keeps serving, and following resumes when it answers; the fetch
+child's peak memory is kept (its largest) for /version and /metrics.
 """
 
 from __future__ import annotations
 
 import pytest
-from serve_support import GRAY_CLASSES, GRAY_SHAPE, MODEL, StandInRegistry, tiny_tflite
 
+from serve_support import GRAY_CLASSES, GRAY_SHAPE, MODEL, StandInRegistry, tiny_tflite
 from steps.serve.batching import InferenceEngine
 from steps.serve.metrics import ServerMetrics
 from steps.serve.reload import AliasFollower, ModelHolder
@@ -117,6 +119,31 @@ def test_an_alias_that_disappears_is_reported_and_the_model_keeps_serving(regist
     registry.aliases["champion"] = "1"
     follower.check_once()
     assert follower.holder.last_error is None
+
+
+def test_an_unreachable_registry_is_reported_and_following_resumes_when_it_answers(registry):
+    follower = follower_of(registry)
+    follower.check_once()
+    assert follower.holder.registry_reachable is True
+    assert counted(follower, "rtdeploy_registry_reachable") == 1
+    registry.reachable = False
+    registry.aliases["champion"] = "2"  # moved during the outage
+    follower.check_once()
+    assert served(follower) == "1" and follower.holder.registry_reachable is False
+    assert "cannot ask" in follower.holder.last_error
+    assert counted(follower, "rtdeploy_registry_reachable") == 0
+    registry.reachable = True
+    follower.check_once()
+    assert served(follower) == "2" and follower.holder.registry_reachable is True
+    assert follower.holder.last_error is None and counted(follower, "rtdeploy_registry_reachable") == 1
+
+
+def test_an_alias_that_is_unset_is_an_answer_not_a_lost_registry(registry):
+    follower = follower_of(registry)
+    follower.check_once()
+    del registry.aliases["champion"]
+    follower.check_once()
+    assert follower.holder.registry_reachable is True
 
 
 def test_a_server_whose_first_version_is_corrupt_serves_nothing_until_the_alias_moves(registry):

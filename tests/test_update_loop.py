@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -20,18 +19,13 @@ import numpy as np
 import pytest
 
 from conftest import mlflow_run
+from server_process import free_port
 from steps import contract
 from steps.data import load_dataset
 
 pytestmark = pytest.mark.e2e
 MODEL = "updated-digits"  # its own registered model: other e2e tests move digits-classifier's aliases
 TEST_SPLIT = 360
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def client() -> mlflow.MlflowClient:

@@ -7,6 +7,8 @@ import signal
 import sys
 
 from steps.config import parse_config, run_cli
+from steps.contract import worker_log_path
+from steps.serve.workers import run_workers
 from steps.settings import ServeConfig
 
 
@@ -18,6 +20,11 @@ def main(argv: list[str] | None = None) -> None:
 
     config = parse_config(ServeConfig, argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if config.workers > 1:
+        logs = worker_log_path(config.prediction_log, "*")
+        print(f"serve: {config.model_uri} on http://{config.host}:{config.port}, {config.workers} processes "
+              f"(prediction logs {logs})")  # fmt: skip
+        sys.exit(run_workers(config))
     print(f"serve: {config.model_uri} on http://{config.host}:{config.port} (prediction log {config.prediction_log})")
     # SIGTERM is how orchestrators (and `kill`) stop a server: uvicorn shuts down gracefully, then re-raises
     # the signal through the handler found at start. Make that a normal end, so `mlflow run` marks it FINISHED.

@@ -150,6 +150,7 @@ class DataPlane:
             "model_uri": self.config.model_uri,
             "loaded_at": model.loaded_at,
             "last_error": self.models.last_error,
+            "registry_reachable": self.models.registry_reachable,
             "fetch_peak_rss_bytes": self.models.fetch_peak_rss_bytes,
         }
 

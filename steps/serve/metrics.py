@@ -1,9 +1,18 @@
-"""Prometheus metrics of one server, in a registry of its own (several servers can live in one test process)."""
+"""Prometheus metrics of one server, in a registry of its own (several servers can live in one test process).
+
+Under `serve -P workers=N` each worker is a process of its own: the client
+library's multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set by `workers`) keeps
+every value in a file there, and any worker's /metrics adds all of them up:
+counters and histograms summed, gauges as each one's `multiprocess_mode` says.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import os
 
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"  # multiprocess mode's folder; prometheus_client reads it at import
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
@@ -37,16 +46,31 @@ class ServerMetrics:
         self.errors = Counter(
             "rtdeploy_errors", "Failed requests by endpoint and error kind", ["endpoint", "kind"], registry=r
         )
-        self.model_version = Gauge("rtdeploy_model_version", "Version being served", ["name"], registry=r)
+        self.model_version = Gauge(
+            "rtdeploy_model_version", "Version being served", ["name"], registry=r, multiprocess_mode="liveall"
+        )
+        self.registry_reachable = Gauge(
+            "rtdeploy_registry_reachable",
+            "1 while the registry answers where the alias points, 0 while it cannot be reached (serving goes on)",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
         self.reloads = Counter("rtdeploy_reloads", "Model versions loaded after start", registry=r)
         self.failed_reloads = Counter("rtdeploy_failed_reloads", "Model versions that failed to load", registry=r)
-        self.in_flight = Gauge("rtdeploy_in_flight", "Prediction requests in progress", registry=r)
+        self.in_flight = Gauge(
+            "rtdeploy_in_flight", "Prediction requests in progress", registry=r, multiprocess_mode="livesum"
+        )
         self.fetch_peak_rss = Gauge(
             "rtdeploy_fetch_peak_rss_bytes",
             "Peak resident memory of the largest model-fetch child process so far (part of the server's footprint)",
             registry=r,
+            multiprocess_mode="livemax",
         )
         self._per_status: dict[tuple[str, int], tuple] = {}  # labelled children, looked up once
+        self._exposed = self.registry  # what /metrics shows: this server's, or all workers' added up
+        if metrics_dir := os.environ.get(METRICS_DIR_ENV):
+            self._exposed = CollectorRegistry()
+            multiprocess.MultiProcessCollector(self._exposed, path=metrics_dir)
 
     def observe_request(self, endpoint: str, status: int, seconds: float, error_kind: str | None = None) -> None:
         children = self._per_status.get((endpoint, status))
@@ -62,4 +86,4 @@ class ServerMetrics:
             self.errors.labels(endpoint, error_kind).inc()
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self._exposed)

@@ -22,7 +22,15 @@ TIMEOUT_SECONDS = 10
 
 
 class LookupFailed(Exception):
-    """The registry did not answer where the alias points; the server keeps what it serves."""
+    """The registry did not answer where the alias points; the server keeps what it serves.
+
+    `unreachable`: no answer at all (down, network, a 5xx), as opposed to an answer that the alias is unset
+    or the credentials are refused.
+    """
+
+    def __init__(self, message: str, unreachable: bool):
+        super().__init__(message)
+        self.unreachable = unreachable
 
 
 def parse_model_uri(model_uri: str) -> tuple[str, str | None, str | None]:
@@ -53,9 +61,9 @@ def _sqlite_lookup(registry_uri: str):
                     "SELECT version FROM registered_model_aliases WHERE name = ? AND alias = ?", (name, alias)
                 ).fetchall()
         except sqlite3.Error as error:
-            raise LookupFailed(f"cannot read the registry {registry_uri} ({error})") from error
+            raise LookupFailed(f"cannot read the registry {registry_uri} ({error})", unreachable=True) from error
         if len(rows) != 1:
-            raise LookupFailed(f"models:/{name}@{alias} points at no version in {registry_uri}")
+            raise LookupFailed(f"models:/{name}@{alias} points at no version in {registry_uri}", unreachable=False)
         return str(rows[0][0])
 
     return version_of
@@ -77,21 +85,26 @@ def _rest_lookup(registry_uri: str):
                 return str(json.load(r)["model_version"]["version"])
         except urllib.error.HTTPError as error:
             detail = error.read().decode(errors="replace")[:300]
-            raise LookupFailed(f"models:/{name}@{alias}: {registry_uri} answered {error.code} ({detail})") from error
+            message = f"models:/{name}@{alias}: {registry_uri} answered {error.code} ({detail})"
+            raise LookupFailed(message, unreachable=error.code >= 500) from error
         except (OSError, ValueError, KeyError) as error:
-            raise LookupFailed(f"cannot ask {registry_uri} where models:/{name}@{alias} points ({error})") from error
+            message = f"cannot ask {registry_uri} where models:/{name}@{alias} points ({error})"
+            raise LookupFailed(message, unreachable=True) from error
 
     return version_of
 
 
 def _mlflow_lookup(registry_uri: str):
+    answered = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "PERMISSION_DENIED", "UNAUTHENTICATED")
+
     def version_of(name: str, alias: str) -> str:
         import mlflow  # only for stores this module cannot read itself
 
         try:
             client = mlflow.MlflowClient(registry_uri=registry_uri)
             return str(client.get_model_version_by_alias(name, alias).version)
-        except Exception as error:
-            raise LookupFailed(f"models:/{name}@{alias} in {registry_uri}: {error}") from error
+        except Exception as error:  # the store's answer (no such alias, no permission), or no answer at all
+            unreachable = getattr(error, "error_code", None) not in answered
+            raise LookupFailed(f"models:/{name}@{alias} in {registry_uri}: {error}", unreachable) from error
 
     return version_of

@@ -32,6 +32,7 @@ class ModelHolder:
         self.current: ServedModel | None = None
         self.last_error: str | None = None  # why the alias is not (or no longer) followed; None when it is
         self.fetch_peak_rss_bytes: int | None = None  # the largest fetch child's peak memory so far
+        self.registry_reachable: bool | None = None  # did the last poll get an answer? None: not polled yet
 
 
 class AliasFollower:
@@ -89,6 +90,7 @@ class AliasFollower:
                 self._version_of = self._lookup(error.registry_uri)
             raise
         self._note_fetch_peak(fetched.peak_rss_bytes)
+        self._note_registry(True)  # the child got its answer from it
         self._version_of = self._lookup(fetched.registry_uri)
         return fetched
 
@@ -111,12 +113,22 @@ class AliasFollower:
         if self.alias is None:
             return self.fixed_version
         try:
-            return self._version_of(self.name, self.alias)
+            version = self._version_of(self.name, self.alias)
         except LookupFailed as error:  # registry unreachable or alias unset: keep serving, try next poll
             if str(error) != self.holder.last_error:  # once, not at every poll
                 log.warning(str(error))
             self.holder.last_error = str(error)
+            self._note_registry(not error.unreachable)
             return None
+        self._note_registry(True)
+        return version
+
+    def _note_registry(self, reachable: bool) -> None:
+        if reachable != self.holder.registry_reachable:
+            if reachable and self.holder.registry_reachable is False:
+                log.warning("the registry answers again; following models:/%s@%s", self.name, self.alias)
+            self.holder.registry_reachable = reachable
+            self.metrics.registry_reachable.set(1 if reachable else 0)
 
     def _poll_loop(self) -> None:
         while not self._stop.wait(self.poll_seconds):

@@ -1,0 +1,80 @@
+"""Champion moves in a real (sqlite) registry: `previous` is always the champion before the last move.
+
+A move stamps the version's promoted_at first, then settles the aliases to the
+stamps (champion the latest, previous the one before). So moves by hand,
+clocks that lag and moves that interleave (two processes that read the same
+champion, and one's write landing late) all end with the aliases the stamps
+say. The same with four real processes against PostgreSQL is in
+tests/test_team.py.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import mlflow
+import pytest
+
+from conftest import store_in
+from steps import contract, registry
+
+modelS = (f"moves-{i}" for i in itertools.count())
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as monkeypatch, store_in(tmp_path_factory.mktemp("store"), monkeypatch):
+        yield
+
+
+@pytest.fixture
+def model(store, tmp_path) -> str:
+    """A model of its own with four versions, none champion yet."""
+    name = next(modelS)
+    mlflow.MlflowClient().create_registered_model(name)
+    for _ in range(4):
+        mlflow.MlflowClient().create_model_version(name, str(tmp_path))
+    return name
+
+
+def aliases(name: str) -> tuple[str | None, str | None]:
+    found = {alias: str(v) for alias, v in mlflow.MlflowClient().get_registered_model(name).aliases.items()}
+    return found.get(contract.CHAMPION), found.get(contract.PREVIOUS)
+
+
+def test_each_move_makes_the_old_champion_previous_and_rollback_swaps_them(model):
+    assert registry.move_champion(model, 1) is None
+    assert registry.move_champion(model, 2) == "1"
+    assert registry.move_champion(model, 3) == "2"
+    assert aliases(model) == ("3", "2")
+    assert registry.rollback(model) == ("2", "3")
+    assert registry.rollback(model) == ("3", "2")
+    assert registry.move_champion(model, 3) == "3"  # already champion: nothing moves
+    assert aliases(model) == ("3", "2")
+
+
+def test_a_champion_set_by_hand_becomes_previous_at_the_next_move(model):
+    registry.move_champion(model, 1)
+    mlflow.MlflowClient().set_registered_model_alias(model, contract.CHAMPION, "3")  # in the MLflow UI, say
+    assert registry.move_champion(model, 4) == "3"
+    assert aliases(model) == ("4", "3")
+
+
+def test_a_move_from_a_machine_whose_clock_lags_still_comes_last(model, monkeypatch):
+    registry.move_champion(model, 1)
+    monkeypatch.setattr(registry.time, "time", lambda: 1_000_000.0)  # 1970: far behind the first move's stamp
+    assert registry.move_champion(model, 2) == "1"
+    assert aliases(model) == ("2", "1")
+
+
+def test_two_moves_that_read_the_same_champion_settle_in_stamp_order_whatever_lands_last(model):
+    registry.move_champion(model, 1)
+    champion = registry.version_by_alias(model, contract.CHAMPION)
+    registry._stamp_move(model, "2", champion)  # process A and process B both saw v1 as champion
+    registry._stamp_move(model, "3", champion)
+    assert registry._settle_aliases(model) == ("3", "2")  # B settles first
+    late = mlflow.MlflowClient()  # A's writes, computed when v1 was champion, land late
+    late.set_registered_model_alias(model, contract.PREVIOUS, "1")
+    late.set_registered_model_alias(model, contract.CHAMPION, "2")
+    assert registry._settle_aliases(model) == ("3", "2")  # A reads back and puts them right
+    assert aliases(model) == ("3", "2")
