@@ -27,7 +27,12 @@ on the same model). The three run side by side and the repeats take turns,
 so a slower stretch of the shared machine hits each alike.
 
     apt-get install wrk   # once
-    python bench/serve.py [--seconds 8] [--repeats 3] [--only serving|log-cost]
+Several processes on one port (`--only workers`): `serve -P workers=1` and
+`workers=2` side by side, taking turns, at concurrency 16 and 64. wrk needs
+CPU too on this 2-core machine; the cores it used (its CPU time over the
+run's wall time) are reported beside each figure.
+
+    python bench/serve.py [--seconds 8] [--repeats 3] [--only serving|log-cost|workers]
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -63,6 +69,8 @@ FETCH_PEAK_METRIC = "rtdeploy_fetch_peak_rss_bytes"
 BASELINE_COMMIT = "e31f9ee"  # the last server writing the first prediction-log layout (one row per request)
 LOG_COST_CONCURRENCY = 16
 LOG_COST_REPEATS = 7  # at least: the loss is a few percent, the machine's run-to-run spread about as much
+WORKER_COUNTS = (1, 2)
+WORKERS_CONCURRENCY = (16, 64)
 NOOP_APP = """
 from starlette.applications import Starlette
 from starlette.responses import Response
@@ -171,6 +179,7 @@ def memory(server: Server, process: subprocess.Popen, port: int) -> tuple[float,
 
 
 def run_wrk(port: int, script: Path, connections: int, seconds: float) -> dict:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = subprocess.run(
         ["wrk", f"-t{min(connections, 2)}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
          "-s", str(script), f"http://127.0.0.1:{port}/invocations"],
@@ -179,6 +188,9 @@ def run_wrk(port: int, script: Path, connections: int, seconds: float) -> dict:
     line = next(line for line in result.stdout.splitlines() if line.startswith("JSON "))
     measured = json.loads(line[5:])
     measured["throughput"] = measured["requests"] / measured["seconds"]
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk is the only child waited for in between
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    measured["wrk_cores"] = cpu / measured["seconds"]
     return measured
 
 
@@ -349,11 +361,69 @@ def log_cost_report(runs: dict[str, list[dict]], repeats: int) -> str:
     return "\n".join(lines)
 
 
+def workers(folder: str, env: dict, script: Path, seconds: float, repeats: int) -> str:
+    """Throughput of serve with 1 and 2 worker processes, side by side and taking turns."""
+    serve = [sys.executable, "-m", "steps.serve", "--model_uri", f"models:/{MODEL}@champion", "--port", "{port}"]
+    ports, processes = {}, []
+    try:
+        for count in WORKER_COUNTS:
+            log = f"{folder}/w{count}.db"
+            server = Server("", [*serve, "--workers", str(count), "--prediction_log", log], "/ready")
+            ports[count] = free_port()
+            print(f"bench: workers={count} on port {ports[count]}", flush=True)
+            processes.append(start(server, env, ports[count], Path(folder) / f"server-{ports[count]}.log"))
+            wait_for_workers(ports[count], count)  # a worker listens once its model is loaded
+            run_wrk(ports[count], script, 16, WARMUP_SECONDS)
+        runs = {(count, c): [] for c in WORKERS_CONCURRENCY for count in WORKER_COUNTS}
+        for connections in WORKERS_CONCURRENCY:
+            for repeat in range(repeats):
+                for count in WORKER_COUNTS:
+                    runs[count, connections].append(run_wrk(ports[count], script, connections, seconds))
+                latest = (f"workers={n} {runs[n, connections][-1]['throughput']:,.0f}" for n in WORKER_COUNTS)
+                print(f"  c={connections} repeat {repeat + 1}: {', '.join(latest)}", flush=True)
+    finally:
+        for process in processes:
+            stop(process)
+    return workers_report(runs, repeats)
+
+
+def wait_for_workers(port: int, count: int, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        if count == 1 or sum(line.startswith("rtdeploy_model_version{") for line in text.splitlines()) == count:
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"{count} workers on port {port} not all serving after {timeout} s")
+
+
+def workers_report(runs: dict[tuple[int, int], list[dict]], repeats: int) -> str:
+    lines = [
+        f"One sample per request; median of {repeats} wrk runs (min–max), the two servers side by side taking "
+        f"turns. This machine has {os.cpu_count()} cores, shared by the server processes and wrk: the wrk column "
+        "is the cores wrk itself used (its CPU time over the run's wall time), CPU the workers could not have.",
+        "",
+        "| server processes | concurrency | throughput (req/s) | p50 (ms) | p99 (ms) | errors | wrk used (cores) "
+        "| change vs 1 process |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for (count, connections), server_runs in runs.items():
+        row = Row(f"workers={count}", connections, server_runs, 0.0)
+        single = runs[WORKER_COUNTS[0], connections]
+        ratios = [run["throughput"] / base["throughput"] - 1 for run, base in zip(server_runs, single)]
+        change = "" if count == WORKER_COUNTS[0] else (
+            f"{statistics.median(ratios):+.1%} ({min(ratios):+.1%}–{max(ratios):+.1%})")  # fmt: skip
+        errors = sum(run["errors"] for run in server_runs)
+        lines.append(f"| {count} | {connections} | {row.spread('throughput', 0)} | {row.spread('p50')} | "
+                     f"{row.spread('p99')} | {errors} | {row.spread('wrk_cores')} | {change} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=8, help="load duration per measurement")
     parser.add_argument("--repeats", type=int, default=3, help="wrk runs per figure (median, min-max reported)")
-    parser.add_argument("--only", choices=("serving", "log-cost"), help="one section (default: both)")
+    parser.add_argument("--only", choices=("serving", "log-cost", "workers"), help="one section (default: all)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench/serve.py needs wrk: apt-get install wrk")
@@ -381,6 +451,10 @@ def main() -> None:
             cost = log_cost(folder, env, script, args.seconds, repeats)
             write_section("Prediction log cost on the request path", f"{command} --only log-cost", cost)
             print(cost)
+        if args.only in (None, "workers"):
+            table = workers(folder, env, script, args.seconds, args.repeats)
+            write_section("Several server processes on one port", f"{command} --only workers", table)
+            print(table)
         if args.only in (None, "serving"):
             rows, flips = [], None
             for server in servers(folder, keras_uri, litert_uri):

@@ -131,6 +131,9 @@ default_permission = READ
 database_uri = $(database_url mlflow_auth)
 admin_username = ${MLFLOW_AUTH_ADMIN_USERNAME:-admin}
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+# Each request's password check is a PBKDF2 hash; serving replicas poll the alias every few seconds. Cache a
+# checked password for a minute (per mlflow worker: a changed password takes up to that long everywhere).
+auth_cache_ttl_seconds = 60
 EOF
     server+=(--app-name basic-auth)
 fi

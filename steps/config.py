@@ -85,3 +85,16 @@ def run_cli(step: str, main: Callable[[list[str]], None]) -> None:
         main(sys.argv[1:])
     except (ValueError, FileNotFoundError, ConnectionError) as error:  # DatasetError, ModelLoadError, config checks
         sys.exit(f"{step}: error: {error}")
+    except Exception as error:  # a tracking server with authentication refusing (MlflowException, by its code)
+        fix = REFUSALS.get(getattr(error, "error_code", None))
+        if fix is None:
+            raise
+        sys.exit(f"{step}: error: the tracking server refused ({getattr(error, 'message', error)}): {fix}")
+
+
+# What to do when a tracking server with authentication (`mlflow server --app-name basic-auth`) says no
+REFUSALS = {
+    "UNAUTHENTICATED": "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to a user of that server",
+    "PERMISSION_DENIED": "this user may not change that; an administrator can grant EDIT or MANAGE on the "
+    "experiment or registered model, or run this step as a user who has it",
+}

@@ -24,6 +24,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from steps import contract
+from steps.config import REFUSALS
 from steps.gate import Verdict
 
 
@@ -38,14 +39,18 @@ def client() -> mlflow.MlflowClient:
 def version_by_alias(name: str, alias: str) -> ModelVersion | None:
     try:
         return client().get_model_version_by_alias(name, alias)
-    except MlflowException:  # no such alias (or no such model yet)
-        return None
+    except MlflowException as error:
+        if error.error_code in REFUSALS:  # a server with authentication said no: not a missing version
+            raise
+        return None  # no such alias (or no such model yet)
 
 
 def get_version(name: str, version: str | int) -> ModelVersion:
     try:
         return client().get_model_version(name, str(version))
     except MlflowException as error:
+        if error.error_code in REFUSALS:  # a server with authentication said no: not a missing version
+            raise
         raise RegistryError(f"model {name!r} has no version {version}; list them in the MLflow UI ({error})") from error
 
 

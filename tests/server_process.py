@@ -28,7 +28,8 @@ def wait_for(condition, timeout: float = 30) -> bool:
 
 
 class ServerProcess:
-    """`python -m steps.serve` for model_uri, polling every 0.3 s, with this test's environment plus `env`."""
+    """`python -m steps.serve` for model_uri, polling every 0.3 s, with this test's environment plus `env` (and
+    another virtualenv's python, run from cwd, to serve from that environment)."""
 
     def __init__(
         self,
@@ -38,13 +39,15 @@ class ServerProcess:
         env: dict | None = None,
         wait_for: str = "/ready",
         port: int | None = None,
+        python: str = sys.executable,
+        cwd=None,
     ):
         self.port = port or free_port()
         self.log_path = log_path
-        args = [sys.executable, "-m", "steps.serve", "--model_uri", model_uri, "--port", str(self.port),
+        args = [python, "-m", "steps.serve", "--model_uri", model_uri, "--port", str(self.port),
                 "--poll_seconds", "0.3", "--prediction_log", str(log_path), *extra]  # fmt: skip
         self.process = subprocess.Popen(
-            args, env=os.environ | (env or {}), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            args, env=os.environ | (env or {}), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd
         )
         if not self.wait_for_status(wait_for, 200):
             self.process.kill()

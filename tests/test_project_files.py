@@ -76,12 +76,29 @@ def test_the_monitor_default_drift_level_is_the_one_the_drift_tests_are_calibrat
 
 
 def test_pyproject_conda_and_python_env_list_the_same_dependencies():
-    pyproject = tomllib.loads((PROJECT / "pyproject.toml").read_text())["project"]["dependencies"]
+    pyproject = _pyproject_dependencies()
     conda = yaml.safe_load((PROJECT / "conda.yaml").read_text())["dependencies"]
     conda_pip = next(item["pip"] for item in conda if isinstance(item, dict))
     python_env = yaml.safe_load((PROJECT / "python_env.yaml").read_text())["dependencies"]
     assert pyproject == conda_pip == python_env
     assert "python=3.11" in conda
+
+
+def test_the_serving_install_pins_what_pyproject_pins_and_leaves_training_out():
+    """serving-requirements.txt: the server's packages, same versions; mlflow's client only, for the fetch child."""
+    from packaging.requirements import Requirement
+
+    full = {Requirement(line).name: Requirement(line) for line in _pyproject_dependencies()}
+    lines = (PROJECT / "serving-requirements.txt").read_text().splitlines()
+    serving = [Requirement(line) for line in lines if line.strip() and not line.startswith("#")]
+    for requirement in serving:
+        same = full["mlflow"] if requirement.name == "mlflow-skinny" else full[requirement.name]
+        assert requirement.specifier == same.specifier, requirement
+    assert not {"tensorflow", "tf-keras", "tensorflow-model-optimization", "mlflow"} & {r.name for r in serving}
+
+
+def _pyproject_dependencies() -> list[str]:
+    return tomllib.loads((PROJECT / "pyproject.toml").read_text())["project"]["dependencies"]
 
 
 def test_unknown_optimizer_fails_listing_the_valid_ones(capsys):

@@ -6,6 +6,7 @@ pandas. The layers one by one, and the HTTP app in-process, are in tests/test_se
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -22,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import run_command, store_in
+from conftest import PROJECT, run_command, store_in
 from server_process import ServerProcess, free_port, wait_for
 from steps import contract
 from steps.architectures import build_model
@@ -191,25 +192,68 @@ def test_the_alias_is_polled_without_mlflow_and_agrees_with_the_mlflow_client(re
     """SQLite read directly, a tracking server over REST (a real `mlflow server` here), anything else via mlflow."""
     client = mlflow.MlflowClient()
     expected = str(client.get_model_version_by_alias(MODEL, contract.CHAMPION).version)
-    port = free_port()
-    tracking_server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", registry, "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path,
-    )  # fmt: skip
-    try:
-        rest_uri = f"http://127.0.0.1:{port}"
-        assert wait_for(lambda: _answers(f"{rest_uri}/health"), timeout=120), "mlflow server did not start"
+    with mlflow_server(registry, tmp_path) as rest_uri:
         for uri in (registry, rest_uri):
             version_of = alias_lookup(uri)
             assert version_of(MODEL, contract.CHAMPION) == expected, uri
             with pytest.raises(LookupFailed, match="no-such-alias"):
                 version_of(MODEL, "no-such-alias")
+    with pytest.raises(LookupFailed, match="cannot ask"):
+        alias_lookup(rest_uri)(MODEL, contract.CHAMPION)  # the tracking server is gone: a clear failure
+
+
+@contextlib.contextmanager
+def mlflow_server(registry_uri: str, folder: Path):
+    """A real `mlflow server` over the sqlite registry on a free port; its URL."""
+    port = free_port()
+    tracking_server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", registry_uri, "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=folder,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        assert wait_for(lambda: _answers(f"{url}/health"), timeout=120), "mlflow server did not start"
+        yield url
     finally:
         tracking_server.terminate()
         tracking_server.wait(timeout=30)
-    with pytest.raises(LookupFailed, match="cannot ask"):
-        alias_lookup(rest_uri)(MODEL, contract.CHAMPION)  # the tracking server is gone: a clear failure
+
+
+def test_a_serving_only_install_serves_the_champion_without_tensorflow(registry, digits, tmp_path):
+    """README's serving host: serving-requirements.txt and the project without its dependencies, in a fresh
+    virtualenv; the registry reached through a tracking server, as a serving host would."""
+    venv = tmp_path / "serving-venv"
+    python = str(venv / "bin" / "python")
+    install = [
+        [sys.executable, "-m", "venv", str(venv)],
+        [python, "-m", "pip", "install", "-q", "-r", str(PROJECT / "serving-requirements.txt")],
+        [python, "-m", "pip", "install", "-q", "--no-deps", str(PROJECT)],
+    ]
+    for command in install:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+    missing = subprocess.run([python, "-c", "import tensorflow"], capture_output=True, cwd=tmp_path)
+    assert missing.returncode != 0  # not installed there at all
+    serving_size, full_size = folder_bytes(venv), folder_bytes(Path(sys.prefix))
+    print(f"serving-only virtualenv {serving_size / 1e6:.0f} MB, full {full_size / 1e6:.0f} MB")
+    assert serving_size < full_size / 4
+
+    x = digits.x_test[:32]
+    expected = mlflow.pyfunc.load_model(f"models:/{MODEL}/1").predict(x).argmax(axis=1)
+    with mlflow_server(registry, tmp_path) as url:
+        server = ServerProcess(f"models:/{MODEL}/1", tmp_path / "p.db", env={"MLFLOW_TRACKING_URI": url},
+                               python=python, cwd=tmp_path)  # fmt: skip
+        try:
+            status, _, answer = server.invoke({"instances": x.tolist()})
+            assert status == 200 and np.array_equal(np.argmax(answer["predictions"], axis=1), expected)
+            assert server.version_info()["fetch_peak_rss_bytes"] > 0  # the fetch child ran in that environment too
+        finally:
+            assert server.stop() == 0
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file() and not path.is_symlink())
 
 
 def _answers(url: str) -> bool:

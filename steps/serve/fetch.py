@@ -27,8 +27,9 @@ class FetchFailed(Exception):
 
 def fetch(model_uri: str, folder: str | Path) -> dict:
     import mlflow
+    import yaml  # mlflow's own dependency
     from mlflow.exceptions import MlflowException
-    from mlflow.models import Model
+    from mlflow.models.model import MLMODEL_FILE_NAME
 
     from steps.serve.registry import parse_model_uri
 
@@ -43,8 +44,8 @@ def fetch(model_uri: str, folder: str | Path) -> dict:
     tflite = sorted(local.rglob("*.tflite"))
     if not tflite:
         raise FetchFailed(f"{uri} holds no .tflite file: register a LiteRT deployable (litert_model)", found.version)
-    try:
-        metadata = Model.load(str(local)).metadata or {}
+    try:  # read as YAML: mlflow's Model class would import pandas, which a serving host does not install
+        metadata = (yaml.safe_load((local / MLMODEL_FILE_NAME).read_text()) or {}).get("metadata") or {}
     except Exception as error:  # a deployable without a readable MLmodel file
         raise FetchFailed(f"{uri} has no readable MLmodel file ({error})", found.version) from error
     return {

@@ -1,0 +1,215 @@
+"""The lifecycle against a team's tracking server: PostgreSQL and `mlflow server` with proxied artifacts and basic
+authentication, started by scripts/tracking-server.sh on free ports. Nothing in the project changes but the
+environment (MLFLOW_TRACKING_URI, MLFLOW_TRACKING_USERNAME/PASSWORD).
+
+`main` -> `register` -> `serve` -> alias moves -> `rollback` work as with SQLite; a request without credentials is
+refused and a read-only user cannot promote; two replicas keep answering while the tracking server is down and
+follow the alias once it is back; four processes registering and promoting at once leave the aliases consistent.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from tracking_server import CannotStartPostgres, TrackingServer
+
+from conftest import entry_point_runs, mlflow_run
+from server_process import ServerProcess, wait_for
+from steps import contract, registry
+from steps.data import load_dataset
+
+pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
+MODEL = "team-digits"
+EXPERIMENT = "team"
+
+
+@pytest.fixture(scope="module")
+def team(tmp_path_factory):
+    """The tracking server, and this process and its children pointed at it as the administrator."""
+    server = TrackingServer()
+    try:
+        server.start()
+    except CannotStartPostgres as error:
+        server.remove()
+        pytest.skip(f"PostgreSQL cannot be started here (apt-get install postgresql):\n{error}")
+    previous = mlflow.get_tracking_uri()
+    try:
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            for name, value in server.env().items():
+                monkeypatch.setenv(name, value)
+            monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+            monkeypatch.chdir(tmp_path_factory.mktemp("team"))
+            mlflow.set_tracking_uri(server.url)
+            yield server
+    finally:
+        mlflow.set_tracking_uri(previous)
+        server.remove()
+
+
+@pytest.fixture(scope="module")
+def main_run(team):
+    """`mlflow run .` with two variants and a short training, through the tracking server."""
+    result = mlflow_run("-P", "epochs=3", "-P", "variants=int8,float16", "-P", f"model_name={MODEL}",
+                        experiment=EXPERIMENT)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = entry_point_runs("main")
+    return run
+
+
+def aliases() -> dict[str, str]:
+    return {alias: str(v) for alias, v in mlflow.MlflowClient().get_registered_model(MODEL).aliases.items()}
+
+
+def test_the_lifecycle_runs_unchanged_with_runs_registry_and_artifacts_on_the_server(team, main_run, tmp_path):
+    assert aliases()[contract.CHAMPION] == "1"
+    assert not Path("mlruns").exists() and not Path("mlflow.db").exists()  # nothing written beside the user
+    assert list((team.data / "artifacts").rglob("*.tflite"))  # the deployables went through the proxy
+    server = ServerProcess(f"models:/{MODEL}@{contract.CHAMPION}", tmp_path / "p.db")
+    try:
+        x = load_dataset("digits").x_test[:64]
+        expected = mlflow.pyfunc.load_model(f"models:/{MODEL}@{contract.CHAMPION}").predict(x).argmax(axis=1)
+        status, headers, answer = server.invoke({"instances": x.tolist()})
+        assert status == 200 and headers["x-model-version"] == "1"
+        assert np.array_equal(np.argmax(answer["predictions"], axis=1), expected)
+
+        register = mlflow_run("-e", "register", "-P", f"run_id={main_run.info.run_id}", "-P", f"model_name={MODEL}",
+                              "-P", "objective=latency", experiment=EXPERIMENT)  # fmt: skip
+        assert register.returncode == 0, register.stderr[-3000:]
+        promote = mlflow_run("-e", "promote", "-P", f"model_name={MODEL}", "-P", "version=2", "-P", "force=true",
+                             experiment=EXPERIMENT)  # fmt: skip
+        assert promote.returncode == 0, promote.stderr[-3000:]
+        assert (aliases()[contract.CHAMPION], aliases()[contract.PREVIOUS]) == ("2", "1")
+        assert server.wait_for_version("2", timeout=60)
+
+        rollback = mlflow_run("-e", "rollback", "-P", f"model_name={MODEL}", experiment=EXPERIMENT)
+        assert rollback.returncode == 0, rollback.stderr[-3000:]
+        assert (aliases()[contract.CHAMPION], aliases()[contract.PREVIOUS]) == ("1", "2")
+        assert server.wait_for_version("1", timeout=60)
+        assert server.version_info()["registry_reachable"] is True
+    finally:
+        server.stop()
+
+
+def test_a_request_without_credentials_is_refused_and_a_reader_cannot_promote(team, main_run):
+    url = f"{team.url}/api/2.0/mlflow/registered-models/alias"
+    assert http(f"{url}?name={MODEL}&alias={contract.CHAMPION}", credentials=None)[0] == 401
+    status, _ = http(f"{team.url}/api/2.0/mlflow/users/create", {"username": "reader", "password": "reader-pass-1234"})
+    assert status == 200  # the administrator makes a user; others get READ (the script's default_permission)
+    reader = ("reader", "reader-pass-1234")
+    assert http(f"{url}?name={MODEL}&alias={contract.CHAMPION}", credentials=reader)[0] == 200
+    move = {"name": MODEL, "alias": contract.CHAMPION, "version": "2"}
+    assert http(url, move, credentials=reader)[0] == 403
+
+    before = aliases()
+    env = os.environ | team.env(*reader)
+    result = subprocess.run([sys.executable, "-m", "steps.promote", "--model_name", MODEL, "--version", "2",
+                             "--force", "true"], capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    assert result.returncode != 0
+    assert "the tracking server refused" in result.stderr and "EDIT or MANAGE" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert aliases() == before
+
+
+def http(url: str, body: dict | None = None, credentials=(None, None)) -> tuple[int, dict | None]:
+    """A request to the tracking server's REST API, as the administrator unless told otherwise (None: anonymous)."""
+    from tracking_server import ADMIN, ADMIN_PASSWORD
+
+    if credentials == (None, None):
+        credentials = (ADMIN, ADMIN_PASSWORD)
+    headers = {"Content-Type": "application/json"}
+    if credentials is not None:
+        headers["Authorization"] = "Basic " + base64.b64encode(":".join(credentials).encode()).decode()
+    data = json.dumps(body).encode() if body is not None else None
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data, headers), timeout=30) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, None
+
+
+def test_two_replicas_serve_through_a_tracking_server_outage_and_follow_the_alias_after_it(team, main_run, tmp_path):
+    replicas = [ServerProcess(f"models:/{MODEL}@{contract.CHAMPION}", tmp_path / f"r{i}.db") for i in (1, 2)]
+    payload = {"instances": load_dataset("digits").x_test[:2].tolist()}
+    failures, answered, stop = [], [0], threading.Event()
+
+    def traffic(replica: ServerProcess) -> None:
+        while not stop.is_set():
+            try:
+                status, _, answer = replica.invoke(payload)
+            except OSError as error:
+                failures.append(repr(error))
+                continue
+            if status != 200:
+                failures.append((status, answer))
+            answered[0] += 1
+
+    senders = [threading.Thread(target=traffic, args=(replica,)) for replica in replicas for _ in range(2)]
+    for sender in senders:
+        sender.start()
+    try:
+        serving = replicas[0].version_info()["version"]
+        other = "2" if serving == "1" else "1"
+        team.stop()
+        for replica in replicas:
+            assert wait_for(lambda: replica.version_info()["registry_reachable"] is False, timeout=30)
+            assert replica.metrics()["rtdeploy_registry_reachable"] == 0
+            assert "cannot ask" in replica.version_info()["last_error"]
+        during = answered[0]
+        time.sleep(2)
+        assert answered[0] > during  # still answering with the tracking server gone
+        team.start()
+        for replica in replicas:
+            assert wait_for(lambda: replica.version_info()["registry_reachable"] is True, timeout=60)
+            assert replica.metrics()["rtdeploy_registry_reachable"] == 1
+        registry.move_champion(MODEL, other)
+        for replica in replicas:
+            assert replica.wait_for_version(other, timeout=60), replica.version_info()
+    finally:
+        stop.set()
+        for sender in senders:
+            sender.join()
+        for replica in replicas:
+            replica.stop()
+    assert failures == []
+
+
+RACER = """
+import sys, time
+import mlflow
+from steps import registry
+name, source, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
+time.sleep(max(0.0, start - time.time()))
+version = mlflow.register_model(source, name).version
+print("moved", version, registry.move_champion(name, version))
+"""
+
+
+def test_four_processes_registering_and_promoting_at_once_leave_the_aliases_consistent(team, main_run):
+    """`previous` is the champion before the last move, in the order the moves were stamped."""
+    name = "team-race"
+    source = f"runs:/{main_run.data.tags[contract.TAG_STEP_RUN.format(step='train')]}/{contract.LITERT_MODEL}"
+    start = time.time() + 20  # all four have imported mlflow by then, and go at once
+    racers = [subprocess.Popen([sys.executable, "-c", RACER, name, source, str(start)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True) for _ in range(4)]  # fmt: skip
+    outputs = [racer.communicate(timeout=300) for racer in racers]
+    assert [racer.returncode for racer in racers] == [0] * 4, [err[-2000:] for _, err in outputs]
+    moved = sorted(line.split()[1] for out, _ in outputs for line in out.splitlines() if line.startswith("moved"))
+    assert moved == ["1", "2", "3", "4"]  # four versions, numbered once each
+    versions = mlflow.MlflowClient().search_model_versions(f"name = '{name}'")
+    stamps = {str(v.version): float(v.tags[contract.VERSION_TAG_PROMOTED_AT]) for v in versions}
+    order = sorted(stamps, key=stamps.get)
+    assert len(set(stamps.values())) == 4
+    found = {alias: str(v) for alias, v in mlflow.MlflowClient().get_registered_model(name).aliases.items()}
+    assert (found[contract.CHAMPION], found[contract.PREVIOUS]) == (order[-1], order[-2])

@@ -1,0 +1,78 @@
+"""scripts/tracking-server.sh as the team tests run it: PostgreSQL and `mlflow server` with basic auth, on free
+ports, its data in a fresh folder; the MLflow server can be stopped and started again (PostgreSQL stays up)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from pathlib import Path
+
+from server_process import free_port, wait_for
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "tracking-server.sh"
+ADMIN, ADMIN_PASSWORD = "admin", "admin-password-for-the-tests"
+# What the script says when PostgreSQL itself is missing or cannot run here: the tests skip with it
+NO_POSTGRES = ("PostgreSQL not found", "could not start server", "cannot reach PostgreSQL", "cannot enter")
+
+
+class CannotStartPostgres(RuntimeError):
+    pass
+
+
+class TrackingServer:
+    def __init__(self):
+        self.data = Path(tempfile.mkdtemp(prefix="rtdeploy-team-"))
+        self.data.chmod(0o711)  # as root, the cluster runs as `postgres`, which must enter the folder
+        self.port, self.pg_port = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.output = self.data / "tracking-server.out"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 180) -> None:
+        env = os.environ | {
+            "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+        command = [str(SCRIPT), "--data", str(self.data), "--port", str(self.port), "--pg-port", str(self.pg_port),
+                   "--auth", "--workers", "2"]  # fmt: skip
+        with open(self.output, "ab") as output:
+            self.process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env,
+                                            start_new_session=True)  # fmt: skip
+        if not wait_for(lambda: self.healthy() or self.process.poll() is not None, timeout):
+            raise RuntimeError(f"mlflow server not healthy after {timeout} s:\n{self.output.read_text()[-3000:]}")
+        if not self.healthy():
+            text = self.output.read_text()
+            if any(reason in text for reason in NO_POSTGRES):
+                raise CannotStartPostgres(text[-2000:])
+            raise RuntimeError(f"tracking-server.sh exited with {self.process.returncode}:\n{text[-3000:]}")
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        """The MLflow server only (all its workers); PostgreSQL keeps running."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=60)
+
+    def remove(self) -> None:
+        self.stop()
+        subprocess.run([str(SCRIPT), "--data", str(self.data), "--stop"], capture_output=True, timeout=120)
+        shutil.rmtree(self.data, ignore_errors=True)
+
+    def env(self, user: str = ADMIN, password: str = ADMIN_PASSWORD) -> dict[str, str]:
+        """What README tells a team member to export."""
+        return {
+            "MLFLOW_TRACKING_URI": self.url,
+            "MLFLOW_TRACKING_USERNAME": user,
+            "MLFLOW_TRACKING_PASSWORD": password,
+        }
