@@ -264,15 +264,18 @@ def _answers(url: str) -> bool:
         return False
 
 
-def test_a_prediction_log_of_another_layout_stops_the_start_and_is_left_as_it_was(registry, tmp_path):
-    old_log = tmp_path / "old.db"
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_prediction_log_of_another_layout_stops_the_start_and_is_left_as_it_was(registry, tmp_path, workers):
+    """With several workers, one that cannot open its log stops them all: restarting it would fail alike."""
+    named = tmp_path / "old.db"
+    old_log = named if workers == 1 else Path(contract.worker_log_path(str(named), 2))
     with sqlite3.connect(old_log) as connection:
         connection.execute("CREATE TABLE predictions (request_id TEXT, input_summary TEXT)")
         connection.execute("INSERT INTO predictions VALUES ('r1', '{}')")
     before = old_log.read_bytes()
-    result = run_command(
-        [sys.executable, "-m", "steps.serve", "--model_uri", f"models:/{MODEL}/1", "--prediction_log", str(old_log)]
-    )
+    result = run_command([sys.executable, "-m", "steps.serve", "--model_uri", f"models:/{MODEL}/1",
+                          "--prediction_log", str(named), "--workers", str(workers), "--port", str(free_port())],
+                         timeout=120)  # fmt: skip
     assert result.returncode != 0
     assert "has an older layout" in result.stderr and "pass another --prediction_log" in result.stderr
     assert "Traceback" not in result.stderr
