@@ -20,7 +20,7 @@ def build_model(architecture: str, input_shape: tuple[int, ...], n_classes: int,
     enough that compression results are about weights, not file-format overhead.
     """
     require_choice("architecture", architecture, ARCHITECTURES)
-    return {"cnn": _cnn, "mlp": _mlp}[architecture](input_shape, n_classes, width)
+    return {"cnn": _cnn, "dscnn": _dscnn, "mlp": _mlp}[architecture](input_shape, n_classes, width)
 
 
 def _cnn(input_shape, n_classes, width) -> keras.Model:
@@ -43,6 +43,31 @@ def _cnn(input_shape, n_classes, width) -> keras.Model:
         keras.layers.Dense(n_classes, activation="softmax", name="probabilities"),
     ]
     return keras.Sequential(layers, name="cnn")
+
+
+def _dscnn(input_shape, n_classes, width) -> keras.Model:
+    """MobileNet's depthwise-separable blocks: a 3x3 filter per channel (stride 2), then a 1x1 mix of channels,
+    and global average pooling instead of a dense head. On digits (width 32) about 13k parameters, against
+    the cnn's 190k, at a few times fewer multiply-adds."""
+    side = min(input_shape[:2])
+    blocks = max(1, int(math.log2(max(side // 2, 1))))
+    layers = [
+        keras.layers.Input(input_shape),
+        keras.layers.Conv2D(width, 3, padding="same", activation="relu", name="stem"),
+    ]
+    filters = width
+    for block in range(blocks):
+        filters *= 2
+        layers += [
+            keras.layers.DepthwiseConv2D(3, strides=2, padding="same", activation="relu", name=f"dw{block}"),
+            keras.layers.Conv2D(filters, 1, activation="relu", name=f"pw{block}"),
+        ]
+    layers += [
+        keras.layers.GlobalAveragePooling2D(name="pool"),
+        keras.layers.Dropout(0.2, name="dropout"),
+        keras.layers.Dense(n_classes, activation="softmax", name="probabilities"),
+    ]
+    return keras.Sequential(layers, name="dscnn")
 
 
 def _mlp(input_shape, n_classes, width) -> keras.Model:

@@ -57,30 +57,48 @@ def takes_m_by_n(layer: keras.layers.Layer) -> bool:
     return layer.kernel.shape[-2] % M_BY_N[1] == 0
 
 
-def pruning_schedule(n_train: int, config: PruneConfig) -> tfmot.sparsity.keras.PruningSchedule:
+def pruning_schedule(
+    n_train: int, config: PruneConfig, target: float | None = None
+) -> tfmot.sparsity.keras.PruningSchedule:
+    """Polynomial ramp to `target` (config.target_sparsity unless given) over RAMP_SHARE of the fine-tuning."""
     steps_per_epoch = math.ceil(n_train / config.batch_size)
     frequency = max(1, steps_per_epoch // UPDATES_PER_EPOCH)
     # end_step on a multiple of frequency: the last mask update then lands exactly on the target.
     ramp = max(frequency, int(steps_per_epoch * config.epochs * RAMP_SHARE) // frequency * frequency)
+    final = config.target_sparsity if target is None else target
     return tfmot.sparsity.keras.PolynomialDecay(
-        initial_sparsity=0.0, final_sparsity=config.target_sparsity, begin_step=0, end_step=ramp, frequency=frequency
+        initial_sparsity=0.0, final_sparsity=final, begin_step=0, end_step=ramp, frequency=frequency
     )
 
 
-def prune_model(parent: keras.Model, data: Dataset, config: PruneConfig, callbacks=()) -> PrunedModel:
-    """Pruned and fine-tuned copy of `parent` (left untouched)."""
-    schedule = pruning_schedule(len(data.x_train), config)
+def prune_model(
+    parent: keras.Model,
+    data: Dataset,
+    config: PruneConfig,
+    callbacks=(),
+    layer_sparsity: dict[str, float] | None = None,
+) -> PrunedModel:
+    """Pruned and fine-tuned copy of `parent` (left untouched).
+
+    layer_sparsity: a target per layer name (0 leaves that layer dense; layers not named too), for a
+    sensitivity analysis or a search; by default every prunable layer gets config.target_sparsity.
+    """
     structured = config.structure == "2:4"
     left_dense = []
 
     def wrap(layer):
         if not isinstance(layer, WEIGHT_LAYERS):
             return layer
+        target = config.target_sparsity if layer_sparsity is None else layer_sparsity.get(layer.name, 0.0)
+        if target <= 0:
+            return layer
         if structured and not takes_m_by_n(layer):
             left_dense.append(layer.name)
             return layer
         return tfmot.sparsity.keras.prune_low_magnitude(
-            layer, pruning_schedule=schedule, sparsity_m_by_n=M_BY_N if structured else None
+            layer,
+            pruning_schedule=pruning_schedule(len(data.x_train), config, target),
+            sparsity_m_by_n=M_BY_N if structured else None,
         )
 
     wrapped = keras.models.clone_model(independent_copy(parent), clone_function=wrap)
@@ -89,15 +107,25 @@ def prune_model(parent: keras.Model, data: Dataset, config: PruneConfig, callbac
     return PrunedModel(model, _per_layer(model, lambda kernel: float(np.mean(kernel == 0))), left_dense)
 
 
-def cluster_model(parent: keras.Model, data: Dataset, config: ClusterConfig, callbacks=()) -> ClusteredModel:
-    """Clustered and fine-tuned copy of `parent` (left untouched)."""
+def cluster_model(
+    parent: keras.Model,
+    data: Dataset,
+    config: ClusterConfig,
+    callbacks=(),
+    layer_clusters: dict[str, int] | None = None,
+) -> ClusteredModel:
+    """Clustered and fine-tuned copy of `parent` (left untouched); layer_clusters: a count per layer name
+    (0 leaves a layer unclustered), by default config.n_clusters for every clusterable layer."""
 
     def wrap(layer):
         if not isinstance(layer, WEIGHT_LAYERS):
             return layer
+        clusters = config.n_clusters if layer_clusters is None else layer_clusters.get(layer.name, 0)
+        if clusters <= 0:
+            return layer
         return experimental_cluster.cluster_weights(
             layer,
-            number_of_clusters=config.n_clusters,
+            number_of_clusters=clusters,
             cluster_centroids_init=CentroidInitialization.KMEANS_PLUS_PLUS,
             preserve_sparsity=config.preserve_sparsity,
         )

@@ -18,6 +18,8 @@ MONITOR = "monitor"
 SIMULATE = "simulate"
 UPDATE = "update"
 AUTOPILOT = "autopilot"
+SEARCH = "search"
+SEARCH_TRIAL = "trial"  # the step tag of each of a search's trials (nested runs of the search run)
 GATE = "gate"  # update's last stage: register, compare on old and new data, check it serves, promote
 COMPRESSION_STEPS = (PRUNE, CLUSTER, QUANTIZE)  # steps that derive a variant from a parent Keras model
 
@@ -30,7 +32,7 @@ EXPERIMENT_KIND = "custom_model_development"  # (not the GenAI overview, which i
 DEFAULT_MODEL_NAME = "digits-classifier"  # the registered model, unless model_name says otherwise
 
 # Parameter values (the CLI refuses others, listing these)
-ARCHITECTURES = ("cnn", "mlp")
+ARCHITECTURES = ("cnn", "dscnn", "mlp")
 OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam")
 PRUNE_STRUCTURES = ("unstructured", "2:4")
 # none: float32; dynamic: int8 weights, float activations; float16: half-precision weights;
@@ -52,6 +54,11 @@ TAG_RECIPE = "rtdeploy.recipe"  # JSON list of the compression steps (with setti
 TAG_STEP_RUN = "rtdeploy.run.{step}"  # which child run did each step of the plan
 TAG_BEST_VARIANT = "rtdeploy.best_variant"  # smallest variant within the accuracy budget (on validation data)
 BEST_COMPRESSION_RATIO = "best_compression_ratio"  # that variant's compression_ratio
+# Compression search (`search`): the parent run's choice among its study's trials, and each trial's place
+TAG_BEST_RUN = "rtdeploy.best_run"  # the chosen trial's run (smallest within the budget on validation)
+TAG_STUDY = "rtdeploy.study"  # the Optuna study a trial belongs to
+TAG_TRIAL = "rtdeploy.trial"  # its number in that study (unique across every process that joined it)
+TAG_TRIAL_STATE = "rtdeploy.trial_state"  # complete, or pruned (hopeless after pruning: not clustered or quantized)
 
 # Metrics every variant run logs, so the MLflow UI compares them side by side
 ACCURACY = "accuracy"  # top-1 of the deployable on the test split (reported, never used to choose)
@@ -61,7 +68,8 @@ ACCURACY_DROP = "accuracy_drop"  # float baseline test accuracy minus this one's
 VAL_ACCURACY = "val_accuracy"  # top-1 on the validation split: what variants are chosen by
 VAL_ACCURACY_DROP = "val_accuracy_drop"  # float baseline validation accuracy minus this one's
 SIZE_BYTES = "size_bytes"
-SIZE_GZIP_BYTES = "size_gzip_bytes"
+SIZE_GZIP_BYTES = "size_gzip_bytes"  # the headline size: gzip -9, as a compressed download costs
+SIZE_XZ_BYTES = "size_xz_bytes"  # xz -9e (LZMA): what a package or an over-the-air update costs
 COMPRESSION_RATIO = "compression_ratio"  # float32 .tflite gzip size / this gzip size
 SPARSITY = "sparsity"  # fraction of zero weights in kernels
 LATENCY_P50_MS = "latency_p50_ms"  # single-sample LiteRT latency, after warm-up
@@ -77,6 +85,7 @@ VARIANT_METRICS = (
     VAL_ACCURACY_DROP,
     SIZE_BYTES,
     SIZE_GZIP_BYTES,
+    SIZE_XZ_BYTES,
     COMPRESSION_RATIO,
     SPARSITY,
     LATENCY_P50_MS,

@@ -15,8 +15,26 @@ from steps.data import Dataset
 from steps.gate import Verdict, decide
 from steps.lineage import data_of_run
 from steps.pyfunc import predict_classes
-from steps.registry import RegistryError, describe, model_uri, move_champion, record_verdict, version_by_alias
+from steps.reference import reference_of
+from steps.registry import (
+    RegistryError,
+    describe,
+    model_uri,
+    move_champion,
+    record_verdict,
+    register_deployable,
+    set_challenger,
+    version_by_alias,
+)
 from steps.settings import GateConfig
+
+
+def register_challenger(name: str, run_id: str, thresholds: GateConfig) -> tuple[ModelVersion, Verdict]:
+    """A variant run's deployable registered as challenger (once), profiled for monitoring, then gated."""
+    version = register_deployable(name, run_id)
+    set_challenger(version)
+    reference_of(version)  # made now, while its data is at hand: monitor compares live traffic with it
+    return version, promote_if_passing(version, thresholds)
 
 
 def correct_per_sample(version: ModelVersion, data: Dataset) -> np.ndarray:

@@ -19,9 +19,8 @@ from steps import contract
 from steps.config import parse_config, run_cli
 from steps.gate import Verdict
 from steps.lineage import variant_rows_of_pipeline
-from steps.promotion import promote_if_passing
-from steps.reference import reference_of
-from steps.registry import RegistryError, describe, register_deployable, set_challenger
+from steps.promotion import register_challenger
+from steps.registry import RegistryError, describe
 from steps.selection import VariantRow, select_best
 from steps.settings import RegisterConfig
 from steps.tracking import log_config, step_run
@@ -42,10 +41,7 @@ def choose_variant(rows: list[VariantRow], max_accuracy_drop: float, objective: 
 def register(config: RegisterConfig) -> tuple[ModelVersion, Verdict]:
     """Register the chosen variant as challenger and put it through the gate (the verdict is recorded)."""
     best = choose_variant(variant_rows_of_pipeline(config.run_id), config.max_accuracy_drop, config.objective)
-    version = register_deployable(config.model_name, best.run_id)
-    set_challenger(version)
-    reference_of(version)  # made now, while its data is at hand: monitor compares live traffic with it
-    return version, promote_if_passing(version, config)
+    return register_challenger(config.model_name, best.run_id, config)
 
 
 def main(argv: list[str] | None = None) -> None:

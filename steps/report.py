@@ -173,3 +173,66 @@ def confusion_examples_figure(top_confusions, images) -> Figure:
     figure.suptitle("most frequent confusions: true -> predicted")
     figure.tight_layout()
     return figure
+
+
+def sensitivity_figure(rows: list[dict], tolerated: dict[str, float], max_drop: float) -> Figure:
+    """Validation accuracy drop vs sparsity, one line per layer pruned alone; its share of the weights in the legend."""
+    figure, axis = plt.subplots(figsize=(8, 5), constrained_layout=True)
+    for layer in dict.fromkeys(row["layer"] for row in rows):
+        mine = sorted((r for r in rows if r["layer"] == layer), key=lambda r: r["sparsity"])
+        label = f"{layer} ({mine[0]['share']:.0%} of the weights; ceiling {tolerated[layer]:.0%})"
+        drops = [r["val_accuracy_drop"] * 100 for r in mine]
+        line = axis.plot([r["sparsity"] for r in mine], drops, marker="o", label=label)
+        axis.axvline(tolerated[layer], color=line[0].get_color(), linestyle=":", linewidth=1)
+    axis.axhline(max_drop * 100, color="tab:red", linestyle="--", linewidth=1, label="tolerated drop")
+    axis.set_xlabel("sparsity of that layer alone")
+    axis.set_ylabel("validation accuracy drop (points)")
+    axis.set_title("Per-layer pruning sensitivity (each layer pruned alone, short fine-tuning)")
+    axis.legend(fontsize=8)
+    return figure
+
+
+def study_figure(trials: list[dict], best_number: int | None, max_accuracy_drop: float, baseline_gzip: int) -> Figure:
+    """The search in two panels: each trial's size in order (best feasible so far as a line), and the
+    trade-off, size vs validation accuracy drop, with the budget and the front of the feasible trials."""
+    figure, (history, tradeoff) = plt.subplots(1, 2, figsize=(14, 5.5), constrained_layout=True)
+    feasible = [t for t in trials if t["val_accuracy_drop"] <= max_accuracy_drop]
+    infeasible = [t for t in trials if t["val_accuracy_drop"] > max_accuracy_drop]
+    for axis_trials, colour, label in (
+        (feasible, "tab:blue", "within budget"),
+        (infeasible, "tab:gray", "over budget"),
+    ):
+        history.scatter([t["number"] for t in axis_trials], [t["size_gzip_bytes"] / 1024 for t in axis_trials],
+                        color=colour, label=label)  # fmt: skip
+        tradeoff.scatter([t["size_gzip_bytes"] / 1024 for t in axis_trials],
+                         [t["val_accuracy_drop"] * 100 for t in axis_trials], color=colour, label=label)  # fmt: skip
+    best_so_far, steps = float("inf"), []
+    for trial in sorted(trials, key=lambda t: t["number"]):
+        if trial in feasible:
+            best_so_far = min(best_so_far, trial["size_gzip_bytes"])
+        steps.append((trial["number"], best_so_far / 1024))
+    history.step([n for n, _ in steps], [size for _, size in steps], where="post", color="tab:orange",
+                 label="smallest within budget so far")  # fmt: skip
+    history.set_xlabel("trial")
+    history.set_ylabel("deployable, gzip KiB")
+    history.set_yscale("log")
+    history.set_title(f"Search history (float32 baseline: {baseline_gzip / 1024:,.0f} KiB)")
+    front, smallest_drop = [], float("inf")
+    for trial in sorted(trials, key=lambda t: (t["size_gzip_bytes"], t["val_accuracy_drop"]), reverse=True):
+        if trial["val_accuracy_drop"] < smallest_drop:
+            front.append(trial)
+            smallest_drop = trial["val_accuracy_drop"]
+    tradeoff.plot([t["size_gzip_bytes"] / 1024 for t in front], [t["val_accuracy_drop"] * 100 for t in front],
+                  color="tab:orange", marker="o", label="Pareto front")  # fmt: skip
+    tradeoff.axhline(max_accuracy_drop * 100, color="tab:red", linestyle="--", linewidth=1, label="budget")
+    for trial in (t for t in trials if t["number"] == best_number):
+        size = trial["size_gzip_bytes"] / 1024
+        for axis, xy in ((history, (trial["number"], size)), (tradeoff, (size, trial["val_accuracy_drop"] * 100))):
+            axis.scatter(*xy, s=200, facecolors="none", edgecolors="tab:red", linewidths=2, label="chosen")
+    tradeoff.set_xscale("log")
+    tradeoff.set_xlabel("deployable, gzip KiB")
+    tradeoff.set_ylabel("validation accuracy drop vs float32 (points)")
+    tradeoff.set_title("Size vs accuracy (validation: what the choice uses)")
+    for axis in (history, tradeoff):
+        axis.legend(fontsize=8)
+    return figure

@@ -321,6 +321,41 @@ def require_budget(max_accuracy_drop: float) -> None:
 
 
 AUTO = "auto"
+QUANTIZATIONS = ("ptq", "qat")  # what search may choose: post-training int8, or quantization-aware int8
+
+
+@dataclass(frozen=True)
+class SearchConfig(FineTuneConfig, GateConfig):
+    """Search compressions of a Keras model with Optuna: the smallest deployable within the accuracy budget."""
+
+    epochs: int = setting(6, "pruning fine-tuning epochs per trial (clustering and QAT get half as many)")
+    learning_rate: float = setting(0.0001, "fine-tuning step size (Adam)")
+    max_accuracy_drop: float = setting(
+        0.005, "largest validation-accuracy loss vs the float32 baseline a trial may have (the constraint)"
+    )
+    n_trials: int = setting(40, "trials this process runs (others may join the same study)")
+    timeout_minutes: float = setting(30.0, "this process stops starting trials after this long (0: no limit)")
+    storage: str = setting("", "Optuna storage: empty keeps the study in memory; an RDB URL (sqlite:///s.db, "
+                           "postgresql://...) lets several search processes share one study")  # fmt: skip
+    study_name: str = setting("", "the study to create or join; empty: named after the parent model's run")
+    quantizations: str = setting(",".join(QUANTIZATIONS), "which quantizations trials may choose: ptq, qat or both")
+    register: bool = setting(True, "register the best trial's deployable and put it through the gate, as main does")
+
+    def __post_init__(self):
+        FineTuneConfig.__post_init__(self)
+        GateConfig.__post_init__(self)
+        require_budget(self.max_accuracy_drop)
+        require_positive("n_trials", self.n_trials)
+        if self.timeout_minutes < 0:
+            raise ValueError(f"timeout_minutes must be >= 0, got {self.timeout_minutes}")
+        if not self.quantization_choices:
+            raise ValueError(f"quantizations is empty; choose from {', '.join(QUANTIZATIONS)}")
+        for choice in self.quantization_choices:
+            require_choice("quantizations", choice, QUANTIZATIONS)
+
+    @property
+    def quantization_choices(self) -> list[str]:
+        return [choice.strip() for choice in self.quantizations.split(",") if choice.strip()]
 
 
 @dataclass(frozen=True)

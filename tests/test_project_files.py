@@ -24,6 +24,7 @@ from steps.settings import (
     QuantizeConfig,
     RegisterConfig,
     RollbackConfig,
+    SearchConfig,
     ServeConfig,
     SimulateConfig,
     TrainConfig,
@@ -45,6 +46,7 @@ ENTRY_POINT_CONFIGS = {
     contract.SIMULATE: (SimulateConfig,),
     contract.UPDATE: (UpdateConfig,),
     contract.AUTOPILOT: (AutopilotConfig,),
+    contract.SEARCH: (SearchConfig,),
 }
 
 

@@ -33,6 +33,14 @@ def test_every_optimizer_name_builds_an_optimizer(name):
     assert (getattr(optimizer, "momentum", 0.0) > 0) == (name == "momentum")
 
 
+@pytest.mark.parametrize("shape", [(8, 8, 1), (28, 28, 3)])
+def test_the_depthwise_separable_cnn_is_a_fraction_of_the_cnn_and_classifies_any_image_size(shape):
+    dscnn, cnn = build_model("dscnn", shape, 10, width=32), build_model("cnn", shape, 10, width=32)
+    assert dscnn.count_params() < cnn.count_params() / 10
+    assert any(type(layer).__name__ == "DepthwiseConv2D" for layer in dscnn.layers)
+    assert dscnn(np.zeros((2, *shape), np.float32)).shape == (2, 10)
+
+
 @pytest.mark.e2e
 def test_mlflow_run_train_with_sgd(session_store):
     result = mlflow_run("-e", "train", "-P", "optimizer=sgd", "-P", "learning_rate=0.05", "-P", "epochs=3")

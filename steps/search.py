@@ -1,0 +1,264 @@
+"""`search` entry point: the smallest deployable within the accuracy budget, found by an Optuna study.
+
+1. Sensitivity (`steps.sensitivity`): each large layer pruned alone at rising
+   sparsity gives its ceiling, the highest sparsity it tolerates by itself.
+2. Trials: one global scale times those ceilings sets every layer's sparsity
+   (a sensitivity-scaled target, Deep Compression's recipe); clusters per layer
+   group (conv, dense: 0 = none, down to 3 = zero and two values); post-training
+   or quantization-aware int8. Prune -> cluster -> quantize, each on a copy.
+3. Objective and constraint: minimise the deployable's gzip size subject to its
+   validation-accuracy drop vs the float32 baseline <= max_accuracy_drop, as an
+   Optuna constraint (TPE's constraints_func: infeasible trials inform the
+   sampler without being chosen), not a penalty. A trial whose pruned model
+   already loses more than HOPELESS_DROP beyond the budget is pruned (Optuna's
+   ThresholdPruner) before clustering and quantization are paid for.
+4. Every trial is a nested MLflow run with the standard variant metrics, so the
+   UI compares trials like `main`'s variants. The choice uses the validation
+   split only; the chosen trial's test accuracy (with its 95% interval) is what
+   is reported. It is registered through the same gate as `main`'s.
+
+With `storage` (sqlite:///..., postgresql://...), several search processes on
+one or many machines join one study (Optuna's own distributed mode); the
+sensitivity table is computed once and kept in the study.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import mlflow
+
+from steps import contract
+from steps.config import parse_config, run_cli
+from steps.data import Dataset, load_dataset
+from steps.settings import ClusterConfig, PruneConfig, QuantizeConfig, SearchConfig
+from steps.tracking import log_config, log_dataset, step_run
+
+SENSITIVITY_EPOCHS = 2  # fine-tuning per (layer, sparsity): enough to tell a layer that recovers (fewer if epochs is)
+SCALE_RANGE = (0.5, 1.2)  # times each layer's ceiling: below is too timid, above the ceilings rarely holds
+# Distinct values per kernel in a layer group (0 leaves it unclustered). Sparsity-preserving clustering keeps
+# one centroid at zero, so TFMOT's least, 3, is zero plus two values: binary weights besides the pruned ones.
+CLUSTER_CHOICES = (0, 3, 4, 8, 16, 32)
+HOPELESS_DROP = 0.03  # pruned alone this far beyond the budget, clustering and QAT will not bring it back
+SENSITIVITY_ATTR = "sensitivity"  # study user attribute: the table, shared by every process of the study
+
+
+def main(argv: list[str] | None = None) -> None:
+    config = parse_config(SearchConfig, argv)
+    data = load_dataset(config.dataset, image_size=config.image_size)
+    # TensorFlow takes seconds and hundreds of MB to import: only once the settings and the data are usable.
+    from steps.variants import load_parent
+
+    parent = load_parent(config.model_uri, data)
+    verdict = None
+    with step_run(contract.SEARCH) as run:
+        log_config(config)
+        log_dataset(data)
+        study = open_study(config, run.info.run_id)
+        mlflow.set_tag(contract.TAG_STUDY, study.study_name)
+        tolerated = shared_sensitivity(study, parent, data, config)
+        optimise(study, parent, data, config, tolerated)
+        best = report_study(study, config, parent.baseline.gzip_bytes)
+        if best is not None and config.register:
+            verdict = register_best(best, config)
+    if verdict is not None and verdict.refused:
+        sys.exit(f"search: the best trial was not promoted: {verdict.reason}")
+
+
+def open_study(config: SearchConfig, run_id: str):
+    """Create the study, or join it when several processes share `storage`."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial of our own instead
+    name = config.study_name or f"rtdeploy-search-{run_id}"
+    storage = config.storage or None
+    joined = 0
+    if storage:
+        try:
+            joined = len(optuna.load_study(study_name=name, storage=storage).trials)
+        except KeyError:  # not created yet: this process creates it
+            joined = 0
+    # A process that joins later starts its sampler elsewhere, or two would propose the same first trials.
+    sampler = optuna.samplers.TPESampler(seed=config.seed + joined, constraints_func=_constraint)
+    pruner = optuna.pruners.ThresholdPruner(upper=config.max_accuracy_drop + HOPELESS_DROP)
+    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
+                                direction="minimize", load_if_exists=True)  # fmt: skip
+    study.set_user_attr("max_accuracy_drop", config.max_accuracy_drop)
+    return study
+
+
+def _constraint(trial) -> list[float]:
+    """<= 0 when the trial is within the budget on the validation split."""
+    return [trial.user_attrs["val_accuracy_drop"] - trial.user_attrs["max_accuracy_drop"]]
+
+
+def shared_sensitivity(study, parent, data: Dataset, config: SearchConfig) -> dict[str, float]:
+    """Each large layer's ceiling: from the study if another process made it, else measured and kept there."""
+    from steps.report import sensitivity_figure
+    from steps.sensitivity import sensitivity_table, tolerated_sparsity
+
+    rows = study.user_attrs.get(SENSITIVITY_ATTR)
+    if rows is None:
+        short = _prune_config(config, min(SENSITIVITY_EPOCHS, config.epochs))
+        rows = sensitivity_table(parent.model, data, short)
+        study.set_user_attr(SENSITIVITY_ATTR, rows)
+    else:
+        print(f"search: sensitivity of study {study.study_name} reused ({len(rows)} rows)")
+    # One validation sample of slack: a layer's drop is measured on a finite split, and the scale trims it anyway.
+    tolerance = config.max_accuracy_drop + 1 / len(data.y_val)
+    tolerated = tolerated_sparsity(rows, tolerance)
+    mlflow.log_table({key: [row[key] for row in rows] for key in rows[0]}, "sensitivity.json")
+    mlflow.log_dict(tolerated, "sensitivity_ceilings.json")
+    mlflow.log_figure(sensitivity_figure(rows, tolerated, tolerance), "sensitivity.png")
+    print("search: sparsity ceilings " + ", ".join(f"{layer} {value:.0%}" for layer, value in tolerated.items()))
+    return tolerated
+
+
+def optimise(study, parent, data: Dataset, config: SearchConfig, tolerated: dict[str, float]) -> None:
+    def objective(trial) -> float:
+        return run_trial(trial, parent, data, config, tolerated)
+
+    timeout = config.timeout_minutes * 60 or None
+    study.optimize(objective, n_trials=config.n_trials, timeout=timeout, gc_after_trial=True)
+
+
+def run_trial(trial, parent, data: Dataset, config: SearchConfig, tolerated: dict[str, float]) -> float:
+    """Prune, cluster and quantize one candidate in a nested run; its gzip size (validation drop kept aside)."""
+    import optuna
+
+    from steps.architectures import predicted_classes
+    from steps.compression import cluster_model, prune_model, quantize
+    from steps.sensitivity import scaled_targets
+    from steps.variants import log_variant, start_variant_run
+
+    started = time.monotonic()
+    scale = trial.suggest_float("prune_scale", *SCALE_RANGE, step=0.05)
+    groups = layer_groups(parent.model)
+    clusters = {
+        group: trial.suggest_categorical(f"clusters_{group}", CLUSTER_CHOICES) for group in sorted(set(groups.values()))
+    }
+    quantization = trial.suggest_categorical("quantization", config.quantization_choices)
+    sparsity = scaled_targets(tolerated, scale)
+    layer_clusters = {layer: clusters[group] for layer, group in groups.items() if clusters[group]}
+    trial.set_user_attr("max_accuracy_drop", config.max_accuracy_drop)
+    suffix = f"t{trial.number}-s{scale:.2f}-" + "-".join(f"{g}{c}" for g, c in clusters.items()) + f"-{quantization}"
+    recipe = {"study": trial.study.study_name, "trial": trial.number, "layer_sparsity": sparsity,
+              "layer_clusters": layer_clusters, "quantization": quantization, "epochs": config.epochs}  # fmt: skip
+    with mlflow.start_run(nested=True) as run:
+        variant = start_variant_run(contract.SEARCH_TRIAL, suffix, parent, config, data, **recipe)
+        mlflow.set_tags({contract.TAG_STEP: contract.SEARCH_TRIAL, contract.TAG_STUDY: trial.study.study_name,
+                         contract.TAG_TRIAL: str(trial.number)})  # fmt: skip
+        mlflow.log_params({f"trial.{key}": value for key, value in trial.params.items()})
+        trial.set_user_attr("run_id", run.info.run_id)
+        model = prune_model(parent.model, data, _prune_config(config, config.epochs), layer_sparsity=sparsity).model
+        pruned_drop = parent.baseline.val_accuracy - float((predicted_classes(model, data.x_val) == data.y_val).mean())
+        trial.report(pruned_drop, step=0)
+        if trial.should_prune():
+            mlflow.set_tag(contract.TAG_TRIAL_STATE, "pruned")
+            print(f"search: trial {trial.number} pruned: pruning alone loses {pruned_drop:+.4f} on validation")
+            raise optuna.TrialPruned()
+        steps = [{"step": contract.PRUNE}]
+        if layer_clusters:
+            model = cluster_model(model, data, _cluster_config(config), layer_clusters=layer_clusters).model
+            steps.append({"step": contract.CLUSTER})
+        quantize_config = _quantize_config(config, "qat" if quantization == "qat" else "int8")
+        tflite, kernel_sparsity = quantize(model, data, quantize_config, steps)
+        metrics = log_variant(variant, None, tflite, data, parent, kernel_sparsity)
+        mlflow.set_tag(contract.TAG_TRIAL_STATE, "complete")
+    for key in (contract.VAL_ACCURACY_DROP, contract.SIZE_GZIP_BYTES, contract.COMPRESSION_RATIO):
+        trial.set_user_attr(key, metrics[key])
+    within = "within" if metrics[contract.VAL_ACCURACY_DROP] <= config.max_accuracy_drop else "over"
+    print(f"search: trial {trial.number} ({variant}): {metrics[contract.SIZE_GZIP_BYTES]:,} B gzipped, "
+          f"{metrics[contract.COMPRESSION_RATIO]:.1f}x, validation drop {metrics[contract.VAL_ACCURACY_DROP]:+.4f} "
+          f"({within} budget), {time.monotonic() - started:.0f} s", flush=True)  # fmt: skip
+    return metrics[contract.SIZE_GZIP_BYTES]
+
+
+def layer_groups(model) -> dict[str, str]:
+    """Clusterable layer -> its group for the search: conv or dense."""
+    from steps.compression import WEIGHT_LAYERS
+
+    return {layer.name: "dense" if type(layer).__name__ == "Dense" else "conv"
+            for layer in model.layers if isinstance(layer, WEIGHT_LAYERS)}  # fmt: skip
+
+
+def _prune_config(config: SearchConfig, epochs: int) -> PruneConfig:
+    return PruneConfig(**_fine_tuning(config), epochs=epochs)
+
+
+def _cluster_config(config: SearchConfig) -> ClusterConfig:
+    return ClusterConfig(**_fine_tuning(config), epochs=max(1, config.epochs // 2))
+
+
+def _quantize_config(config: SearchConfig, mode: str) -> QuantizeConfig:
+    return QuantizeConfig(**_fine_tuning(config), epochs=max(1, config.epochs // 2), mode=mode)
+
+
+def _fine_tuning(config: SearchConfig) -> dict:
+    keys = ("model_uri", "dataset", "image_size", "learning_rate", "batch_size", "seed")
+    return {key: getattr(config, key) for key in keys}
+
+
+def finished_trials(study) -> list[dict]:
+    """Every trial of the study that measured a deployable, from every process that joined it."""
+    import optuna
+
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return [{"number": t.number, "run_id": t.user_attrs["run_id"], **{key: t.user_attrs[key] for key in (
+        contract.VAL_ACCURACY_DROP, contract.SIZE_GZIP_BYTES, contract.COMPRESSION_RATIO)}} for t in done]  # fmt: skip
+
+
+def best_trial(trials: list[dict], max_accuracy_drop: float) -> dict | None:
+    """The smallest deployable within the budget on validation; ties go to the smaller drop, then the earlier."""
+    feasible = [t for t in trials if t[contract.VAL_ACCURACY_DROP] <= max_accuracy_drop]
+    key = (contract.SIZE_GZIP_BYTES, contract.VAL_ACCURACY_DROP, "number")
+    return min(feasible, key=lambda t: tuple(t[k] for k in key), default=None)
+
+
+def report_study(study, config: SearchConfig, baseline_gzip: int) -> dict | None:
+    """The study's history and trade-off plots, its trials as a table, and the choice, on the active run."""
+    from steps.report import study_figure
+
+    trials = finished_trials(study)
+    best = best_trial(trials, config.max_accuracy_drop)
+    if trials:
+        mlflow.log_table({key: [t[key] for t in trials] for key in trials[0]}, "trials.json")
+        mlflow.log_figure(study_figure(trials, best and best["number"], config.max_accuracy_drop, baseline_gzip),
+                          "study.png")  # fmt: skip
+    pruned = sum(t.state.name == "PRUNED" for t in study.get_trials(deepcopy=False))
+    mlflow.log_metrics({"trials_complete": len(trials), "trials_pruned": pruned})
+    if best is None:
+        print(f"search: no trial of {len(trials)} is within max_accuracy_drop={config.max_accuracy_drop} on the "
+              "validation split; raise it, run more trials, or fine-tune longer (epochs)")  # fmt: skip
+        return None
+    chosen = mlflow.get_run(best["run_id"]).data.metrics
+    mlflow.set_tag(contract.TAG_BEST_RUN, best["run_id"])
+    mlflow.set_tag(contract.TAG_BEST_VARIANT, mlflow.get_run(best["run_id"]).data.tags[contract.TAG_VARIANT])
+    mlflow.log_metric(contract.BEST_COMPRESSION_RATIO, best[contract.COMPRESSION_RATIO])
+    for key in (contract.ACCURACY, contract.ACCURACY_LOW, contract.ACCURACY_HIGH, contract.SIZE_GZIP_BYTES,
+                contract.SIZE_XZ_BYTES, contract.VAL_ACCURACY_DROP):  # fmt: skip
+        mlflow.log_metric(key, chosen[key])  # the chosen trial's: the test split is reported for it alone
+    print(f"search: best trial {best['number']} of {len(trials)} (run {best['run_id']}): "
+          f"{best[contract.COMPRESSION_RATIO]:.1f}x smaller gzipped than float32 "
+          f"({int(chosen[contract.SIZE_GZIP_BYTES]):,} B; xz {int(chosen[contract.SIZE_XZ_BYTES]):,} B), validation "
+          f"drop {best[contract.VAL_ACCURACY_DROP]:+.4f}; test accuracy {chosen[contract.ACCURACY]:.4f} "
+          f"[{chosen[contract.ACCURACY_LOW]:.4f}, {chosen[contract.ACCURACY_HIGH]:.4f}]")  # fmt: skip
+    return best
+
+
+def register_best(best: dict, config: SearchConfig):
+    """The chosen trial through the same gate as main's choice, in a nested `register` run; the verdict."""
+    from steps.promotion import register_challenger
+    from steps.registry import describe
+
+    with mlflow.start_run(nested=True, run_name=contract.REGISTER):
+        mlflow.set_tag(contract.TAG_STEP, contract.REGISTER)
+        mlflow.set_tag(contract.TAG_BEST_RUN, best["run_id"])
+        version, verdict = register_challenger(config.model_name, best["run_id"], config)
+    print(f"search: {describe(version)}: gate {verdict.status}: {verdict.reason}")
+    return verdict
+
+
+if __name__ == "__main__":
+    run_cli(contract.SEARCH, main)

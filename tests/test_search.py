@@ -1,0 +1,113 @@
+"""Compression search: sensitivity ceilings, the sensitivity-scaled targets, the choice within the budget, and
+(e2e) two `mlflow run . -e search` processes completing one Optuna study in a shared SQLite storage, each trial
+a child run with the standard variant metrics, the choice within the constraint on validation."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+from PIL import Image
+
+from conftest import PROJECT, entry_point_runs, mlflow_run, store_in
+from steps import contract
+from steps.search import best_trial
+from steps.sensitivity import MAX_SPARSITY, SPARSITIES, scaled_targets, tolerated_sparsity
+
+
+def rows(layer: str, drops: list[float]) -> list[dict]:
+    return [{"layer": layer, "sparsity": s, "val_accuracy_drop": d} for s, d in zip(SPARSITIES, drops)]
+
+
+def test_a_layers_ceiling_is_the_last_sparsity_before_its_drop_first_exceeds_the_tolerance():
+    table = (
+        rows("dense", [0, 0, 0.001, 0.004, 0.02, 0.1])
+        + rows("conv", [0.03, 0, 0, 0, 0, 0])
+        + rows(
+            "head",
+            [0, 0.02, 0, 0, 0, 0],  # recovering at 80% after failing at 70% does not count
+        )
+    )
+    assert tolerated_sparsity(table, 0.005) == {"dense": 0.9, "conv": 0.0, "head": 0.5}
+
+
+def test_one_scale_moves_every_layer_relative_to_its_own_ceiling_and_never_prunes_everything():
+    assert scaled_targets({"dense": 0.9, "conv": 0.5}, 0.5) == {"dense": 0.45, "conv": 0.25}
+    assert scaled_targets({"dense": 0.98}, 1.2) == {"dense": MAX_SPARSITY}
+
+
+def trial(number: int, size: int, drop: float) -> dict:
+    return {"number": number, "run_id": f"r{number}", contract.SIZE_GZIP_BYTES: size,
+            contract.VAL_ACCURACY_DROP: drop, contract.COMPRESSION_RATIO: 100_000 / size}  # fmt: skip
+
+
+def test_the_choice_is_the_smallest_within_the_budget_on_validation_and_none_when_nothing_is():
+    trials = [trial(0, 30_000, 0.004), trial(1, 20_000, 0.02), trial(2, 30_000, 0.0), trial(3, 25_000, 0.005)]
+    assert best_trial(trials, 0.005)["number"] == 3  # the smaller over-budget trial 1 is not eligible
+    assert best_trial(trials[:3], 0.005)["number"] == 2  # a tie on size goes to the smaller drop
+    assert best_trial([trial(1, 20_000, 0.02)], 0.005) is None
+
+
+STUDY = "two-processes"
+BUDGET = 0.05  # generous: one fine-tuning epoch per step; what is tested is the choice, not the ratio
+
+
+@pytest.mark.e2e
+def test_two_search_processes_complete_one_study_each_trial_a_child_run_and_the_choice_within_budget(
+    tmp_path_factory,
+):
+    folder = tmp_path_factory.mktemp("search")
+    with pytest.MonkeyPatch.context() as monkeypatch, store_in(folder, monkeypatch):
+        trained = mlflow_run("-e", "train", "-P", "epochs=5")
+        assert trained.returncode == 0, trained.stderr[-3000:]
+        (train,) = entry_point_runs("train")
+        storage = f"sqlite:///{folder / 'study.db'}"
+        command = [sys.executable, "-m", "mlflow", "run", str(PROJECT), "--env-manager", "local", "--experiment-name",
+                   contract.EXPERIMENT, "-e", "search", "-P", f"model_uri=runs:/{train.info.run_id}/keras_model",
+                   "-P", "n_trials=2", "-P", "epochs=1", "-P", f"storage={storage}", "-P", f"study_name={STUDY}",
+                   "-P", f"max_accuracy_drop={BUDGET}", "-P", "register=false"]  # fmt: skip
+        searches = [subprocess.Popen(command, env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True) for _ in range(2)]  # fmt: skip
+        outputs = [search.communicate(timeout=900) for search in searches]
+        assert [search.returncode for search in searches] == [0, 0], [err[-3000:] for _, err in outputs]
+
+        study = optuna.load_study(study_name=STUDY, storage=storage)
+        assert sorted(t.number for t in study.trials) == [0, 1, 2, 3]  # one study, numbered once across both
+        parents = {run.info.run_id: run for run in entry_point_runs("search")}
+        assert len(parents) == 2
+        trials = f"tags.`{contract.TAG_STEP}` = '{contract.SEARCH_TRIAL}'"
+        children = mlflow.search_runs(search_all_experiments=True, output_format="list", filter_string=trials)
+        assert sorted(int(run.data.tags[contract.TAG_TRIAL]) for run in children) == [0, 1, 2, 3]
+        assert {run.data.tags["mlflow.parentRunId"] for run in children} == set(parents)
+        complete = [run for run in children if run.data.tags.get(contract.TAG_TRIAL_STATE) == "complete"]
+        assert complete, "every trial was pruned"
+        for run in complete:
+            assert set(contract.VARIANT_METRICS) <= set(run.data.metrics), run.data.tags[contract.TAG_VARIANT]
+        feasible = [run for run in complete if run.data.metrics[contract.VAL_ACCURACY_DROP] <= BUDGET]
+        for parent in parents.values():
+            chosen = parent.data.tags.get(contract.TAG_BEST_RUN)
+            if not feasible:
+                assert chosen is None
+                continue
+            smallest = min(feasible, key=lambda run: run.data.metrics[contract.SIZE_GZIP_BYTES])
+            assert chosen in {run.info.run_id for run in feasible}  # within the constraint on validation
+            assert mlflow.get_run(chosen).data.metrics[contract.SIZE_GZIP_BYTES] == smallest.data.metrics[
+                contract.SIZE_GZIP_BYTES]  # fmt: skip
+            assert parent.data.metrics[contract.BEST_COMPRESSION_RATIO] > 1
+
+        parent = next(iter(parents.values()))
+        local = mlflow.artifacts.download_artifacts(run_id=parent.info.run_id, dst_path=str(folder / "artifacts"))
+        with Image.open(f"{local}/sensitivity.png") as image:
+            assert image.size[0] > 400
+        logged = json.loads(Path(local, "sensitivity.json").read_text())  # mlflow.log_table's split layout
+        table = [dict(zip(logged["columns"], row)) for row in logged["data"]]
+        layers = {row["layer"] for row in table}
+        assert layers and layers <= {"conv0a", "conv0b", "conv_head", "dense", "probabilities"}
+        assert len(table) == len(layers) * len(SPARSITIES)  # one row per prunable layer and sparsity
+        assert sorted({row["sparsity"] for row in table}) == list(SPARSITIES)
