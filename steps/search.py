@@ -154,18 +154,19 @@ def run_trial(trial, parent, data: Dataset, config: SearchConfig, tolerated: dic
         model = prune_model(parent.model, data, _prune_config(config, config.epochs), layer_sparsity=sparsity).model
         pruned_drop = parent.baseline.val_accuracy - float((predicted_classes(model, data.x_val) == data.y_val).mean())
         trial.report(pruned_drop, step=0)
-        if trial.should_prune():
-            mlflow.set_tag(contract.TAG_TRIAL_STATE, "pruned")
-            print(f"search: trial {trial.number} pruned: pruning alone loses {pruned_drop:+.4f} on validation")
-            raise optuna.TrialPruned()
-        steps = [{"step": contract.PRUNE}]
-        if layer_clusters:
-            model = cluster_model(model, data, _cluster_config(config), layer_clusters=layer_clusters).model
-            steps.append({"step": contract.CLUSTER})
-        quantize_config = _quantize_config(config, "qat" if quantization == "qat" else "int8")
-        tflite, kernel_sparsity = quantize(model, data, quantize_config, steps)
-        metrics = log_variant(variant, None, tflite, data, parent, kernel_sparsity)
-        mlflow.set_tag(contract.TAG_TRIAL_STATE, "complete")
+        hopeless = trial.should_prune()
+        if not hopeless:
+            steps = [{"step": contract.PRUNE}]
+            if layer_clusters:
+                model = cluster_model(model, data, _cluster_config(config), layer_clusters=layer_clusters).model
+                steps.append({"step": contract.CLUSTER})
+            quantize_config = _quantize_config(config, "qat" if quantization == "qat" else "int8")
+            tflite, kernel_sparsity = quantize(model, data, quantize_config, steps)
+            metrics = log_variant(variant, None, tflite, data, parent, kernel_sparsity)
+        mlflow.set_tag(contract.TAG_TRIAL_STATE, "pruned" if hopeless else "complete")  # the run itself FINISHED
+    if hopeless:
+        print(f"search: trial {trial.number} pruned: pruning alone loses {pruned_drop:+.4f} on validation")
+        raise optuna.TrialPruned()
     for key in (contract.VAL_ACCURACY_DROP, contract.SIZE_GZIP_BYTES, contract.COMPRESSION_RATIO):
         trial.set_user_attr(key, metrics[key])
     within = "within" if metrics[contract.VAL_ACCURACY_DROP] <= config.max_accuracy_drop else "over"
