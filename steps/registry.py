@@ -11,12 +11,16 @@ therefore ordered by its `promoted_at` tag, written first, and the aliases are
 then settled to what the tags say: champion the latest-stamped version,
 previous the one before it, read again and rewritten until they agree. Every
 process settles after its own writes, so the last one to finish leaves both
-aliases matching every stamp (tests/test_team.py runs four at once).
+aliases matching every stamp (tests/test_team.py runs four at once). Two
+processes writing the same alias at the same moment can also collide in the
+store itself (a tracking server answers 500): such a write is read again and
+retried after a short random pause.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import time
 
 import mlflow
@@ -132,16 +136,23 @@ def _stamps(name: str) -> dict[str, float]:
 
 def _stamp_move(name: str, version: str, champion: ModelVersion | None) -> None:
     """Order this move after every other: a stamp later than all (clocks of other machines may lag)."""
-    stamps = _stamps(name)
-    latest = max(stamps.values(), default=0.0)
-    if champion is not None and str(champion.version) not in stamps:  # set by hand: that move counts too
-        latest = max(time.time(), latest + 0.001)
-        client().set_model_version_tag(name, str(champion.version), contract.VERSION_TAG_PROMOTED_AT, f"{latest:.3f}")
-    moment = max(time.time(), latest + 0.001)
-    client().set_model_version_tag(name, version, contract.VERSION_TAG_PROMOTED_AT, f"{moment:.3f}")
+    for _ in range(SETTLE_ATTEMPTS):
+        stamps = _stamps(name)
+        latest = max(stamps.values(), default=0.0)
+        adopted = True
+        if champion is not None and str(champion.version) not in stamps:  # set by hand: that move counts too
+            latest = max(time.time(), latest + 0.001)
+            adopted = _write(client().set_model_version_tag, name, str(champion.version),
+                             contract.VERSION_TAG_PROMOTED_AT, f"{latest:.3f}")  # fmt: skip
+        moment = max(time.time(), latest + 0.001)
+        if adopted and _write(client().set_model_version_tag, name, version, contract.VERSION_TAG_PROMOTED_AT,
+                              f"{moment:.3f}"):  # fmt: skip
+            return
+    raise RegistryError(f"could not record the move of {name} v{version}: {_BUSY}")
 
 
 SETTLE_ATTEMPTS = 10
+_BUSY = "another process keeps writing the same registry entries; run it again when that is done"
 
 
 def _settle_aliases(name: str) -> tuple[str, str | None]:
@@ -154,12 +165,29 @@ def _settle_aliases(name: str) -> tuple[str, str | None]:
         if aliases.get(contract.CHAMPION) == champion and previous in (None, aliases.get(contract.PREVIOUS)):
             return champion, previous
         if previous is not None:
-            client().set_registered_model_alias(name, contract.PREVIOUS, previous)
-        client().set_registered_model_alias(name, contract.CHAMPION, champion)
-    raise RegistryError(
-        f"the aliases of {name!r} still disagree with the promotions after {SETTLE_ATTEMPTS} attempts: another "
-        "process keeps moving them; run promote again when it is done"
-    )
+            _write(client().set_registered_model_alias, name, contract.PREVIOUS, previous)
+        _write(client().set_registered_model_alias, name, contract.CHAMPION, champion)
+    raise RegistryError(f"the aliases of {name!r} still disagree with the promotions after {SETTLE_ATTEMPTS} "
+                        f"attempts: {_BUSY}")  # fmt: skip
+
+
+def _write(write, *args) -> bool:
+    """One registry write; False when the store refused it because another process wrote the same row at the
+    same moment (MLflow's alias and tag writes are a read then an insert: the second insert collides). The
+    caller reads again and retries after a short random pause, so the colliding processes fall apart."""
+    try:
+        write(*args)
+        return True
+    except MlflowException as error:
+        if error.error_code not in COLLISIONS:
+            raise
+        time.sleep(random.uniform(0.05, 0.5))
+        return False
+
+
+# How a colliding write comes back: a tracking server answers 500 (its store's IntegrityError); a local SQL
+# store raises the same as a conflict or an internal error
+COLLISIONS = ("INTERNAL_ERROR", "RESOURCE_ALREADY_EXISTS", "ABORTED", "TEMPORARILY_UNAVAILABLE")
 
 
 def promoted_at(version: ModelVersion) -> float:

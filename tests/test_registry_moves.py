@@ -14,6 +14,8 @@ import itertools
 
 import mlflow
 import pytest
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, RESOURCE_DOES_NOT_EXIST
 
 from conftest import store_in
 from steps import contract, registry
@@ -78,3 +80,43 @@ def test_two_moves_that_read_the_same_champion_settle_in_stamp_order_whatever_la
     late.set_registered_model_alias(model, contract.CHAMPION, "2")
     assert registry._settle_aliases(model) == ("3", "2")  # A reads back and puts them right
     assert aliases(model) == ("3", "2")
+
+
+def client_whose_alias_writes(write):
+    """The real client, but its alias writes go through write(real_client, *args)."""
+    real = mlflow.MlflowClient()
+
+    class Client:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def set_registered_model_alias(self, *args):
+            return write(real, *args)
+
+    return Client
+
+
+def test_a_write_that_collides_with_another_process_is_read_again_and_retried(model, monkeypatch):
+    """A tracking server answers 500 when two processes insert the same alias row at once (its IntegrityError)."""
+    collisions = []
+
+    def collide_once(real, *args):
+        if not collisions:
+            collisions.append(args)
+            raise MlflowException("duplicate key value violates unique constraint", error_code=INTERNAL_ERROR)
+        return real.set_registered_model_alias(*args)
+
+    monkeypatch.setattr(registry, "client", client_whose_alias_writes(collide_once))
+    monkeypatch.setattr(registry.random, "uniform", lambda *_: 0.0)
+    registry.move_champion(model, 1)
+    assert registry.move_champion(model, 2) == "1"
+    assert collisions and aliases(model) == ("2", "1")
+
+
+def test_a_write_the_store_refuses_for_another_reason_is_not_retried(model, monkeypatch):
+    def refuse(real, *args):
+        raise MlflowException("no such version", error_code=RESOURCE_DOES_NOT_EXIST)
+
+    monkeypatch.setattr(registry, "client", client_whose_alias_writes(refuse))
+    with pytest.raises(MlflowException, match="no such version"):
+        registry.move_champion(model, 1)
