@@ -111,6 +111,9 @@ mlflow db upgrade "$(database_url mlflow)" > "$data/db-upgrade.log" 2>&1 || {
     exit 1
 }
 
+# MLflow's job runner (GenAI evaluation jobs: a uvicorn runner and seven huey consumers of ~250 MB each) does
+# nothing for this project; it stays off unless the caller turns it on.
+export MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}"
 server=(mlflow server --backend-store-uri "$(database_url mlflow)" --artifacts-destination "$data/artifacts"
         --serve-artifacts --host "$host" --port "$port" --workers "$workers")
 if [ "$auth" = 1 ]; then
