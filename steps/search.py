@@ -155,6 +155,8 @@ def run_trial(trial, parent, data: Dataset, config: SearchConfig, tolerated: dic
         pruned_drop = parent.baseline.val_accuracy - float((predicted_classes(model, data.x_val) == data.y_val).mean())
         trial.report(pruned_drop, step=0)
         hopeless = trial.should_prune()
+        if hopeless:  # what the sampler's constraint sees for it: already far over the budget
+            trial.set_user_attr(contract.VAL_ACCURACY_DROP, pruned_drop)
         if not hopeless:
             steps = [{"step": contract.PRUNE}]
             if layer_clusters:
