@@ -242,7 +242,7 @@ def report_study(study, config: SearchConfig, baseline_gzip: int) -> dict | None
     for key in (contract.ACCURACY, contract.ACCURACY_LOW, contract.ACCURACY_HIGH, contract.SIZE_GZIP_BYTES,
                 contract.SIZE_XZ_BYTES, contract.VAL_ACCURACY_DROP):  # fmt: skip
         mlflow.log_metric(key, chosen[key])  # the chosen trial's: the test split is reported for it alone
-    print(f"search: best trial {best['number']} of {len(trials)} (run {best['run_id']}): "
+    print(f"search: best trial {best['number']} ({len(trials)} complete trials; run {best['run_id']}): "
           f"{best[contract.COMPRESSION_RATIO]:.1f}x smaller gzipped than float32 "
           f"({int(chosen[contract.SIZE_GZIP_BYTES]):,} B; xz {int(chosen[contract.SIZE_XZ_BYTES]):,} B), validation "
           f"drop {best[contract.VAL_ACCURACY_DROP]:+.4f}; test accuracy {chosen[contract.ACCURACY]:.4f} "
