@@ -337,7 +337,7 @@ class SearchConfig(FineTuneConfig, GateConfig):
     timeout_minutes: float = setting(30.0, "this process stops starting trials after this long (0: no limit)")
     storage: str = setting("", "Optuna storage: empty keeps the study in memory; an RDB URL (sqlite:///s.db, "
                            "postgresql://...) lets several search processes share one study")  # fmt: skip
-    study_name: str = setting("", "the study to create or join; empty: named after the parent model's run")
+    study_name: str = setting("", "the study to create or join; empty: a new study named after this search run")
     quantizations: str = setting(",".join(QUANTIZATIONS), "which quantizations trials may choose: ptq, qat or both")
     register: bool = setting(True, "register the best trial's deployable and put it through the gate, as main does")
 
