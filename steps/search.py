@@ -127,9 +127,8 @@ def run_trial(trial, parent, data: Dataset, config: SearchConfig, tolerated: dic
     """Prune, cluster and quantize one candidate in a nested run; its gzip size (validation drop kept aside)."""
     import optuna
 
-    from steps.architectures import predicted_classes
     from steps.compression import cluster_model, prune_model, quantize
-    from steps.sensitivity import scaled_targets
+    from steps.sensitivity import scaled_targets, val_accuracy
     from steps.variants import log_variant, start_variant_run
 
     started = time.monotonic()
@@ -152,7 +151,7 @@ def run_trial(trial, parent, data: Dataset, config: SearchConfig, tolerated: dic
         mlflow.log_params({f"trial.{key}": value for key, value in trial.params.items()})
         trial.set_user_attr("run_id", run.info.run_id)
         model = prune_model(parent.model, data, _prune_config(config, config.epochs), layer_sparsity=sparsity).model
-        pruned_drop = parent.baseline.val_accuracy - float((predicted_classes(model, data.x_val) == data.y_val).mean())
+        pruned_drop = parent.baseline.val_accuracy - val_accuracy(model, data)
         trial.report(pruned_drop, step=0)
         hopeless = trial.should_prune()
         if hopeless:  # what the sampler's constraint sees for it: already far over the budget

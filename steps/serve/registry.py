@@ -17,6 +17,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from steps.config import REFUSALS
+
 MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 TIMEOUT_SECONDS = 10
 
@@ -95,7 +97,7 @@ def _rest_lookup(registry_uri: str):
 
 
 def _mlflow_lookup(registry_uri: str):
-    answered = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "PERMISSION_DENIED", "UNAUTHENTICATED")
+    answered = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", *REFUSALS)  # the store spoke
 
     def version_of(name: str, alias: str) -> str:
         import mlflow  # only for stores this module cannot read itself
