@@ -57,6 +57,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import write_section  # noqa: E402
+from steps import contract  # noqa: E402
 
 CONCURRENCY = (1, 4, 16, 64)
 MODEL = "bench-digits"
@@ -224,7 +225,7 @@ def prepare_models(env: dict) -> tuple[str, str]:
     litert_uri = f"runs:/{run.info.run_id}/litert_model"
     for _ in range(2):
         mlflow.register_model(litert_uri, MODEL)
-    mlflow.MlflowClient().set_registered_model_alias(MODEL, "champion", "1")
+    mlflow.MlflowClient().set_registered_model_alias(MODEL, contract.CHAMPION, "1")
     return keras_uri, litert_uri
 
 
@@ -249,7 +250,7 @@ def flip_under_load(port: int, script: Path, seconds: float) -> dict:
         for i in range(FLIPS):
             target = "2" if i % 2 == 0 else "1"
             started = time.time()
-            client.set_registered_model_alias(MODEL, "champion", target)
+            client.set_registered_model_alias(MODEL, contract.CHAMPION, target)
             while served_version() != target and time.time() - started < 60:
                 time.sleep(0.1)
             swap_seconds.append(time.time() - started)

@@ -60,10 +60,15 @@ TAG_STUDY = "rtdeploy.study"  # the Optuna study a trial belongs to
 TAG_TRIAL = "rtdeploy.trial"  # its number in that study (unique across every process that joined it)
 TAG_TRIAL_STATE = "rtdeploy.trial_state"  # complete, or pruned (hopeless after pruning: not clustered or quantized)
 
+
+def interval_keys(metric: str) -> tuple[str, str]:
+    """The metric names of an accuracy's 95% Wilson interval: `accuracy` has `accuracy_low`, `accuracy_high`."""
+    return f"{metric}_low", f"{metric}_high"
+
+
 # Metrics every variant run logs, so the MLflow UI compares them side by side
 ACCURACY = "accuracy"  # top-1 of the deployable on the test split (reported, never used to choose)
-ACCURACY_LOW = "accuracy_low"  # 95% Wilson interval of `accuracy`
-ACCURACY_HIGH = "accuracy_high"
+ACCURACY_LOW, ACCURACY_HIGH = interval_keys(ACCURACY)  # its 95% Wilson interval
 ACCURACY_DROP = "accuracy_drop"  # float baseline test accuracy minus this one's
 VAL_ACCURACY = "val_accuracy"  # top-1 on the validation split: what variants are chosen by
 VAL_ACCURACY_DROP = "val_accuracy_drop"  # float baseline validation accuracy minus this one's
@@ -119,6 +124,7 @@ CHAMPION_ACCURACY = "champion_accuracy"
 ACCURACY_CHANGE = "accuracy_change_vs_champion"  # challenger minus champion, on the same test samples
 MCNEMAR_P_VALUE = "mcnemar_p_value"  # exact McNemar test of that difference (paired, same samples)
 
+
 # The prediction log's layout (`PRAGMA user_version`): the server writes it, monitor and update read it
 PREDICTION_LOG_LAYOUT = 2
 # With `serve -P workers=N`, worker i writes its own log beside the named one: predictions.db -> predictions.worker1.db
@@ -137,8 +143,9 @@ def worker_log_path(path: str, index: int | str) -> str:
 # Monitoring: what `monitor` logs per window (one metric step per window) and how it alerts
 TAG_ALERT = "rtdeploy.alert"  # ALERT_NONE or the comma-separated reasons
 ALERT_NONE = "none"
-ALERT_REASONS = ("latency", "accuracy", "drift", "errors")
-ALERTS_UPDATE_ANSWERS = ("drift", "accuracy")  # new data fixes these; latency and errors need another fix
+ALERT_LATENCY, ALERT_ACCURACY, ALERT_DRIFT, ALERT_ERRORS = "latency", "accuracy", "drift", "errors"
+ALERT_REASONS = (ALERT_LATENCY, ALERT_ACCURACY, ALERT_DRIFT, ALERT_ERRORS)
+ALERTS_UPDATE_ANSWERS = (ALERT_DRIFT, ALERT_ACCURACY)  # new data fixes these; latency and errors need another fix
 REQUESTS = "requests"
 THROUGHPUT_RPS = "throughput_rps"
 INFERENCE_P50_MS = "inference_p50_ms"  # the model invocation alone (latency_p*_ms: body received to answer)

@@ -47,13 +47,19 @@ class Verdict:
         """The numbers behind the verdict, under the contract's metric names (only those that exist)."""
         metrics = {}
         if self.challenger is not None:
-            metrics[contract.CHALLENGER_ACCURACY] = self.challenger.value
+            metrics |= accuracy_metrics(contract.CHALLENGER_ACCURACY, self.challenger)
         if self.champion is not None:
-            metrics[contract.CHAMPION_ACCURACY] = self.champion.value
+            metrics |= accuracy_metrics(contract.CHAMPION_ACCURACY, self.champion)
             metrics[contract.ACCURACY_CHANGE] = self.challenger.value - self.champion.value
         if self.comparison is not None:
             metrics[contract.MCNEMAR_P_VALUE] = self.comparison.p_value
         return metrics
+
+
+def accuracy_metrics(name: str, accuracy: Accuracy) -> dict[str, float]:
+    """An accuracy and its 95% Wilson interval under metric names (`name`, `name_low`, `name_high`)."""
+    low, high = contract.interval_keys(name)
+    return {name: accuracy.value, low: accuracy.low, high: accuracy.high}
 
 
 def decide(challenger_correct: np.ndarray, champion_correct: np.ndarray | None, thresholds: GateConfig) -> Verdict:
@@ -93,16 +99,16 @@ def decide_update(
     """An update's challenger against the champion, each a (challenger, champion) pair of per-sample
     correctness: at most max_old_drop below the champion on the old test split, and no worse than it on the
     new held-out data. Returns the verdict (its accuracies and McNemar test: the old split's) and all four
-    accuracies under their metric names."""
+    accuracies with their intervals under their metric names."""
     on_old = decide(*old, GateConfig(min_accuracy_change=max_old_drop, min_accuracy=0.0))
     on_new = decide(*new, GateConfig(min_accuracy_change=0.0, min_accuracy=0.0))
     passed = not on_old.refused and not on_new.refused
     reason = f"old test split: {on_old.reason}; new held-out data: {on_new.reason}"
     status = contract.VALIDATION_PASSED if passed else contract.VALIDATION_FAILED
-    accuracies = {
-        contract.CHALLENGER_ACCURACY_OLD: on_old.challenger.value,
-        contract.CHAMPION_ACCURACY_OLD: on_old.champion.value,
-        contract.CHALLENGER_ACCURACY_NEW: on_new.challenger.value,
-        contract.CHAMPION_ACCURACY_NEW: on_new.champion.value,
-    }
+    accuracies = (
+        accuracy_metrics(contract.CHALLENGER_ACCURACY_OLD, on_old.challenger)
+        | accuracy_metrics(contract.CHAMPION_ACCURACY_OLD, on_old.champion)
+        | accuracy_metrics(contract.CHALLENGER_ACCURACY_NEW, on_new.challenger)
+        | accuracy_metrics(contract.CHAMPION_ACCURACY_NEW, on_new.champion)
+    )
     return Verdict(status, reason, on_old.challenger, on_old.champion, on_old.comparison), accuracies

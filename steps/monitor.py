@@ -129,7 +129,7 @@ def judge_version_window(
         ((contract.INFERENCE_P50_MS, contract.INFERENCE_P95_MS, contract.INFERENCE_P99_MS), "inference_ms"),
     ):
         metrics |= dict(zip(keys, percentiles_ms(predictions[column].to_numpy() / 1000.0)))
-    breaches = {"latency"} if metrics[contract.LATENCY_P99_MS] > config.max_p99_ms else set()
+    breaches = {contract.ALERT_LATENCY} if metrics[contract.LATENCY_P99_MS] > config.max_p99_ms else set()
 
     labelled = samples.merge(traffic.feedback[["request_id", "sample_index", "true_label"]],
                              on=["request_id", "sample_index"], how="inner")  # fmt: skip
@@ -145,7 +145,7 @@ def judge_version_window(
             contract.ERROR_RATE: 1 - live.value,
         }
         if live.high < config.min_accuracy:  # the whole interval below the floor: evidence, not one unlucky sample
-            breaches.add("accuracy")
+            breaches.add(contract.ALERT_ACCURACY)
     labelled = labelled.assign(input=[traffic.inputs[row] for row in labelled["row"]])
 
     drift = None
@@ -156,7 +156,7 @@ def judge_version_window(
         )
         metrics |= drift.metrics()
         if drift.drifted:
-            breaches.add("drift")
+            breaches.add(contract.ALERT_DRIFT)
     return metrics, breaches, drift, labelled
 
 
@@ -204,7 +204,7 @@ def judge(
             )
     alerts = {version: consecutive_alerts(windows, config.consecutive) for version, windows in versions.items()}
     error_breaches = [
-        {"errors"}
+        {contract.ALERT_ERRORS}
         if e[contract.REQUESTS] >= config.min_samples and e["refused_share"] > config.max_error_rate
         else set()
         for e in errors

@@ -14,6 +14,7 @@ from steps.gate import decide, decide_update
 from steps.plan import COMPRESSION_PLAN, plan_for
 from steps.selection import VariantRow, pareto_front, select_best
 from steps.settings import GateConfig
+from steps.stats import proportion
 
 
 def row(variant: str, val_drop: float, gzip_bytes: int, p50: float, test_accuracy: float = 0.98) -> VariantRow:
@@ -77,7 +78,8 @@ def correct(n_right: int, n: int = 360) -> np.ndarray:
 def test_gate_with_no_champion_only_checks_the_floor():
     passed = decide(correct(342), None, GateConfig(min_accuracy=0.9))
     assert passed.status == contract.VALIDATION_PASSED and "no champion yet" in passed.reason
-    assert passed.comparison is None and set(passed.metrics) == {contract.CHALLENGER_ACCURACY}
+    assert passed.comparison is None
+    assert set(passed.metrics) == {contract.CHALLENGER_ACCURACY, *contract.interval_keys(contract.CHALLENGER_ACCURACY)}
     failed = decide(correct(306), None, GateConfig(min_accuracy=0.9))
     assert failed.refused and "accuracy" in failed.reason and "0.9" in failed.reason
 
@@ -87,6 +89,15 @@ def test_gate_refuses_a_challenger_below_the_champion_beyond_the_tolerance():
     assert verdict.status == contract.VALIDATION_FAILED
     assert contract.ACCURACY_CHANGE in verdict.reason and "champion accuracy 0.9806" in verdict.reason
     assert verdict.metrics[contract.ACCURACY_CHANGE] == pytest.approx(-4 / 360)
+
+
+def test_the_gate_records_each_accuracy_with_its_wilson_interval():
+    metrics = decide(correct(349), correct(353), GateConfig()).metrics
+    for name, right in ((contract.CHALLENGER_ACCURACY, 349), (contract.CHAMPION_ACCURACY, 353)):
+        low, high = contract.interval_keys(name)
+        assert metrics[name] == right / 360
+        assert (metrics[low], metrics[high]) == (proportion(correct(right)).low, proportion(correct(right)).high)
+        assert metrics[low] < metrics[name] < metrics[high]
 
 
 def test_gate_accepts_equal_or_within_tolerance():
@@ -161,7 +172,11 @@ def test_an_update_must_hold_the_old_test_split_and_not_lose_on_the_new_data(old
     verdict, accuracies = decide_update(old, new, max_old_drop=0.01)
     assert verdict.refused is not passes
     assert re.search(words, verdict.reason)
-    assert accuracies == {
+    expected = {
         contract.CHALLENGER_ACCURACY_OLD: old_right[0] / 360, contract.CHAMPION_ACCURACY_OLD: old_right[1] / 360,
         contract.CHALLENGER_ACCURACY_NEW: new_right[0] / 100, contract.CHAMPION_ACCURACY_NEW: new_right[1] / 100,
     }  # fmt: skip
+    assert {name: accuracies[name] for name in expected} == expected
+    for name, value in expected.items():  # each with its interval
+        low, high = contract.interval_keys(name)
+        assert accuracies[low] <= value <= accuracies[high] and accuracies[low] < accuracies[high]
