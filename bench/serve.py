@@ -32,7 +32,16 @@ Several processes on one port (`--only workers`): `serve -P workers=1` and
 CPU too on this 2-core machine; the cores it used (its CPU time over the
 run's wall time) are reported beside each figure.
 
-    python bench/serve.py [--seconds 8] [--repeats 3] [--only serving|log-cost|workers]
+The Open Inference Protocol (`--only protocols`): one rtdeploy server with
+gRPC on, driven at concurrency 1, 16 and 64 over /invocations (MLflow's JSON,
+the reference), v2 REST with JSON tensors, v2 REST with binary tensors (wrk),
+and v2 gRPC with raw_input_contents (h2load, nghttp2's C load generator,
+posting the same ModelInfer message on HTTP/2 streams). The four take turns
+within each repeat. h2load sees gRPC errors as HTTP 200s, so its failures are
+counted from the server's own counter of answered gRPC calls.
+
+    apt-get install wrk nghttp2-client   # once
+    python bench/serve.py [--seconds 8] [--repeats 3] [--only serving|log-cost|workers|protocols]
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -54,6 +64,8 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import write_section  # noqa: E402
@@ -72,6 +84,10 @@ LOG_COST_CONCURRENCY = 16
 LOG_COST_REPEATS = 7  # at least: the loss is a few percent, the machine's run-to-run spread about as much
 WORKER_COUNTS = (1, 2)
 WORKERS_CONCURRENCY = (16, 64)
+PROTOCOLS_CONCURRENCY = (1, 16, 64)
+INVOCATIONS = "/invocations (MLflow JSON)"  # the reference the Open Inference Protocol's rows are compared with
+GRPC_PATH = "/inference.GRPCInferenceService/ModelInfer"
+GRPC_OK = 'rtdeploy_requests_total{endpoint="grpc_ModelInfer",status="200"}'
 NOOP_APP = """
 from starlette.applications import Starlette
 from starlette.responses import Response
@@ -86,7 +102,8 @@ app = Starlette(routes=[Route("/invocations", invocations, methods=["POST"]),
 WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.body = io.open("%s"):read("*a")
+wrk.body = io.open("%s", "rb"):read("*a")
+%s
 done = function(summary, latency, requests)
   local errors = summary.errors.connect + summary.errors.read + summary.errors.write
                  + summary.errors.status + summary.errors.timeout
@@ -179,20 +196,51 @@ def memory(server: Server, process: subprocess.Popen, port: int) -> tuple[float,
     return tree, ""
 
 
-def run_wrk(port: int, script: Path, connections: int, seconds: float) -> dict:
+def wrk_script(body: Path, headers: dict[str, str] | None = None) -> str:
+    extra = "\n".join(f'wrk.headers["{name}"] = "{value}"' for name, value in (headers or {}).items())
+    return WRK_SCRIPT % (body, extra)
+
+
+def run_wrk(port: int, script: Path, connections: int, seconds: float, path: str = "/invocations") -> dict:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = subprocess.run(
         ["wrk", f"-t{min(connections, 2)}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
-         "-s", str(script), f"http://127.0.0.1:{port}/invocations"],
+         "-s", str(script), f"http://127.0.0.1:{port}{path}"],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     line = next(line for line in result.stdout.splitlines() if line.startswith("JSON "))
     measured = json.loads(line[5:])
     measured["throughput"] = measured["requests"] / measured["seconds"]
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk is the only child waited for in between
-    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-    measured["wrk_cores"] = cpu / measured["seconds"]
+    measured["wrk_cores"] = children_cpu_since(before) / measured["seconds"]  # wrk: the only child waited for
     return measured
+
+
+def children_cpu_since(before) -> float:
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+
+
+def run_h2load(port: int, metrics_port: int, frame: Path, connections: int, seconds: float) -> dict:
+    """gRPC unary calls, one gRPC frame per HTTP/2 stream, `connections` at a time; the run_wrk figures.
+    Failures are those the server (its /metrics on metrics_port) did not count as answered OK: a gRPC error
+    is an HTTP 200 with a non-zero grpc-status trailer, which h2load does not read."""
+    log = frame.parent / f"h2load-{connections}.log"
+    answered_before = metric_value(metrics_port, GRPC_OK) or 0.0
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = subprocess.run(
+        ["h2load", f"-t{min(connections, 2)}", f"-c{connections}", "-m1", f"-D{max(1, round(seconds))}",
+         "-d", str(frame), "-H", "content-type: application/grpc", "-H", "te: trailers", "--log-file", str(log),
+         f"http://127.0.0.1:{port}{GRPC_PATH}"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    cpu = children_cpu_since(before)
+    done = int(re.search(r"requests: \d+ total, \d+ started, (\d+) done", result.stdout).group(1))
+    elapsed = float(re.search(r"finished in ([\d.]+)s", result.stdout).group(1))
+    latencies = sorted(int(line.split("\t")[2]) / 1000 for line in log.read_text().splitlines() if line)
+    answered = (metric_value(metrics_port, GRPC_OK) or 0.0) - answered_before
+    p50, p95, p99 = (latencies[min(len(latencies) - 1, int(q / 100 * len(latencies)))] for q in (50, 95, 99))
+    return {"requests": done, "seconds": elapsed, "throughput": done / elapsed, "errors": done - int(answered),
+            "p50": p50, "p95": p95, "p99": p99, "wrk_cores": cpu / elapsed}  # fmt: skip
 
 
 def start(server: Server, env: dict, port: int, log: Path, cwd: str | None = None) -> subprocess.Popen:
@@ -388,6 +436,89 @@ def workers(folder: str, env: dict, script: Path, seconds: float, repeats: int) 
     return workers_report(runs, repeats)
 
 
+def protocol_requests(folder: Path, sample: list) -> dict[str, tuple[Path, str]]:
+    """Each protocol's request for the same one sample: name -> (wrk script, or h2load's gRPC frame; path)."""
+    from steps.serve.oip import grpc_predict_v2_pb2 as pb
+
+    pixels = np.asarray(sample, "<f4")
+    tensor = {"name": "input", "datatype": "FP32", "shape": list(pixels.shape)}
+    bodies = {
+        INVOCATIONS: (json.dumps({"instances": sample}).encode(), {}),
+        "v2 REST, JSON tensors": (json.dumps({"inputs": [tensor | {"data": pixels.ravel().tolist()}]}).encode(), {}),
+    }
+    binary_input = tensor | {"parameters": {"binary_data_size": pixels.nbytes}}
+    binary_output = {"name": "probabilities", "parameters": {"binary_data": True}}
+    head = json.dumps({"inputs": [binary_input], "outputs": [binary_output]}).encode()
+    bodies["v2 REST, binary tensors"] = (head + pixels.tobytes(), {"Inference-Header-Content-Length": str(len(head))})
+    requests = {}
+    for index, (name, (body, headers)) in enumerate(bodies.items()):
+        (folder / f"v2-{index}.body").write_bytes(body)
+        script = folder / f"v2-{index}.lua"
+        script.write_text(wrk_script(folder / f"v2-{index}.body", headers))
+        path = "/invocations" if name == INVOCATIONS else f"/v2/models/{MODEL}/infer"
+        requests[name] = (script, path)
+    grpc_input = pb.ModelInferRequest.InferInputTensor(**tensor)
+    infer = pb.ModelInferRequest(model_name=MODEL, inputs=[grpc_input], raw_input_contents=[pixels.tobytes()])
+    message = infer.SerializeToString()
+    frame = folder / "grpc.frame"
+    frame.write_bytes(b"\0" + len(message).to_bytes(4, "big") + message)  # gRPC's length-prefixed message
+    requests["v2 gRPC, raw tensors"] = (frame, GRPC_PATH)
+    return requests
+
+
+def protocols(folder: str, env: dict, sample: list, seconds: float, repeats: int) -> str:
+    """One server with gRPC on; each protocol's request for the same sample, taking turns, at each concurrency."""
+    port, grpc_port = free_port(), free_port()
+    serve = [sys.executable, "-m", "steps.serve", "--model_uri", f"models:/{MODEL}@champion", "--port", "{port}",
+             "--grpc_port", str(grpc_port), "--prediction_log", f"{folder}/protocols.db"]  # fmt: skip
+    requests = protocol_requests(Path(folder), sample)
+    print(f"bench: protocols on ports {port} (HTTP) and {grpc_port} (gRPC)", flush=True)
+    process = start(Server("", serve, "/ready"), env, port, Path(folder) / f"server-{port}.log")
+
+    def once(name: str, connections: int, duration: float) -> dict:
+        target, path = requests[name]
+        if path == GRPC_PATH:
+            return run_h2load(grpc_port, port, target, connections, duration)
+        return run_wrk(port, target, connections, duration, path)
+
+    runs = {(name, c): [] for c in PROTOCOLS_CONCURRENCY for name in requests}
+    try:
+        for name in requests:
+            once(name, 16, WARMUP_SECONDS)  # the same untimed warm-up for every protocol
+        for connections in PROTOCOLS_CONCURRENCY:
+            for repeat in range(repeats):
+                for name in requests:
+                    runs[name, connections].append(once(name, connections, seconds))
+                latest = (f"{name} {runs[name, connections][-1]['throughput']:,.0f}" for name in requests)
+                print(f"  c={connections} repeat {repeat + 1}: {', '.join(latest)}", flush=True)
+    finally:
+        stop(process)
+    return protocols_report(runs, repeats)
+
+
+def protocols_report(runs: dict[tuple[str, int], list[dict]], repeats: int) -> str:
+    lines = [
+        f"One sample per request, one rtdeploy server (gRPC on); median of {repeats} runs (min–max), the four "
+        "protocols taking turns. HTTP/1.1 rows are driven by wrk, the gRPC row by h2load (HTTP/2, one stream per "
+        "connection); the client column is the cores the load generator itself used on this "
+        f"{os.cpu_count()}-core machine, CPU the server could not have.",
+        "",
+        "| protocol | concurrency | throughput (req/s) | p50 (ms) | p99 (ms) | errors | client used (cores) "
+        f"| throughput vs {INVOCATIONS} |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for (name, connections), protocol_runs in runs.items():
+        row = Row(name, connections, protocol_runs, 0.0)
+        reference = runs[INVOCATIONS, connections]
+        ratios = [run["throughput"] / base["throughput"] for run, base in zip(protocol_runs, reference)]
+        versus = "" if name == INVOCATIONS else (
+            f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}–{max(ratios):.2f})")  # fmt: skip
+        errors = sum(run["errors"] for run in protocol_runs)
+        lines.append(f"| {name} | {connections} | {row.spread('throughput', 0)} | {row.spread('p50')} | "
+                     f"{row.spread('p99')} | {errors} | {row.spread('wrk_cores')} | {versus} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def wait_for_workers(port: int, count: int, timeout: float = 120) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -424,10 +555,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=8, help="load duration per measurement")
     parser.add_argument("--repeats", type=int, default=3, help="wrk runs per figure (median, min-max reported)")
-    parser.add_argument("--only", choices=("serving", "log-cost", "workers"), help="one section (default: all)")
+    parser.add_argument("--only", choices=("serving", "log-cost", "workers", "protocols"),
+                        help="one section (default: all)")  # fmt: skip
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        sys.exit("bench/serve.py needs wrk: apt-get install wrk")
+    for tool, package in (("wrk", "wrk"), ("h2load", "nghttp2-client")):
+        if shutil.which(tool) is None:
+            sys.exit(f"bench/serve.py needs {tool}: apt-get install {package}")
     if args.repeats < 3:
         sys.exit("--repeats must be at least 3: a figure is a median with its spread")
     from sklearn.datasets import load_digits
@@ -444,7 +577,7 @@ def main() -> None:
         body = Path(folder) / "body.json"
         body.write_text(json.dumps({"instances": sample}))
         script = Path(folder) / "post.lua"
-        script.write_text(WRK_SCRIPT % body)
+        script.write_text(wrk_script(body))
         (Path(folder) / "noop_app.py").write_text(NOOP_APP)
         command = f"python bench/serve.py --seconds {args.seconds} --repeats {args.repeats}"
         if args.only in (None, "log-cost"):
@@ -455,6 +588,11 @@ def main() -> None:
         if args.only in (None, "workers"):
             table = workers(folder, env, script, args.seconds, args.repeats)
             write_section("Several server processes on one port", f"{command} --only workers", table)
+            print(table)
+        if args.only in (None, "protocols"):
+            table = protocols(folder, env, sample, args.seconds, args.repeats)
+            title = "Open Inference Protocol: v2 REST and gRPC beside /invocations"
+            write_section(title, f"{command} --only protocols", table)
             print(table)
         if args.only in (None, "serving"):
             rows, flips = [], None

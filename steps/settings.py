@@ -229,10 +229,15 @@ class ServeConfig:
     workers: int = setting(
         1, "server processes sharing the port (SO_REUSEPORT); each follows the alias and writes its own log"
     )
+    grpc_port: int = setting(
+        0, "TCP port of the Open Inference Protocol's gRPC service (0: off); REST v2 is always on `port`"
+    )
 
     def __post_init__(self):
         for name in ("port", "max_batch_size", "max_queue", "max_body_bytes", "workers"):
             require_positive(name, getattr(self, name))
+        if not 0 <= self.grpc_port <= 65535 or self.grpc_port == self.port:
+            raise ValueError(f"grpc_port is 0 (off) or a TCP port other than port {self.port}, got {self.grpc_port}")
         if self.poll_seconds < 0 or self.max_batch_wait_ms < 0:
             raise ValueError("poll_seconds and max_batch_wait_ms must be >= 0")
         if not 0 <= self.log_inputs <= 1:

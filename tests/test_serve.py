@@ -1,8 +1,9 @@
 """The real-time server, for real: a server process on 127.0.0.1 serving a registered LiteRT model from a
 sqlite registry, fetched by its child process. Every scoring format agrees with mlflow.pyfunc, the alias is
 followed without failed requests (polled over SQLite and over a real `mlflow server`), a corrupt version is
-refused, acknowledged predictions survive kill -9, and the serving process never imports tensorflow, mlflow or
-pandas. The layers one by one, and the HTTP app in-process, are in tests/test_serve_*.py."""
+refused, acknowledged predictions survive kill -9, the serving process never imports tensorflow, mlflow or
+pandas, and Triton's official clients speak the Open Inference Protocol to it over REST and gRPC. The layers
+one by one, and the HTTP app in-process, are in tests/test_serve_*.py."""
 
 from __future__ import annotations
 
@@ -81,8 +82,9 @@ def server(registry, tmp_path_factory):
 
 
 def test_the_serving_process_never_imports_tensorflow_mlflow_or_pandas(registry):
-    """tensorflow is not needed to run a .tflite; mlflow (110 MB) and pandas (50 MB) would double the memory."""
-    heavy = ("tensorflow", "tf_keras", "keras", "mlflow", "pandas")
+    """tensorflow is not needed to run a .tflite; mlflow (110 MB) and pandas (50 MB) would double the memory;
+    grpc only when grpc_port asks for it."""
+    heavy = ("tensorflow", "tf_keras", "keras", "mlflow", "pandas", "grpc")
     script = (
         "import sys; from steps.serve import app, cli, dataplane, runtime, server; import steps.images; "
         f"m = runtime.fetch('models:/{MODEL}/1').model; m.warm(4); "
@@ -143,6 +145,40 @@ def test_predict_takes_an_image_and_feedback_takes_its_true_label(server, digits
     assert server.request("POST", "/feedback", feedback)[0] == 200
     unknown = json.dumps({"request_id": "no-such-request", "label": "3"}).encode()
     assert server.request("POST", "/feedback", unknown)[0] == 404
+
+
+def test_tritons_clients_over_rest_and_grpc_get_the_pyfunc_classes_and_protocol_errors(registry, digits, tmp_path):
+    """tritonclient.http and tritonclient.grpc, unchanged, on the whole test split as binary tensors."""
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{MODEL}/1").predict(digits.x_test).argmax(axis=1)
+    expected = [f"{index}={index}" for index in pyfunc]  # label = class name; argmax of probabilities
+    np.save(tmp_path / "pixels.npy", digits.x_test)
+    grpc_port = free_port()
+    server = serve(registry, tmp_path / "p.db", "--grpc_port", str(grpc_port))
+    try:
+        result = run_command([sys.executable, str(PROJECT / "tests" / "oip_clients.py"), f"127.0.0.1:{server.port}",
+                              f"127.0.0.1:{grpc_port}", MODEL, str(tmp_path / "pixels.npy")])  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        seen = json.loads(result.stdout.strip().splitlines()[-1])
+    finally:
+        assert server.stop() == 0
+    inputs = [{"name": "input", "datatype": "FP32", "shape": [-1, 8, 8, 1]}]
+    for transport, answers in seen.items():
+        assert answers["live"] and answers["ready"] and answers["model_ready"] and answers["still_ready"], transport
+        assert answers["metadata"]["name"] == MODEL and answers["metadata"]["versions"] == ["1"]
+        assert answers["metadata"]["inputs"] == inputs
+        assert [o["name"] for o in answers["metadata"]["outputs"]] == ["probabilities", "label"]
+        assert answers["classes"] == expected, transport
+    mistakes = {transport: {case: status.split(":")[0] for case, status in seen[transport]["mistakes"].items()}
+                for transport in seen}  # fmt: skip
+    assert mistakes["http"] == {"datatype": "400", "shape": "400", "unknown model": "404", "unknown version": "404",
+                                "truncated binary": "400", "metadata of an unknown model": "404"}  # fmt: skip
+    assert mistakes["grpc"] == {
+        "datatype": "StatusCode.INVALID_ARGUMENT", "shape": "StatusCode.INVALID_ARGUMENT",
+        "unknown model": "StatusCode.NOT_FOUND", "unknown version": "StatusCode.NOT_FOUND",
+        "truncated binary": "StatusCode.INVALID_ARGUMENT", "metadata of an unknown model": "StatusCode.NOT_FOUND",
+    }  # fmt: skip
+    assert "FP64" in seen["grpc"]["mistakes"]["datatype"]  # the messages name the problem
+    assert "truncated" in seen["http"]["mistakes"]["truncated binary"]
 
 
 def test_alias_move_is_served_without_a_failed_request_and_a_corrupt_version_is_refused(server, digits):

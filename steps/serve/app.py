@@ -1,9 +1,11 @@
 """HTTP only: routes, request ids, and errors turned into JSON in one handler.
 
-Each handler reads its request, calls the data plane and formats the answer;
-errors are raised as `ServeError`s and answered by `error_response`. The
-request's id, its X-Request-Id header and its metrics are the `RequestContext`
-layer's, around every route.
+MLflow's scoring protocol and the server's own endpoints are here; the Open
+Inference Protocol's REST routes (/v2/...) come from `oip.rest`. Each handler
+reads its request, calls the data plane and formats the answer; errors are
+raised as `ServeError`s and answered by `error_response`. The request's id,
+its X-Request-Id header and its metrics are the `RequestContext` layer's,
+around every route.
 """
 
 from __future__ import annotations
@@ -24,13 +26,13 @@ from steps.serve import errors, protocol
 from steps.serve.dataplane import DataPlane
 from steps.serve.errors import BadRequest, ServeError
 from steps.serve.metrics import ServerMetrics
-from steps.serve.reading import header, positive_int_query, read_body, read_image
+from steps.serve.oip import rest as oip_rest
+from steps.serve.reading import REQUEST_ID, header, positive_int_query, read_body, read_image
 from steps.serve.runtime import ServedModel
 from steps.serve.server import Server
 
 log = logging.getLogger("rtdeploy.serve")
-REQUEST_ID = "rtdeploy.request_id"  # scope keys set by RequestContext and handle_error
-ERROR_KIND = "rtdeploy.error_kind"
+ERROR_KIND = "rtdeploy.error_kind"  # scope key set by RequestContext and handle_error
 DEFAULT_TOP_K = 3
 FEEDBACK_BODY_LIMIT = 64 * 1024
 
@@ -91,8 +93,13 @@ ROUTES = [
     Route("/ready", ready, methods=["GET"]),
     Route("/version", version, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
+    *oip_rest.ROUTES,
 ]
-ENDPOINT_NAMES = {route.path: route.name for route in ROUTES}  # metric labels; any other path counts as "other"
+# Metric and log labels: the name of the handler that took the request, or of the one its path names when it
+# was refused before routing (a bad X-Request-Id); any other request is "other".
+ENDPOINTS = {route.endpoint for route in ROUTES}
+NAMES_BY_PATH = {route.path: route.name for route in ROUTES}  # the templated /v2/models/{name}/... match no path
+PATHS = list(NAMES_BY_PATH)
 
 
 def prediction_response(body: bytes, model: ServedModel) -> Response:
@@ -102,9 +109,11 @@ def prediction_response(body: bytes, model: ServedModel) -> Response:
     return response
 
 
-def error_response(error: ServeError) -> Response:
-    """The one place an error becomes an answer: its status, JSON naming the problem, and its headers."""
-    return JSONResponse(error.as_json(), status_code=error.status, headers=error.headers)
+def error_response(error: ServeError, path: str) -> Response:
+    """The one place an error becomes an answer: its status, JSON naming the problem (in the Open Inference
+    Protocol's form under /v2, MLflow's elsewhere), and its headers."""
+    body = {"error": error.message} if path.startswith(oip_rest.PREFIX) else error.as_json()
+    return JSONResponse(body, status_code=error.status, headers=error.headers)
 
 
 async def handle_error(request: Request, error: Exception) -> Response:
@@ -112,12 +121,12 @@ async def handle_error(request: Request, error: Exception) -> Response:
     if isinstance(error, HTTPException):
         error = http_error(request, error)
     request.scope[ERROR_KIND] = error.kind
-    return error_response(error)
+    return error_response(error, request.url.path)
 
 
 def http_error(request: Request, error: HTTPException) -> ServeError:
     if error.status_code == 404:
-        message = f"no endpoint at {request.url.path}; endpoints: {', '.join(ENDPOINT_NAMES)}"
+        message = f"no endpoint at {request.url.path}; endpoints: {', '.join(PATHS)}"
     elif error.status_code == 405:
         allowed = (error.headers or {}).get("Allow", "")
         message = f"{request.method} is not allowed on {request.url.path}; use {allowed}"
@@ -147,30 +156,31 @@ class RequestContext:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                echo = (b"x-request-id", scope[REQUEST_ID].encode())  # a handler may have taken the body's id
                 message["headers"] = [*message.get("headers", ()), echo]
             await send(message)
 
         try:
-            request_id = self.plane.request_id(header(scope, b"x-request-id"))
+            scope[REQUEST_ID] = self.plane.request_id(header(scope, b"x-request-id"))
         except BadRequest as error:  # refused here: no route should see an id that cannot be logged or echoed
-            request_id = self.plane.request_id(None)
-            echo = (b"x-request-id", request_id.encode())
+            scope[REQUEST_ID] = self.plane.request_id(None)
             scope[ERROR_KIND] = error.kind
-            await error_response(error)(scope, receive, send_with_id)
+            await error_response(error, scope["path"])(scope, receive, send_with_id)
         else:
-            scope[REQUEST_ID] = request_id
-            echo = (b"x-request-id", request_id.encode())
             try:
                 await self.app(scope, receive, send_with_id)
             except Exception:  # not a ServeError (handle_error answered those): a bug of ours, never the client's
                 log.exception("internal error on %s %s", scope["method"], scope["path"])
                 scope[ERROR_KIND] = ServeError.kind
                 if status is None:
-                    await error_response(ServeError("internal server error"))(scope, receive, send_with_id)
-        endpoint = ENDPOINT_NAMES.get(scope["path"], "other")
+                    await error_response(ServeError("internal server error"), scope["path"])(
+                        scope, receive, send_with_id
+                    )
+        handler = scope.get("endpoint")  # set by the route that took the request
+        endpoint = handler.__name__ if handler in ENDPOINTS else NAMES_BY_PATH.get(scope["path"], "other")
         kind = scope.get(ERROR_KIND)
         self.metrics.observe_request(endpoint, status or 500, time.perf_counter() - start, kind)
-        self.plane.answered(endpoint, status or 500, kind, request_id)
+        self.plane.answered(endpoint, status or 500, kind, scope[REQUEST_ID])
 
 
 class ServingApp(Starlette):

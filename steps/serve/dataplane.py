@@ -82,8 +82,8 @@ class DataPlane:
         if len(given) > MAX_REQUEST_ID_LENGTH or not (given.isascii() and given.isprintable()) or " " in given:
             shown = given[:40] + ("..." if len(given) > 40 else "")
             raise BadRequest(
-                f"X-Request-Id {shown!r} is not 1 to {MAX_REQUEST_ID_LENGTH} visible ASCII characters; "
-                "send such an id, or none and use the one the answer carries"
+                f"request id {shown!r} is not 1 to {MAX_REQUEST_ID_LENGTH} visible ASCII characters; send such an "
+                "id (X-Request-Id, or an inference request's id), or none and use the one the answer carries"
             )
         return given
 
@@ -94,14 +94,17 @@ class DataPlane:
             raise Unavailable(f"no model is loaded yet ({reason}); retry shortly")
         return model
 
-    async def infer(self, decode: Decode, endpoint: str, request_id: str) -> Inference:
-        """Shape the input for the served model, run it (batched with others if configured), log it.
+    async def infer(
+        self, decode: Decode, endpoint: str, request_id: str, model: ServedModel | None = None
+    ) -> Inference:
+        """Shape the input for the served model (or the one the request already took), run it (batched with
+        others if configured), log it.
 
         Returns once the prediction is committed to the log; latency_ms in the
         log counts from here to the model's answer (decoding, queueing, invocation).
         """
         start = time.perf_counter()
-        model = self.model()
+        model = model or self.model()
         batch = decode(model.sample_shape)
         probabilities, inference_seconds = await self.engine.predict(model, batch)
         latency_ms = (time.perf_counter() - start) * 1000

@@ -14,6 +14,8 @@ from starlette.requests import Request
 from steps.serve import protocol
 from steps.serve.errors import BadRequest, PayloadTooLarge
 
+REQUEST_ID = "rtdeploy.request_id"  # the scope key of the request's id (the app's RequestContext sets it)
+
 
 def header(scope, name: bytes) -> str | None:
     """One request header (name in lower case), without building Starlette's Headers: the hot path's way."""

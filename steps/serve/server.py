@@ -17,6 +17,7 @@ from steps.serve.runtime import fetch_in_child
 from steps.settings import ServeConfig
 
 log = logging.getLogger("rtdeploy.serve")
+GRPC_GRACE_SECONDS = 2.0  # at stop, gRPC calls in progress get this long to finish
 HEARTBEAT_SECONDS = 5.0  # how often the prediction log gets a heartbeat row (also one at start and one at stop)
 
 
@@ -54,6 +55,7 @@ class Server:
     async def lifespan(self, app):
         self.engine.bind(asyncio.get_running_loop())
         self.follower.check_once()  # not there yet or broken: serve 503 and keep polling
+        grpc_server = await self._start_grpc()
         self.follower.start()
         # Everything imported and loaded so far (the app, numpy, LiteRT, the model) lives as long as the
         # server: keep it out of the cyclic GC, whose full passes over it stalled requests ~80 ms.
@@ -65,11 +67,22 @@ class Server:
             yield
         finally:
             heartbeats.cancel()
+            if grpc_server is not None:
+                await grpc_server.stop(GRPC_GRACE_SECONDS)
             self.follower.stop()
             self.engine.close()
             await self._beat()  # the last, with what the server answered in all
             self.predlog.close()
             gc.unfreeze()  # the process may go on (tests run servers in theirs)
+
+    async def _start_grpc(self):
+        """The Open Inference Protocol's gRPC face on grpc_port, if asked (grpc imported only then)."""
+        if not self.config.grpc_port:
+            return None
+        from steps.serve.oip import grpc_service
+
+        config = self.config
+        return await grpc_service.start(self.plane, self.metrics, config.host, config.grpc_port, config.workers > 1)
 
     async def _heartbeats(self) -> None:
         while True:

@@ -1,0 +1,153 @@
+"""The Open Inference Protocol without a transport: model metadata, input tensors to a batch, outputs to tensors.
+
+The served model has one input, `input` (FP32, [-1, *sample_shape]; int8
+deployables quantize inside the runtime, so clients always send floats),
+and two outputs: `probabilities` (FP32, [-1, n_classes]), returned when no
+output is asked for, and `label` (BYTES, [-1]), the most likely class's
+name. Data is row-major, raw (little-endian bytes; a BYTES element is a
+4-byte little-endian length and its bytes) or as JSON numbers. Every
+mistake is a `ServeError` naming it; the REST and gRPC faces give it their
+own form.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from dataclasses import dataclass
+from math import prod
+
+import numpy as np
+
+from steps.litert_runtime import InputError, to_batch
+from steps.serve.errors import BadRequest, NotFound
+from steps.serve.runtime import ServedModel
+
+SERVER_NAME = "rtdeploy"
+EXTENSIONS = ("binary_tensor_data",)  # the REST binary extension (gRPC's raw contents need none)
+PLATFORM = "tflite"
+INPUT = "input"
+PROBABILITIES = "probabilities"
+LABEL = "label"
+OUTPUTS = (PROBABILITIES, LABEL)
+DEFAULT_OUTPUTS = (PROBABILITIES,)
+FP32 = "FP32"
+BYTES = "BYTES"
+FP32_SIZE = 4
+MAX_DIMENSIONS = 8
+
+
+@dataclass(frozen=True)
+class InputTensor:
+    """One input as a request named it; data is raw bytes, or the JSON/protobuf values as a (nested) list."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    data: bytes | list
+
+
+@dataclass(frozen=True)
+class OutputTensor:
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    raw: bytes  # row-major, as the binary extension and gRPC's raw_output_contents carry it
+    values: list  # the same, flat, for a JSON answer
+
+
+def server_metadata() -> dict:
+    """The server's name, version and extensions, as /v2 and ServerMetadata answer them."""
+    try:
+        version = importlib.metadata.version("rtdeploy")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        version = "unknown"
+    return {"name": SERVER_NAME, "version": version, "extensions": list(EXTENSIONS)}
+
+
+def check_model(model: ServedModel, name: str, version: str | None) -> None:
+    """The request's model must be the served one: its registered name, and its version if one is given."""
+    if name != model.ref.name:
+        raise NotFound(f"model {name!r} is not served here; this server serves {model.ref.name!r}")
+    if version and version != model.ref.version:
+        raise NotFound(
+            f"version {version!r} of {name!r} is not served here; this server serves version {model.ref.version} "
+            "(the one its alias points to): ask for that version, or for none"
+        )
+
+
+def model_metadata(model: ServedModel) -> dict:
+    """The model's name, version, platform and tensors, as /v2/models/{name} and ModelMetadata answer them."""
+    return {
+        "name": model.ref.name,
+        "versions": [model.ref.version],
+        "platform": PLATFORM,
+        "inputs": [{"name": INPUT, "datatype": FP32, "shape": [-1, *model.sample_shape]}],
+        "outputs": [
+            {"name": PROBABILITIES, "datatype": FP32, "shape": [-1, len(model.class_names)]},
+            {"name": LABEL, "datatype": BYTES, "shape": [-1]},
+        ],
+    }
+
+
+def input_batch(inputs: list[InputTensor], sample_shape: tuple[int, ...]) -> np.ndarray:
+    """The request's one input as a float32 batch (n, *sample_shape); shape [n, prod(sample_shape)] is taken too."""
+    expected = f"[n, {', '.join(map(str, sample_shape))}]"
+    if len(inputs) != 1:
+        raise BadRequest(f"the model has one input, {INPUT!r} ({FP32}, shape {expected}); got {len(inputs)} inputs")
+    tensor = inputs[0]
+    if tensor.name != INPUT:
+        raise BadRequest(f"the model has no input {tensor.name[:40]!r}; its one input is {INPUT!r}")
+    if tensor.datatype != FP32:
+        raise BadRequest(
+            f"input {INPUT!r} has datatype {tensor.datatype[:20]!r}; the model takes {FP32} (pixels as floats)"
+        )
+    shape = tensor.shape
+    if not shape or len(shape) > MAX_DIMENSIONS or any(type(d) is not int or d < 0 for d in shape):
+        raise BadRequest(f"input {INPUT!r} has shape {list(shape)[: MAX_DIMENSIONS + 1]}; send {expected}")
+    elements = prod(shape)
+    if isinstance(tensor.data, bytes):
+        if len(tensor.data) != elements * FP32_SIZE:
+            raise BadRequest(
+                f"input {INPUT!r} holds {len(tensor.data)} bytes, but shape {list(shape)} of {FP32} takes "
+                f"{elements * FP32_SIZE}; send the whole tensor, row-major, little-endian"
+            )
+        array = np.frombuffer(tensor.data, "<f4").reshape(shape)
+    else:
+        try:
+            with np.errstate(over="ignore"):  # beyond float32: inf, refused by to_batch with a clear message
+                array = np.asarray(tensor.data, np.float32)
+        except (TypeError, ValueError, OverflowError) as error:
+            raise BadRequest(f"input {INPUT!r}'s data are not {FP32} numbers ({error}); send numbers, row-major")
+        if array.size != elements:
+            raise BadRequest(
+                f"input {INPUT!r} has {array.size} values, but its shape {list(shape)} holds {elements}; "
+                "send shape and data that agree"
+            )
+        array = array.reshape(shape)
+    try:
+        return to_batch(array, sample_shape)
+    except InputError as error:
+        raise BadRequest(f"input {INPUT!r}: {error}")
+
+
+def requested_outputs(names: list[str]) -> tuple[str, ...]:
+    """The outputs a request asked for, in its order; none named: the probabilities."""
+    for name in names:
+        if name not in OUTPUTS:
+            raise BadRequest(f"the model has no output {name[:40]!r}; its outputs are {', '.join(OUTPUTS)}")
+    return tuple(dict.fromkeys(names)) or DEFAULT_OUTPUTS
+
+
+def output_tensors(probabilities: np.ndarray, class_names: list[str], names: tuple[str, ...]) -> list[OutputTensor]:
+    """The named outputs of a batch's probabilities, each raw and as values."""
+    tensors = []
+    for name in names:
+        if name == PROBABILITIES:
+            data = probabilities.astype("<f4", copy=False)
+            tensors.append(OutputTensor(name, FP32, data.shape, data.tobytes(), data.ravel().tolist()))
+        else:
+            labels = [class_names[i] for i in probabilities.argmax(axis=1)]
+            encoded = [label.encode() for label in labels]
+            raw = b"".join(len(item).to_bytes(4, "little") + item for item in encoded)
+            tensors.append(OutputTensor(name, BYTES, (len(labels),), raw, labels))
+    return tensors
