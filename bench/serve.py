@@ -36,9 +36,11 @@ The Open Inference Protocol (`--only protocols`): one rtdeploy server with
 gRPC on, driven at concurrency 1, 16 and 64 over /invocations (MLflow's JSON,
 the reference), v2 REST with JSON tensors, v2 REST with binary tensors (wrk),
 and v2 gRPC with raw_input_contents (h2load, nghttp2's C load generator,
-posting the same ModelInfer message on HTTP/2 streams). The four take turns
-within each repeat. h2load sees gRPC errors as HTTP 200s, so its failures are
-counted from the server's own counter of answered gRPC calls.
+posting the same ModelInfer message on HTTP/2 streams), and beside them
+grpcio's own ceiling on this machine: a no-op ModelInfer servicer on grpc.aio
+in a process of its own. They take turns within each repeat. h2load sees gRPC
+errors as HTTP 200s, so errors are also counted from the server's own counter
+of gRPC calls answered with an error.
 
     apt-get install wrk nghttp2-client   # once
     python bench/serve.py [--seconds 8] [--repeats 3] [--only serving|log-cost|workers|protocols]
@@ -87,7 +89,24 @@ WORKERS_CONCURRENCY = (16, 64)
 PROTOCOLS_CONCURRENCY = (1, 16, 64)
 INVOCATIONS = "/invocations (MLflow JSON)"  # the reference the Open Inference Protocol's rows are compared with
 GRPC_PATH = "/inference.GRPCInferenceService/ModelInfer"
-GRPC_OK = 'rtdeploy_requests_total{endpoint="grpc_ModelInfer",status="200"}'
+GRPC_ANSWERS = 'rtdeploy_requests_total{endpoint="grpc_ModelInfer"'  # one line per status
+GRPC_CEILING = "no-op ModelInfer on grpc.aio, same stubs (gRPC ceiling)"
+NOOP_GRPC = """
+import sys
+import grpc
+import uvloop
+from steps.serve.oip import grpc_predict_v2_pb2 as pb, grpc_predict_v2_pb2_grpc as pb_grpc
+class NoOp(pb_grpc.GRPCInferenceServiceServicer):
+    async def ModelInfer(self, request, context):
+        return pb.ModelInferResponse(model_name=request.model_name, raw_output_contents=[bytes(40)])
+async def main():
+    server = grpc.aio.server()
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(NoOp(), server)
+    server.add_insecure_port("127.0.0.1:" + sys.argv[1])
+    await server.start()
+    await server.wait_for_termination()
+uvloop.run(main())
+"""
 NOOP_APP = """
 from starlette.applications import Starlette
 from starlette.responses import Response
@@ -220,12 +239,21 @@ def children_cpu_since(before) -> float:
     return after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
 
-def run_h2load(port: int, metrics_port: int, frame: Path, connections: int, seconds: float) -> dict:
+def grpc_refusals(metrics_port: int | None) -> float:
+    """ModelInfer calls the server answered with an error, from its own counter (0 for a server without one)."""
+    if metrics_port is None:
+        return 0.0
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+    lines = [line for line in text.splitlines() if line.startswith(GRPC_ANSWERS) and 'status="200"' not in line]
+    return sum(float(line.split()[-1]) for line in lines)
+
+
+def run_h2load(port: int, metrics_port: int | None, frame: Path, connections: int, seconds: float) -> dict:
     """gRPC unary calls, one gRPC frame per HTTP/2 stream, `connections` at a time; the run_wrk figures.
-    Failures are those the server (its /metrics on metrics_port) did not count as answered OK: a gRPC error
-    is an HTTP 200 with a non-zero grpc-status trailer, which h2load does not read."""
+    Errors are h2load's (transport) and the calls the server (its /metrics on metrics_port) answered with an
+    error: a gRPC error is an HTTP 200 with a non-zero grpc-status trailer, which h2load does not read."""
     log = frame.parent / f"h2load-{connections}.log"
-    answered_before = metric_value(metrics_port, GRPC_OK) or 0.0
+    refused_before = grpc_refusals(metrics_port)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = subprocess.run(
         ["h2load", f"-t{min(connections, 2)}", f"-c{connections}", "-m1", f"-D{max(1, round(seconds))}",
@@ -234,12 +262,13 @@ def run_h2load(port: int, metrics_port: int, frame: Path, connections: int, seco
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     cpu = children_cpu_since(before)
-    done = int(re.search(r"requests: \d+ total, \d+ started, (\d+) done", result.stdout).group(1))
+    counts = re.search(r"(\d+) done, \d+ succeeded, (\d+) failed, (\d+) errored, (\d+) timeout", result.stdout)
+    done, transport_errors = int(counts.group(1)), sum(int(n) for n in counts.groups()[1:])
     elapsed = float(re.search(r"finished in ([\d.]+)s", result.stdout).group(1))
     latencies = sorted(int(line.split("\t")[2]) / 1000 for line in log.read_text().splitlines() if line)
-    answered = (metric_value(metrics_port, GRPC_OK) or 0.0) - answered_before
+    errors = transport_errors + int(grpc_refusals(metrics_port) - refused_before)
     p50, p95, p99 = (latencies[min(len(latencies) - 1, int(q / 100 * len(latencies)))] for q in (50, 95, 99))
-    return {"requests": done, "seconds": elapsed, "throughput": done / elapsed, "errors": done - int(answered),
+    return {"requests": done, "seconds": elapsed, "throughput": done / elapsed, "errors": errors,
             "p50": p50, "p95": p95, "p99": p99, "wrk_cores": cpu / elapsed}  # fmt: skip
 
 
@@ -463,6 +492,7 @@ def protocol_requests(folder: Path, sample: list) -> dict[str, tuple[Path, str]]
     frame = folder / "grpc.frame"
     frame.write_bytes(b"\0" + len(message).to_bytes(4, "big") + message)  # gRPC's length-prefixed message
     requests["v2 gRPC, raw tensors"] = (frame, GRPC_PATH)
+    requests[GRPC_CEILING] = (frame, GRPC_PATH)
     return requests
 
 
@@ -474,9 +504,16 @@ def protocols(folder: str, env: dict, sample: list, seconds: float, repeats: int
     requests = protocol_requests(Path(folder), sample)
     print(f"bench: protocols on ports {port} (HTTP) and {grpc_port} (gRPC)", flush=True)
     process = start(Server("", serve, "/ready"), env, port, Path(folder) / f"server-{port}.log")
+    (Path(folder) / "noop_grpc.py").write_text(NOOP_GRPC)
+    ceiling_port = free_port()
+    ceiling = subprocess.Popen([sys.executable, f"{folder}/noop_grpc.py", str(ceiling_port)], env=env,
+                               start_new_session=True)  # fmt: skip
+    time.sleep(3)  # it answers once grpc is imported and the port bound; h2load's errors would show otherwise
 
     def once(name: str, connections: int, duration: float) -> dict:
         target, path = requests[name]
+        if name == GRPC_CEILING:
+            return run_h2load(ceiling_port, None, target, connections, duration)
         if path == GRPC_PATH:
             return run_h2load(grpc_port, port, target, connections, duration)
         return run_wrk(port, target, connections, duration, path)
@@ -493,15 +530,17 @@ def protocols(folder: str, env: dict, sample: list, seconds: float, repeats: int
                 print(f"  c={connections} repeat {repeat + 1}: {', '.join(latest)}", flush=True)
     finally:
         stop(process)
+        stop(ceiling)
     return protocols_report(runs, repeats)
 
 
 def protocols_report(runs: dict[tuple[str, int], list[dict]], repeats: int) -> str:
     lines = [
-        f"One sample per request, one rtdeploy server (gRPC on); median of {repeats} runs (min–max), the four "
-        "protocols taking turns. HTTP/1.1 rows are driven by wrk, the gRPC row by h2load (HTTP/2, one stream per "
+        f"One sample per request, one rtdeploy server (gRPC on); median of {repeats} runs (min–max), the "
+        "protocols taking turns. HTTP/1.1 rows are driven by wrk, the gRPC rows by h2load (HTTP/2, one stream per "
         "connection); the client column is the cores the load generator itself used on this "
-        f"{os.cpu_count()}-core machine, CPU the server could not have.",
+        f"{os.cpu_count()}-core machine, CPU the server could not have. The last row is grpcio's own ceiling "
+        "here: a servicer that answers without reading the request, no model, no log, in a process of its own.",
         "",
         "| protocol | concurrency | throughput (req/s) | p50 (ms) | p99 (ms) | errors | client used (cores) "
         f"| throughput vs {INVOCATIONS} |",

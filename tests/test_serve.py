@@ -12,6 +12,7 @@ import io
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import threading
 import urllib.request
 from pathlib import Path
 
+import grpc
 import mlflow
 import numpy as np
 import pytest
@@ -30,6 +32,8 @@ from steps import contract
 from steps.architectures import build_model
 from steps.convert import to_tflite
 from steps.data import load_dataset
+from steps.serve.oip import grpc_predict_v2_pb2 as pb
+from steps.serve.oip import grpc_predict_v2_pb2_grpc as pb_grpc
 from steps.serve.registry import LookupFailed, alias_lookup
 from steps.sqlite_files import read_only
 from steps.tracking import log_litert_model
@@ -318,6 +322,18 @@ def test_a_prediction_log_of_another_layout_stops_the_start_and_is_left_as_it_wa
     assert old_log.read_bytes() == before
 
 
+def test_a_grpc_port_already_taken_stops_the_start_in_one_line(registry, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = run_command([sys.executable, "-m", "steps.serve", "--model_uri", f"models:/{MODEL}/1",
+                              "--prediction_log", str(tmp_path / "p.db"), "--port", str(free_port()),
+                              "--grpc_port", str(taken.getsockname()[1])], timeout=120)  # fmt: skip
+    assert result.returncode != 0
+    assert "grpc_port" in result.stderr and "choose a free port" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_a_server_started_before_its_alias_exists_answers_503_then_serves_once_it_is_set(registry, tmp_path):
     client = mlflow.MlflowClient()
     server = serve(registry, tmp_path / "p.db", alias="staging", wait_for="/ping")
@@ -356,7 +372,8 @@ def test_acknowledged_predictions_survive_kill_9(registry, digits, tmp_path):
 
 
 def test_two_workers_share_the_port_each_logs_its_own_and_their_metrics_add_up(registry, digits, tmp_path):
-    server = serve(registry, tmp_path / "p.db", "--workers", "2")
+    grpc_port = free_port()
+    server = serve(registry, tmp_path / "p.db", "--workers", "2", "--grpc_port", str(grpc_port))
     try:  # a worker listens once its model is loaded: the first to answer /ready may be alone for a while
         assert wait_for(lambda: len(worker_pids(server.metrics())) == 2, timeout=60)
         payload = {"instances": digits.x_test[:1].tolist()}
@@ -368,6 +385,14 @@ def test_two_workers_share_the_port_each_logs_its_own_and_their_metrics_add_up(r
         assert sum(per_worker) == 100 and min(per_worker) > 0, per_worker
         metrics = server.metrics()  # whichever worker answers, it counts both
         assert metrics['rtdeploy_requests_total{endpoint="invocations",status="200"}'] == 100
+        tensor = pb.ModelInferRequest.InferInputTensor(name="input", datatype="FP32", shape=[1, 8, 8, 1])
+        raw = [digits.x_test[:1].astype("<f4").tobytes()]
+        infer = pb.ModelInferRequest(model_name=MODEL, inputs=[tensor], raw_input_contents=raw)
+        for _ in range(40):  # a connection each: the gRPC port is shared the same way
+            with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+                assert pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(infer).model_version == "1"
+        grpc_rows = [count_rows(path, "predictions WHERE endpoint = 'v2_grpc_infer'") for path in logs]
+        assert sum(grpc_rows) == 40 and min(grpc_rows) > 0, grpc_rows
         pids = worker_pids(metrics)
         assert len(pids) == 2
         victim = min(pids)

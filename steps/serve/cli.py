@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import sys
 
 from steps.config import parse_config, run_cli
@@ -19,6 +20,8 @@ def main(argv: list[str] | None = None) -> None:
     from steps.serve.server import Server
 
     config = parse_config(ServeConfig, argv)
+    if config.grpc_port:  # found now, in one line, rather than as a traceback from the app's start
+        require_free_port(config.host, config.grpc_port, "grpc_port")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if config.workers > 1:
         logs = worker_log_path(config.prediction_log, "*")
@@ -30,6 +33,15 @@ def main(argv: list[str] | None = None) -> None:
     # the signal through the handler found at start. Make that a normal end, so `mlflow run` marks it FINISHED.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(ServingApp(Server(config)), host=config.host, port=config.port, log_level="warning", access_log=False)
+
+
+def require_free_port(host: str, port: int, name: str) -> None:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise ValueError(f"{name} {port} cannot be bound on {host} ({error.strerror}); choose a free port")
 
 
 def console_script() -> None:

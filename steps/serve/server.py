@@ -23,7 +23,7 @@ HEARTBEAT_SECONDS = 5.0  # how often the prediction log gets a heartbeat row (al
 
 class Server:
     """The data plane, the alias follower that fills it, and what both use; download and lookup as in `reload`,
-    heartbeat_seconds shorter in tests."""
+    heartbeat_seconds shorter in tests; shared_ports: other processes (serve's workers) bind the same ports."""
 
     def __init__(
         self,
@@ -32,8 +32,10 @@ class Server:
         download=fetch_in_child,
         lookup=alias_lookup,
         heartbeat_seconds: float = HEARTBEAT_SECONDS,
+        shared_ports: bool = False,
     ):
         self.config = config
+        self.shared_ports = shared_ports
         self.heartbeat_seconds = heartbeat_seconds
         # Opened first: a file it cannot add to stops the start.
         self.predlog = PredictionLog(config.prediction_log, replica_name(config.host, config.port), config.log_inputs)
@@ -82,7 +84,7 @@ class Server:
         from steps.serve.oip import grpc_service
 
         config = self.config
-        return await grpc_service.start(self.plane, self.metrics, config.host, config.grpc_port, config.workers > 1)
+        return await grpc_service.start(self.plane, self.metrics, config.host, config.grpc_port, self.shared_ports)
 
     async def _heartbeats(self) -> None:
         while True:

@@ -45,7 +45,7 @@ def serve_worker(config: ServeConfig, index: int, up) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: sys.exit(0))
     try:
-        app = ServingApp(Server(config))  # opens the log
+        app = ServingApp(Server(config, shared_ports=True))  # opens the log
         sock = shared_port_socket(config.host, config.port)
     except (ValueError, OSError) as error:  # a log of another layout, a port taken by another user's process
         print(f"serve: worker {index}: error: {error}", file=sys.stderr)
