@@ -39,7 +39,8 @@ def registry(tmp_path_factory):
     registry = StandInRegistry(tmp_path_factory.mktemp("registry"))
     registry.add("1", tiny_tflite(GRAY_SHAPE, len(GRAY_CLASSES)), GRAY_CLASSES)
     registry.add("2", b"not a flatbuffer" * 100, GRAY_CLASSES)
-    registry.aliases.update(champion="1", broken="2")
+    registry.add("3", tiny_tflite(GRAY_SHAPE, len(GRAY_CLASSES)), GRAY_CLASSES)
+    registry.aliases.update(champion="1", broken="2", moving="1")
     return registry
 
 
@@ -331,6 +332,24 @@ def test_while_no_model_is_loaded_ready_is_false_and_infer_is_unavailable(regist
                 grpc_infer(stub, BATCH)
             assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
+        server.stop()
+
+
+def test_both_transports_follow_the_alias_as_every_endpoint_does(registry, tmp_path):
+    server = InProcessServer(registry, tmp_path / "p.db", model_uri=f"models:/{MODEL}@moving", grpc_port=free_port())
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.server.config.grpc_port}") as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            assert grpc_infer(stub, BATCH[:1]).model_version == "1"
+            registry.aliases["moving"] = "3"
+            server.server.follower.check_once()  # what the poll would do
+            assert grpc_infer(stub, BATCH[:1]).model_version == "3"
+            assert stub.ModelMetadata(pb.ModelMetadataRequest(name=MODEL)).versions == ["3"]
+        assert json.loads(server.request("GET", f"/v2/models/{MODEL}")[2])["versions"] == ["3"]
+        status, _, body = server.request("POST", f"/v2/models/{MODEL}/versions/1/infer", v2_json(BATCH), JSON)
+        assert status == 404 and "serves version 3" in json.loads(body)["error"]
+    finally:
+        registry.aliases["moving"] = "1"
         server.stop()
 
 
