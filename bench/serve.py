@@ -160,6 +160,14 @@ class Row:
         return f"{self.median(key):,.{digits}f} ({min(values):,.{digits}f}–{max(values):,.{digits}f})"
 
 
+def per_turn(runs: list[dict], reference: list[dict], as_change: bool) -> str:
+    """Throughput against the reference's run of the same turn: the median ratio (min–max), as a change
+    (+5.0%) or a factor (1.05x)."""
+    ratios = [run["throughput"] / base["throughput"] - as_change for run, base in zip(runs, reference)]
+    median, low, high = statistics.median(ratios), min(ratios), max(ratios)
+    return f"{median:+.1%} ({low:+.1%}–{high:+.1%})" if as_change else f"{median:.2f}x ({low:.2f}–{high:.2f})"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -430,9 +438,7 @@ def log_cost_report(runs: dict[str, list[dict]], repeats: int) -> str:
     ]
     for name, server_runs in runs.items():
         row = Row(name, LOG_COST_CONCURRENCY, server_runs, 0.0)
-        ratios = [run["throughput"] / base["throughput"] - 1 for run, base in zip(server_runs, base_runs)]
-        change = "" if name == baseline else (
-            f"{statistics.median(ratios):+.1%} ({min(ratios):+.1%}–{max(ratios):+.1%})")  # fmt: skip
+        change = "" if name == baseline else per_turn(server_runs, base_runs, as_change=True)
         errors = sum(run["errors"] for run in server_runs)
         lines.append(f"| {name} | {row.spread('throughput', 0)} | {row.spread('p50')} | {row.spread('p99')} | "
                      f"{errors} | {change} |")  # fmt: skip
@@ -549,9 +555,7 @@ def protocols_report(runs: dict[tuple[str, int], list[dict]], repeats: int) -> s
     for (name, connections), protocol_runs in runs.items():
         row = Row(name, connections, protocol_runs, 0.0)
         reference = runs[INVOCATIONS, connections]
-        ratios = [run["throughput"] / base["throughput"] for run, base in zip(protocol_runs, reference)]
-        versus = "" if name == INVOCATIONS else (
-            f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}–{max(ratios):.2f})")  # fmt: skip
+        versus = "" if name == INVOCATIONS else per_turn(protocol_runs, reference, as_change=False)
         errors = sum(run["errors"] for run in protocol_runs)
         lines.append(f"| {name} | {connections} | {row.spread('throughput', 0)} | {row.spread('p50')} | "
                      f"{row.spread('p99')} | {errors} | {row.spread('wrk_cores')} | {versus} |")  # fmt: skip
@@ -581,9 +585,7 @@ def workers_report(runs: dict[tuple[int, int], list[dict]], repeats: int) -> str
     for (count, connections), server_runs in runs.items():
         row = Row(f"workers={count}", connections, server_runs, 0.0)
         single = runs[WORKER_COUNTS[0], connections]
-        ratios = [run["throughput"] / base["throughput"] - 1 for run, base in zip(server_runs, single)]
-        change = "" if count == WORKER_COUNTS[0] else (
-            f"{statistics.median(ratios):+.1%} ({min(ratios):+.1%}–{max(ratios):+.1%})")  # fmt: skip
+        change = "" if count == WORKER_COUNTS[0] else per_turn(server_runs, single, as_change=True)
         errors = sum(run["errors"] for run in server_runs)
         lines.append(f"| {count} | {connections} | {row.spread('throughput', 0)} | {row.spread('p50')} | "
                      f"{row.spread('p99')} | {errors} | {row.spread('wrk_cores')} | {change} |")  # fmt: skip
