@@ -304,6 +304,18 @@ def test_a_grpc_mistake_is_the_protocols_status_code(server, stub, request_field
     assert grpc_infer(stub, BATCH[:1]).model_version == "1"  # and the server serves on
 
 
+def test_a_grpc_refusal_is_logged_by_kind_under_its_id_unless_the_id_is_the_mistake(server, stub):
+    for request in ({"model": "nope", "id": "grpc-refused"}, {"id": "x" * 300}):
+        with pytest.raises(grpc.RpcError):
+            grpc_infer(stub, BATCH, **request)
+    grpc_infer(stub, BATCH[:1])  # its commit carries the refusals before it (nobody waits for a refusal's)
+    sql = "SELECT status, kind, request_id FROM refusals WHERE endpoint = 'grpc_ModelInfer' ORDER BY rowid"
+    with sqlite3.connect(server.server.config.prediction_log) as connection:
+        rows = connection.execute(sql).fetchall()
+    assert (404, "NOT_FOUND", "grpc-refused") in rows
+    assert (400, "BAD_REQUEST", None) in rows  # an id of 300 characters is refused, not kept
+
+
 def test_at_capacity_both_transports_answer_unavailable(server, stub):
     admission = server.plane.admission
     admission.in_flight = admission.limit  # as if max_queue requests were in progress

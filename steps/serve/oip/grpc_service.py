@@ -53,9 +53,17 @@ def answered(method):
             await context.abort(grpc.StatusCode.INTERNAL, "internal server error")
         finally:
             self.metrics.observe_request(endpoint, status, time.perf_counter() - start, kind)
-            self.plane.answered(endpoint, status, kind, getattr(request, "id", None) or None)
+            self.plane.answered(endpoint, status, kind, logged_id(self.plane, request))
 
     return call
+
+
+def logged_id(plane: DataPlane, request) -> str | None:
+    """The request's own id as the log keeps it: none if it sent none, or one the log could not keep."""
+    try:
+        return plane.request_id(request.id) if getattr(request, "id", "") else None
+    except BadRequest:
+        return None
 
 
 class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
@@ -142,9 +150,12 @@ async def start(plane: DataPlane, metrics: ServerMetrics, host: str, port: int, 
         ]
     )
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(plane, metrics), server)
+    reason = "the address is in use or not this host's"
     try:
-        server.add_insecure_port(f"{host}:{port}")
-    except RuntimeError as error:
-        raise OSError(f"gRPC cannot listen on {host}:{port} ({error}); choose a free grpc_port") from error
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError as error:  # grpcio says it either way, depending on its version: an error, or port 0
+        bound, reason = 0, str(error)
+    if not bound:
+        raise OSError(f"gRPC cannot listen on {host}:{port} ({reason}); choose a free grpc_port")
     await server.start()
     return server
