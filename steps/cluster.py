@@ -32,8 +32,11 @@ def main(argv: list[str] | None = None) -> None:
             "preserve_sparsity": config.preserve_sparsity,
             "epochs": config.epochs,
         }
+        if config.per_layer is not None:
+            recipe["layer_clusters"] = config.per_layer
         variant = start_variant_run(contract.CLUSTER, config.variant_suffix, parent, config, data, **recipe)
-        clustered = cluster_model(parent.model, data, config, callbacks=(epoch_callback(log_epoch),))
+        callbacks = (epoch_callback(log_epoch),)
+        clustered = cluster_model(parent.model, data, config, callbacks, layer_clusters=config.per_layer)
         mlflow.log_table(
             {"layer": list(clustered.unique_values), "unique_values": list(clustered.unique_values.values())},
             "unique_values_per_layer.json",

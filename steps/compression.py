@@ -71,6 +71,14 @@ def pruning_schedule(
     )
 
 
+def check_layer_names(model: keras.Model, per_layer: dict | None, name: str) -> None:
+    """A per-layer setting may only name the model's kernel layers (a typo would silently leave one as it was)."""
+    known = [layer.name for layer in model.layers if isinstance(layer, WEIGHT_LAYERS)]
+    unknown = sorted(set(per_layer or {}) - set(known))
+    if unknown:
+        raise ValueError(f"{name} names {unknown}, which the model has no kernel layer of; its layers: {known}")
+
+
 def prune_model(
     parent: keras.Model,
     data: Dataset,
@@ -85,6 +93,7 @@ def prune_model(
     """
     structured = config.structure == "2:4"
     left_dense = []
+    check_layer_names(parent, layer_sparsity, "layer_sparsity")
 
     def wrap(layer):
         if not isinstance(layer, WEIGHT_LAYERS):
@@ -116,6 +125,8 @@ def cluster_model(
 ) -> ClusteredModel:
     """Clustered and fine-tuned copy of `parent` (left untouched); layer_clusters: a count per layer name
     (0 leaves a layer unclustered), by default config.n_clusters for every clusterable layer."""
+
+    check_layer_names(parent, layer_clusters, "layer_clusters")
 
     def wrap(layer):
         if not isinstance(layer, WEIGHT_LAYERS):

@@ -87,6 +87,7 @@ def lineage(name: str, version: str | int) -> list[dict]:
                 "variant": run.data.tags.get(contract.TAG_VARIANT),
                 "parent_model": parent_uri,
                 "params": dict(run.data.params),
+                "made": (recipe_of(run.data.tags) or [{}])[-1],  # the step's own recipe entry, as it recorded it
             }
         )
         run_id = (source_run_id(parent_uri) or "") if parent_uri else ""

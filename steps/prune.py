@@ -28,8 +28,11 @@ def main(argv: list[str] | None = None) -> None:
     parent = load_parent(config.model_uri, data)
     with step_run(contract.PRUNE):
         recipe = {"target_sparsity": config.target_sparsity, "structure": config.structure, "epochs": config.epochs}
+        if config.per_layer is not None:
+            recipe["layer_sparsity"] = config.per_layer
         variant = start_variant_run(contract.PRUNE, config.variant_suffix, parent, config, data, **recipe)
-        pruned = prune_model(parent.model, data, config, callbacks=(epoch_callback(log_epoch),))
+        callbacks = (epoch_callback(log_epoch),)
+        pruned = prune_model(parent.model, data, config, callbacks, layer_sparsity=config.per_layer)
         if pruned.left_dense:
             print(f"prune: left dense (input channels not a multiple of {M_BY_N[1]}): {', '.join(pruned.left_dense)}")
         mlflow.log_table(

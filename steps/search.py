@@ -24,6 +24,8 @@ sensitivity table is computed once and kept in the study.
 
 from __future__ import annotations
 
+import json
+import shlex
 import sys
 import time
 
@@ -42,6 +44,8 @@ SCALE_RANGE = (0.5, 1.2)  # times each layer's ceiling: below is too timid, abov
 CLUSTER_CHOICES = (0, 3, 4, 8, 16, 32)
 HOPELESS_DROP = 0.03  # pruned alone this far beyond the budget, clustering and QAT will not bring it back
 SENSITIVITY_ATTR = "sensitivity"  # study user attribute: the table, shared by every process of the study
+QUANTIZE_MODES = {"ptq": "int8", "qat": "qat"}  # a trial's quantization -> quantize's mode
+FINE_TUNING = ("model_uri", "dataset", "image_size", "learning_rate", "batch_size", "seed")  # every stage's
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -161,7 +165,7 @@ def run_trial(trial, parent, data: Dataset, config: SearchConfig, tolerated: dic
             if layer_clusters:
                 model = cluster_model(model, data, _cluster_config(config), layer_clusters=layer_clusters).model
                 steps.append({"step": contract.CLUSTER})
-            quantize_config = _quantize_config(config, "qat" if quantization == "qat" else "int8")
+            quantize_config = _quantize_config(config, QUANTIZE_MODES[quantization])
             tflite, kernel_sparsity = quantize(model, data, quantize_config, steps)
             metrics = log_variant(variant, None, tflite, data, parent, kernel_sparsity)
         mlflow.set_tag(contract.TAG_TRIAL_STATE, "pruned" if hopeless else "complete")  # the run itself FINISHED
@@ -185,21 +189,39 @@ def layer_groups(model) -> dict[str, str]:
             for layer in model.layers if isinstance(layer, WEIGHT_LAYERS)}  # fmt: skip
 
 
+def stage_epochs(epochs: int) -> dict[str, int]:
+    """A trial's fine-tuning epochs per stage: pruning all of them, clustering and QAT half (at least one)."""
+    return {contract.PRUNE: epochs, contract.CLUSTER: max(1, epochs // 2), contract.QUANTIZE: max(1, epochs // 2)}
+
+
+def replay_steps(made: dict, params: dict[str, str]) -> list[dict]:
+    """A finished trial as the entry-point steps that make it again (how `update` re-runs a searched champion):
+    prune with its per-layer targets, cluster with its per-layer counts (if any), quantize as it did. made: the
+    trial's own recipe entry; params: its run's parameters (the search's fine-tuning settings), as recorded."""
+    shared = {key: params[key] for key in FINE_TUNING if key in params}  # model_uri and dataset: replaced
+    epochs = stage_epochs(int(made["epochs"]))
+    quoted = lambda value: shlex.quote(json.dumps(value))  # noqa: E731  (as `mlflow run` records a parameter)
+    steps = [(contract.PRUNE, {"layer_sparsity": quoted(made["layer_sparsity"])})]
+    if made["layer_clusters"]:
+        steps.append((contract.CLUSTER, {"layer_clusters": quoted(made["layer_clusters"])}))
+    steps.append((contract.QUANTIZE, {"mode": QUANTIZE_MODES[made["quantization"]]}))
+    return [{"step": step, "params": shared | own | {"epochs": str(epochs[step])}} for step, own in steps]
+
+
 def _prune_config(config: SearchConfig, epochs: int) -> PruneConfig:
     return PruneConfig(**_fine_tuning(config), epochs=epochs)
 
 
 def _cluster_config(config: SearchConfig) -> ClusterConfig:
-    return ClusterConfig(**_fine_tuning(config), epochs=max(1, config.epochs // 2))
+    return ClusterConfig(**_fine_tuning(config), epochs=stage_epochs(config.epochs)[contract.CLUSTER])
 
 
 def _quantize_config(config: SearchConfig, mode: str) -> QuantizeConfig:
-    return QuantizeConfig(**_fine_tuning(config), epochs=max(1, config.epochs // 2), mode=mode)
+    return QuantizeConfig(**_fine_tuning(config), epochs=stage_epochs(config.epochs)[contract.QUANTIZE], mode=mode)
 
 
 def _fine_tuning(config: SearchConfig) -> dict:
-    keys = ("model_uri", "dataset", "image_size", "learning_rate", "batch_size", "seed")
-    return {key: getattr(config, key) for key in keys}
+    return {key: getattr(config, key) for key in FINE_TUNING}
 
 
 def finished_trials(study) -> list[dict]:

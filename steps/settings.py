@@ -8,6 +8,7 @@ A bad value fails in `__post_init__`, naming the parameter and the valid values.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from steps import contract
@@ -47,6 +48,21 @@ class TrainConfig:
             raise ValueError(f"patience must be >= 0, got {self.patience}")
 
 
+def layer_map(name: str, text: str) -> dict[str, float] | None:
+    """A per-layer setting given as a JSON object {layer name: number}; None when it is empty."""
+    if not text:
+        return None
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f'{name} must be a JSON object such as {{"dense": ...}}, got {text[:60]!r} ({error})')
+    if not isinstance(parsed, dict) or not all(
+        isinstance(value, (int, float)) and not isinstance(value, bool) for value in parsed.values()
+    ):
+        raise ValueError(f'{name} must map layer names to numbers, e.g. {{"dense": ...}}; got {text[:60]!r}')
+    return parsed
+
+
 @dataclass(frozen=True)
 class FineTuneConfig:
     """Settings every derived variant shares: the parent, the data and the fine-tuning run."""
@@ -77,15 +93,29 @@ class PruneConfig(FineTuneConfig):
     structure: str = setting(
         "unstructured", f"{' or '.join(contract.PRUNE_STRUCTURES)} (2 zeros in every 4 input-channel weights)"
     )
+    layer_sparsity: str = setting(
+        "", 'a target per layer instead, as JSON {"conv0b": 0.9, "dense": 0.97}; layers left out stay dense'
+    )
 
     def __post_init__(self):
         super().__post_init__()
         require_choice("structure", self.structure, contract.PRUNE_STRUCTURES)
         if not 0.0 <= self.target_sparsity < 1.0:
             raise ValueError(f"target_sparsity must be in [0, 1), got {self.target_sparsity}")
+        for layer, target in (self.per_layer or {}).items():
+            if not 0.0 <= target < 1.0:
+                raise ValueError(f"layer_sparsity of {layer!r} must be in [0, 1), got {target}")
+
+    @property
+    def per_layer(self) -> dict[str, float] | None:
+        """layer_sparsity as {layer: target}, or None: every prunable layer gets target_sparsity."""
+        targets = layer_map("layer_sparsity", self.layer_sparsity)
+        return None if targets is None else {layer: float(target) for layer, target in targets.items()}
 
     @property
     def variant_suffix(self) -> str:
+        if self.per_layer is not None:
+            return "pruned-per-layer"
         return "pruned2:4" if self.structure == "2:4" else f"pruned{round(self.target_sparsity * 100)}"
 
 
@@ -96,17 +126,29 @@ class ClusterConfig(FineTuneConfig):
     learning_rate: float = setting(0.0001, "fine-tuning step size (Adam); small, so centroids settle")
     n_clusters: int = setting(16, "distinct values per kernel, >= 2")
     preserve_sparsity: bool = setting(True, "keep a pruned parent's zeros (sparsity-preserving clustering)")
+    layer_clusters: str = setting(
+        "", 'a count per layer instead, as JSON {"conv0b": 3, "dense": 8}; layers left out stay unclustered'
+    )
 
     def __post_init__(self):
         super().__post_init__()
-        if self.n_clusters < 2:
-            raise ValueError(
-                f"n_clusters must be >= 2 (one value per kernel cannot represent it), got {self.n_clusters}"
-            )
+        given = layer_map("layer_clusters", self.layer_clusters) or {}
+        counts = {"n_clusters": self.n_clusters} | {f"layer_clusters of {layer!r}": n for layer, n in given.items()}
+        for name, count in counts.items():
+            if count < 2 or count != int(count):
+                raise ValueError(
+                    f"{name} must be a whole number >= 2 (one value per kernel cannot represent it), got {count}"
+                )
+
+    @property
+    def per_layer(self) -> dict[str, int] | None:
+        """layer_clusters as {layer: count}, or None: every clusterable layer gets n_clusters."""
+        counts = layer_map("layer_clusters", self.layer_clusters)
+        return None if counts is None else {layer: int(count) for layer, count in counts.items()}
 
     @property
     def variant_suffix(self) -> str:
-        return f"c{self.n_clusters}"
+        return "c-per-layer" if self.per_layer is not None else f"c{self.n_clusters}"
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@
    the data set every child step loads.
 3. Child runs, as `main` makes them: `train` fine-tunes the float parent
    (warm start, early stopping on the new validation samples), then each step
-   of the recipe runs again with its recorded settings on the new parent.
+   of the recipe runs again with its recorded settings on the new parent (a
+   `search` trial as prune, cluster and quantize with its per-layer targets).
 4. A nested `gate` run registers the result (alias challenger; version tags:
    parent version, new data source and digest), compares it with the champion
    on the old test split and on the new held-out samples, checks that a fresh
@@ -45,6 +46,7 @@ from steps.labelled import NOT_A_CLASS, labelled_samples
 from steps.lineage import data_of_run, lineage
 from steps.pipeline import detect_env_manager, project_commit, run_step
 from steps.registry import RegistryError, promoted_at, version_by_alias
+from steps.search import replay_steps
 from steps.settings import ClusterConfig, PruneConfig, QuantizeConfig, TrainConfig, UpdateConfig
 from steps.tracking import log_config, step_run
 from steps.traffic import log_files, parse_time, read
@@ -105,7 +107,7 @@ def origin_of(model_name: str) -> Origin:
             f"the lineage of {model_name} v{champion.version} has no train run "
             f"({' <- '.join(str(entry['step']) for entry in chain)}): no float parent to fine-tune"
         )
-    recipe = list(reversed(chain[:position]))
+    recipe = [step for entry in reversed(chain[:position]) for step in replayed(entry)]
     unknown = [entry["step"] for entry in recipe if entry["step"] not in RECIPE_CONFIGS]
     if unknown:
         raise RegistryError(
@@ -113,6 +115,11 @@ def origin_of(model_name: str) -> Origin:
         )
     first_train = [entry for entry in chain if entry["step"] == contract.TRAIN][-1]
     return Origin(champion, chain[position], recipe, first_train)
+
+
+def replayed(entry: dict) -> list[dict]:
+    """A lineage entry as the steps that make it again: itself, or a search trial's prune, cluster, quantize."""
+    return replay_steps(entry["made"], entry["params"]) if entry["step"] == contract.SEARCH_TRIAL else [entry]
 
 
 def new_samples(config: UpdateConfig, origin: Origin, old: Dataset) -> NewSamples:

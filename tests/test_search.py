@@ -1,22 +1,27 @@
 """Compression search: sensitivity ceilings, the sensitivity-scaled targets, the choice within the budget, and
 (e2e) two `mlflow run . -e search` processes completing one Optuna study in a shared SQLite storage, each trial
-a child run with the standard variant metrics, the choice within the constraint on validation."""
+a child run with the standard variant metrics, the choice within the constraint on validation; and `update`
+re-making a searched champion from its trial's per-layer targets."""
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import optuna
 import pytest
 from PIL import Image
 
 from conftest import PROJECT, entry_point_runs, mlflow_run, store_in
 from steps import contract
+from steps.data import load_dataset
+from steps.registry import version_by_alias
 from steps.search import best_trial
 from steps.sensitivity import MAX_SPARSITY, SPARSITIES, scaled_targets, tolerated_sparsity
 
@@ -111,3 +116,37 @@ def test_two_search_processes_complete_one_study_each_trial_a_child_run_and_the_
         assert layers and layers <= {"conv0a", "conv0b", "conv_head", "dense", "probabilities"}
         assert len(table) == len(layers) * len(SPARSITIES)  # one row per prunable layer and sparsity
         assert sorted({row["sparsity"] for row in table}) == list(SPARSITIES)
+
+
+@pytest.mark.e2e
+def test_update_replays_a_searched_champion_through_prune_cluster_and_quantize(tmp_path_factory):
+    """A champion that `search` registered is a trial, not a chain of entry-point runs: update re-makes it with
+    the trial's per-layer targets, as prune (layer_sparsity), cluster (layer_clusters) and quantize."""
+    folder = tmp_path_factory.mktemp("searched")
+    with pytest.MonkeyPatch.context() as monkeypatch, store_in(folder, monkeypatch):
+        assert mlflow_run("-e", "train", "-P", "epochs=5").returncode == 0
+        (train,) = entry_point_runs("train")
+        searched = mlflow_run("-e", "search", "-P", f"model_uri=runs:/{train.info.run_id}/keras_model",
+                              "-P", "n_trials=2", "-P", "epochs=1", "-P", "max_accuracy_drop=0.9",
+                              "-P", "model_name=searched")  # fmt: skip
+        assert searched.returncode == 0, searched.stderr[-3000:]
+        champion = version_by_alias("searched", contract.CHAMPION)
+        trial = mlflow.get_run(champion.tags[contract.VERSION_TAG_SOURCE_RUN])
+        assert trial.data.tags[contract.TAG_STEP] == contract.SEARCH_TRIAL
+        made = json.loads(trial.data.tags[contract.TAG_RECIPE])[-1]
+
+        digits = load_dataset("digits")
+        new = folder / "new.npz"
+        np.savez(new, x_train=digits.x_val, y_train=digits.y_val, x_test=digits.x_test, y_test=digits.y_test)
+        updated = mlflow_run("-e", "update", "-P", "model_name=searched", "-P", f"new_data={new}", "-P", "epochs=1")
+        assert "cannot re-run" not in updated.stderr, updated.stderr[-3000:]
+        (prune,) = entry_point_runs("prune")  # the trial's pruning, re-made from the updated float parent
+        assert json.loads(shlex.split(prune.data.params["layer_sparsity"])[0]) == made["layer_sparsity"]
+        assert json.loads(prune.data.tags[contract.TAG_RECIPE])[-1]["layer_sparsity"] == made["layer_sparsity"]
+        if made["layer_clusters"]:
+            (cluster,) = entry_point_runs("cluster")
+            assert json.loads(shlex.split(cluster.data.params["layer_clusters"])[0]) == made["layer_clusters"]
+        versions = mlflow.MlflowClient().search_model_versions("name = 'searched'")
+        challenger = max(versions, key=lambda version: int(version.version))  # promoted or refused: registered
+        assert int(challenger.version) == int(champion.version) + 1, updated.stderr[-3000:]
+        assert challenger.tags[contract.VERSION_TAG_PARENT_VERSION] == str(champion.version)

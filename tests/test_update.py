@@ -8,8 +8,8 @@ import pytest
 
 from steps import contract
 from steps.registry import RegistryError
-from steps.settings import ClusterConfig, QuantizeConfig, UpdateConfig
-from steps.update import origin_of, recipe_config, update_key
+from steps.settings import ClusterConfig, PruneConfig, QuantizeConfig, UpdateConfig
+from steps.update import origin_of, recipe_config, replayed, update_key
 
 NAME = "pets"
 
@@ -46,6 +46,29 @@ def test_a_recipe_step_runs_again_with_its_recorded_settings_on_the_new_parent_a
     quoted = {"model_uri": "runs:/old/keras_model", "mode": "qat", "dataset": "''"}  # as mlflow run records them
     quantize = recipe_config({"step": contract.QUANTIZE, "params": quoted}, "runs:/new/keras_model", "d.npz")
     assert quantize == QuantizeConfig(model_uri="runs:/new/keras_model", dataset="d.npz", mode="qat")
+
+
+def test_a_search_trial_is_replayed_as_prune_cluster_quantize_with_its_per_layer_targets():
+    """update re-runs a searched champion through the entry points, with what the trial recorded."""
+    made = {"step": contract.SEARCH_TRIAL, "study": "s", "trial": 41, "layer_sparsity": {"conv0b": 0.93, "dense": 0.9},
+            "layer_clusters": {"conv0b": 3, "dense": 8}, "quantization": "ptq", "epochs": 6}  # fmt: skip
+    params = {"model_uri": "runs:/old/keras_model", "dataset": "digits", "learning_rate": "0.0001", "batch_size": "32",
+              "seed": "42", "n_trials": "40", "epochs": "6"}  # fmt: skip
+    steps = replayed({"step": contract.SEARCH_TRIAL, "made": made, "params": params})
+    assert [step["step"] for step in steps] == [contract.PRUNE, contract.CLUSTER, contract.QUANTIZE]
+    parent, data = "runs:/new/keras_model", "runs:/u/d.npz"
+    prune, cluster, quantize = (recipe_config(step, parent, data) for step in steps)
+    assert prune.per_layer == {"conv0b": 0.93, "dense": 0.9} and prune.epochs == 6
+    assert prune == PruneConfig(model_uri=parent, dataset=data, epochs=6, learning_rate=0.0001,
+                                layer_sparsity=prune.layer_sparsity)  # fmt: skip
+    assert cluster.per_layer == {"conv0b": 3, "dense": 8} and cluster.epochs == 3
+    assert quantize == QuantizeConfig(model_uri=parent, dataset=data, epochs=3, mode="int8")
+    unclustered = replayed({"step": contract.SEARCH_TRIAL, "made": made | {"layer_clusters": {}, "quantization": "qat"},
+                            "params": params})  # fmt: skip
+    assert [(step["step"], step["params"].get("mode")) for step in unclustered] == [
+        (contract.PRUNE, None), (contract.QUANTIZE, "qat")]  # fmt: skip
+    other = {"step": contract.PRUNE, "params": {}, "made": {}}
+    assert replayed(other) == [other]
 
 
 def test_the_same_commit_champion_data_and_settings_make_the_same_update_key_whatever_the_time_range():
