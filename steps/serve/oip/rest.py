@@ -20,6 +20,7 @@ from steps.serve.errors import BadRequest
 from steps.serve.oip import tensors
 from steps.serve.oip.tensors import InputTensor, OutputTensor
 from steps.serve.reading import REQUEST_ID, header, read_body
+from steps.serve.runtime import ServedModel
 
 PREFIX = "/v2"
 HEADER_LENGTH = b"inference-header-content-length"
@@ -73,7 +74,7 @@ async def v2_infer(request: Request) -> Response:
     return response
 
 
-def served(request: Request):
+def served(request: Request) -> ServedModel:
     """The served model, if it is the one the path names (and its version, if the path has one)."""
     model = plane_of(request).model()
     tensors.check_model(model, request.path_params["name"], request.path_params.get("version"))
@@ -113,7 +114,7 @@ def parse_infer_request(body: bytes, header_length: str | None) -> dict:
 
 def read_inputs(inputs: list, binary: bytes, usage: str) -> tuple[list[InputTensor], int]:
     """The inputs as tensors, binary ones cut from `binary` in order; and how many bytes they took."""
-    tensors_, offset = [], 0
+    found, offset = [], 0
     for item in inputs:
         if not isinstance(item, dict) or not all(key in item for key in ("name", "datatype", "shape")):
             raise BadRequest(f'each input is an object with "name", "datatype", "shape" and its data: {usage}')
@@ -136,8 +137,8 @@ def read_inputs(inputs: list, binary: bytes, usage: str) -> tuple[list[InputTens
             data = item["data"]
         else:
             raise BadRequest(f'input {name[:40]!r} has neither "data" (a list) nor a binary_data_size parameter')
-        tensors_.append(InputTensor(name, datatype, tuple(shape), data))
-    return tensors_, offset
+        found.append(InputTensor(name, datatype, tuple(shape), data))
+    return found, offset
 
 
 def binary_outputs(request: dict, names: tuple[str, ...]) -> set[str]:
