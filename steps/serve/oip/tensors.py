@@ -101,9 +101,12 @@ def input_batch(inputs: list[InputTensor], sample_shape: tuple[int, ...]) -> np.
         raise BadRequest(
             f"input {INPUT!r} has datatype {tensor.datatype[:20]!r}; the model takes {FP32} (pixels as floats)"
         )
-    shape = tensor.shape
+    shape, flat = tensor.shape, prod(sample_shape)
     if not shape or len(shape) > MAX_DIMENSIONS or any(type(d) is not int or d < 0 for d in shape):
         raise BadRequest(f"input {INPUT!r} has shape {list(shape)[: MAX_DIMENSIONS + 1]}; send {expected}")
+    # Checked before any array is made: numpy refuses even to reshape to [0, 10**6, 10**6, ...].
+    if shape[1:] not in (sample_shape, (flat,)) and shape != sample_shape:
+        raise BadRequest(f"input {INPUT!r} has shape {list(shape)}; the model takes {expected} or [n, {flat}]")
     elements = prod(shape)
     if isinstance(tensor.data, bytes):
         if len(tensor.data) != elements * FP32_SIZE:
