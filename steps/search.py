@@ -45,6 +45,8 @@ CLUSTER_CHOICES = (0, 3, 4, 8, 16, 32)
 HOPELESS_DROP = 0.03  # pruned alone this far beyond the budget, clustering and QAT will not bring it back
 SENSITIVITY_ATTR = "sensitivity"  # study user attribute: the table, shared by every process of the study
 QUANTIZE_MODES = {"ptq": "int8", "qat": "qat"}  # a trial's quantization -> quantize's mode
+SQLITE_WAIT_SECONDS = 60  # how long a search process waits for another's write to a shared SQLite study
+STORAGE_ATTEMPTS = 3
 FINE_TUNING = ("model_uri", "dataset", "image_size", "learning_rate", "batch_size", "seed")  # every stage's
 
 
@@ -76,7 +78,7 @@ def open_study(config: SearchConfig, run_id: str):
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial of our own instead
     name = config.study_name or f"rtdeploy-search-{run_id}"
-    storage = config.storage or None
+    storage = shared_storage(config.storage) if config.storage else None
     joined = 0
     if storage:
         try:
@@ -90,6 +92,23 @@ def open_study(config: SearchConfig, run_id: str):
                                 direction="minimize", load_if_exists=True)  # fmt: skip
     study.set_user_attr("max_accuracy_drop", config.max_accuracy_drop)
     return study
+
+
+def shared_storage(url: str):
+    """Optuna's RDB storage at url, for several processes at once. SQLite waits up to a minute for another
+    process's write instead of its default 5 s; and processes that start together on a fresh file can collide
+    while creating its tables (an OperationalError), so the later one tries again."""
+    import optuna
+    import sqlalchemy
+
+    engine = {"connect_args": {"timeout": SQLITE_WAIT_SECONDS}} if url.startswith("sqlite") else {}
+    for attempt in range(1, STORAGE_ATTEMPTS + 1):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine)
+        except sqlalchemy.exc.OperationalError:
+            if attempt == STORAGE_ATTEMPTS:
+                raise
+            time.sleep(attempt)
 
 
 def _constraint(trial) -> list[float]:
