@@ -53,7 +53,8 @@ def answered(method):
             await context.abort(grpc.StatusCode.INTERNAL, "internal server error")
         finally:
             self.metrics.observe_request(endpoint, status, time.perf_counter() - start, kind)
-            self.plane.answered(endpoint, status, kind, logged_id(self.plane, request))
+            refused_id = logged_id(self.plane, request) if status >= 400 else None  # only refusals keep it here
+            self.plane.answered(endpoint, status, kind, refused_id)
 
     return call
 
