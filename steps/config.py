@@ -12,7 +12,14 @@ import dataclasses
 import sys
 from typing import Any, Callable, Sequence, TypeVar
 
+from steps import contract
+
 C = TypeVar("C")
+
+
+class UsageError(ValueError):
+    """A user's mistake (a value, an id, a path, a file): the step exits 2 with one line naming it and the fix."""
+
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
@@ -35,12 +42,12 @@ def parse_bool(text: str) -> bool:
 def require_choice(name: str, value: str, allowed: Sequence[str]) -> None:
     """Fail with a message that names the parameter and lists the valid values."""
     if value not in allowed:
-        raise ValueError(f"{name}={value!r} is not valid; use one of: {', '.join(allowed)}")
+        raise UsageError(f"{name}={value!r} is not valid; use one of: {', '.join(allowed)}")
 
 
 def require_positive(name: str, value: float) -> None:
     if not value > 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
+        raise UsageError(f"{name} must be > 0, got {value}")
 
 
 def parse_config(cls: type[C], argv: Sequence[str] | None = None) -> C:
@@ -79,17 +86,52 @@ def as_parameters(config: Any) -> dict[str, str]:
     return {key: str(value) for key, value in dataclasses.asdict(config).items()}
 
 
+class StepFailed(RuntimeError):
+    """The step could not do its work, through no mistake in what it was given (a child step failed, the tracking
+    server is unreachable): exit 1 with one line. `exit_code` is a child step's own, when one failed."""
+
+    def __init__(self, message: str, exit_code: int = contract.EXIT_FAILURE):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class GateRefused(Exception):
+    """The gate refused the candidate: nothing went wrong and nothing was promoted (exit 3)."""
+
+
 def run_cli(step: str, main: Callable[[list[str]], None]) -> None:
-    """Run a stage's `main`; a user's mistake (bad value, missing file, no server) exits with its message."""
+    """Run a stage's `main` under the exit-code contract (contract.EXIT_*): a user's mistake, a failure the user
+    can act on and a gate refusal each end in one stderr line `<step>: ...` and their own code; a bug keeps
+    its traceback (exit 1), so it is never mistaken for a mistake in the input."""
     try:
         main(sys.argv[1:])
-    except (ValueError, FileNotFoundError, ConnectionError) as error:  # DatasetError, ModelLoadError, config checks
-        sys.exit(f"{step}: error: {error}")
-    except Exception as error:  # a tracking server with authentication refusing (MlflowException, by its code)
-        fix = REFUSALS.get(getattr(error, "error_code", None))
-        if fix is None:
+    except GateRefused as refusal:
+        _exit(contract.EXIT_REFUSED, f"{step}: refused by the gate: {refusal}")
+    except StepFailed as failure:
+        _exit(contract.EXIT_FAILURE, f"{step}: failed: {failure}")
+    except (UsageError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as mistake:
+        _exit(contract.EXIT_USAGE, f"{step}: error: {mistake}")
+    except Exception as error:  # MlflowException: the tracking store's answer, told apart by its code
+        code = getattr(error, "error_code", None)
+        if code is None or not hasattr(error, "get_http_status_code"):
             raise
-        sys.exit(f"{step}: error: the tracking server refused ({getattr(error, 'message', error)}): {fix}")
+        exit_code, line = store_answer(code, str(getattr(error, "message", error)))
+        _exit(exit_code, f"{step}: {line}")
+
+
+def store_answer(code: str, message: str) -> tuple[int, str]:
+    """What an MLflow error means for the user: (exit code, the line without the step's name)."""
+    message = " ".join(message.split())[:500]  # one line, even when the server answered a page
+    if code in REFUSALS:
+        return contract.EXIT_USAGE, f"error: the tracking server refused ({message}); {REFUSALS[code]}"
+    if code in NOT_FOUND:
+        return contract.EXIT_USAGE, f"error: {message}; {NOT_FOUND[code]}"
+    return contract.EXIT_FAILURE, f"failed: the tracking store answered {code} ({message}); {UNANSWERED}"
+
+
+def _exit(code: int, line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+    sys.exit(code)
 
 
 # What to do when a tracking server with authentication (`mlflow server --app-name basic-auth`) says no
@@ -98,3 +140,11 @@ REFUSALS = {
     "PERMISSION_DENIED": "this user may not change that; an administrator can grant EDIT or MANAGE on the "
     "experiment or registered model, or run this step as a user who has it",
 }
+# What to do when the store has no such thing, or refuses the value as malformed: the user named it
+NOT_FOUND = {
+    "RESOURCE_DOES_NOT_EXIST": "check the run id, model name or version (the MLflow UI lists them) and "
+    "MLFLOW_TRACKING_URI (which store is asked)",
+    "INVALID_PARAMETER_VALUE": "check the id or URI given (runs:/<run_id>/<path>, models:/<name>/<version> "
+    "or models:/<name>@<alias>)",
+}
+UNANSWERED = "check that MLFLOW_TRACKING_URI points at a running tracking server, then run the step again"

@@ -23,6 +23,12 @@ SEARCH_TRIAL = "trial"  # the step tag of each of a search's trials (nested runs
 GATE = "gate"  # update's last stage: register, compare on old and new data, check it serves, promote
 COMPRESSION_STEPS = (PRUNE, CLUSTER, QUANTIZE)  # steps that derive a variant from a parent Keras model
 
+# Exit codes of every entry point (`python -m steps.<stage>`; `mlflow run` turns any non-zero one into 1)
+EXIT_OK = 0  # done (also: nothing to do, e.g. monitor with too little traffic to judge)
+EXIT_FAILURE = 1  # the step could not do its work: a child step failed, the store is unreachable, a bug
+EXIT_USAGE = 2  # a user's mistake: a bad value, unknown id or URI, missing or unwritable path, corrupt file
+EXIT_REFUSED = 3  # the gate refused the candidate: nothing went wrong, and the champion is unchanged
+
 # Experiments: runs land here unless the user names another one (mlflow run --experiment-name)
 EXPERIMENT = "rtdeploy"
 MONITORING_EXPERIMENT = "monitoring"
@@ -127,6 +133,10 @@ MCNEMAR_P_VALUE = "mcnemar_p_value"  # exact McNemar test of that difference (pa
 
 # The prediction log's layout (`PRAGMA user_version`): the server writes it, monitor and update read it
 PREDICTION_LOG_LAYOUT = 2
+# How hard the server's log holds an answered prediction (`serve -P log_sync`): SQLite's synchronous level
+LOG_SYNC_NORMAL = "normal"  # WAL, synchronous=NORMAL: survives a crash or kill -9 of the server, not a power loss
+LOG_SYNC_FULL = "full"  # WAL, synchronous=FULL: an fsync per commit group, survives a power loss too
+LOG_SYNC_MODES = (LOG_SYNC_NORMAL, LOG_SYNC_FULL)
 # With `serve -P workers=N`, worker i writes its own log beside the named one: predictions.db -> predictions.worker1.db
 WORKER_LOG_INFIX = ".worker"
 

@@ -16,6 +16,11 @@ from steps.config import require_choice
 BUDGET_SLACK = 1e-12  # a drop exactly at the budget is within it, despite float rounding
 
 
+def within_budget(drop: float, budget: float) -> bool:
+    """The one definition of "within the accuracy budget", for main's selection, register and search alike."""
+    return drop <= budget + BUDGET_SLACK
+
+
 @dataclass(frozen=True)
 class VariantRow:
     run_id: str
@@ -39,7 +44,7 @@ def pareto_front(rows: list[VariantRow], cost: str, accuracy: str = contract.VAL
 def select_best(rows: list[VariantRow], max_accuracy_drop: float, objective: str = "size") -> VariantRow | None:
     """The lowest-cost row whose validation accuracy drop is within budget (ties: higher validation accuracy)."""
     require_choice("objective", objective, tuple(contract.OBJECTIVES))
-    within = [row for row in rows if row[contract.VAL_ACCURACY_DROP] <= max_accuracy_drop + BUDGET_SLACK]
+    within = [row for row in rows if within_budget(row[contract.VAL_ACCURACY_DROP], max_accuracy_drop)]
     if not within:
         return None
     return min(within, key=lambda r: (r[contract.OBJECTIVES[objective]], -r[contract.VAL_ACCURACY]))

@@ -274,6 +274,11 @@ class ServeConfig:
     grpc_port: int = setting(
         0, "TCP port of the Open Inference Protocol's gRPC service (0: off); REST v2 is always on `port`"
     )
+    log_sync: str = setting(
+        contract.LOG_SYNC_NORMAL,
+        f"{contract.LOG_SYNC_NORMAL}: an answered prediction survives a crash of the server process; "
+        f"{contract.LOG_SYNC_FULL}: also a power loss (an fsync per commit group)",
+    )
 
     def __post_init__(self):
         for name in ("port", "max_batch_size", "max_queue", "max_body_bytes", "workers"):
@@ -284,6 +289,7 @@ class ServeConfig:
             raise ValueError("poll_seconds and max_batch_wait_ms must be >= 0")
         if not 0 <= self.log_inputs <= 1:
             raise ValueError(f"log_inputs is a share of requests and must be in [0, 1], got {self.log_inputs}")
+        require_choice("log_sync", self.log_sync, contract.LOG_SYNC_MODES)
 
 
 @dataclass(frozen=True)
@@ -380,8 +386,8 @@ class SearchConfig(FineTuneConfig, GateConfig):
     max_accuracy_drop: float = setting(
         0.005, "largest validation-accuracy loss vs the float32 baseline a trial may have (the constraint)"
     )
-    n_trials: int = setting(40, "trials this process runs (others may join the same study)")
-    timeout_minutes: float = setting(30.0, "this process stops starting trials after this long (0: no limit)")
+    n_trials: int = setting(0, "trials this process runs at most (0: as many as timeout_minutes allows)")
+    timeout_minutes: float = setting(15.0, "this process starts no trial after this long (0: no limit)")
     storage: str = setting("", "Optuna storage: empty keeps the study in memory; an RDB URL (sqlite:///s.db, "
                            "postgresql://...) lets several search processes share one study")  # fmt: skip
     study_name: str = setting("", "the study to create or join; empty: a new study named after this search run")
@@ -392,9 +398,10 @@ class SearchConfig(FineTuneConfig, GateConfig):
         FineTuneConfig.__post_init__(self)
         GateConfig.__post_init__(self)
         require_budget(self.max_accuracy_drop)
-        require_positive("n_trials", self.n_trials)
-        if self.timeout_minutes < 0:
-            raise ValueError(f"timeout_minutes must be >= 0, got {self.timeout_minutes}")
+        if self.n_trials < 0 or self.timeout_minutes < 0:
+            raise ValueError(f"n_trials and timeout_minutes must be >= 0, got {self.n_trials}, {self.timeout_minutes}")
+        if not (self.n_trials or self.timeout_minutes):
+            raise ValueError("n_trials=0 and timeout_minutes=0 would search forever; set either")
         if not self.quantization_choices:
             raise ValueError(f"quantizations is empty; choose from {', '.join(QUANTIZATIONS)}")
         for choice in self.quantization_choices:
@@ -472,11 +479,14 @@ class AutopilotConfig:
     min_labels: int = setting(100, "labelled samples since the champion's promotion needed to update")
     max_rounds: int = setting(3, f"rounds at most (1 to {MAX_AUTOPILOT_ROUNDS})")
     max_minutes: float = setting(240.0, "stop starting rounds after this long")
+    max_failures: int = setting(
+        1, "failed rounds in a row (a step that exits 1 or 2, or monitoring_incomplete) after which it exits 1"
+    )
     env_manager: str = setting("auto", f"environment of the child runs: {', '.join(ENV_MANAGERS)} (auto = this run's)")
 
     def __post_init__(self):
         require_choice("env_manager", self.env_manager, ENV_MANAGERS)
-        for name in ("interval_minutes", "consecutive", "min_samples", "max_rounds", "max_minutes"):
+        for name in ("interval_minutes", "consecutive", "min_samples", "max_rounds", "max_minutes", "max_failures"):
             require_positive(name, getattr(self, name))
         if self.max_rounds > MAX_AUTOPILOT_ROUNDS:
             raise ValueError(f"max_rounds must be at most {MAX_AUTOPILOT_ROUNDS}, got {self.max_rounds}")
