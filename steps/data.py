@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from steps.config import UsageError
+
 log = logging.getLogger(__name__)
 
 DIGITS = "digits"
@@ -36,7 +38,7 @@ REPRESENTATIVE_SIZE = 100  # calibration samples for int8 quantization
 MIN_SAMPLES = 10  # fewer cannot fill train, validation and test splits
 
 
-class DatasetError(ValueError):
+class DatasetError(UsageError):
     """A data set that cannot be used; the message names the problem and the fix."""
 
 

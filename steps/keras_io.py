@@ -9,6 +9,7 @@ import tf_keras as keras
 
 from steps import contract
 from steps.architectures import build_model
+from steps.config import UsageError
 from steps.data import Dataset
 from steps.lineage import is_model_uri
 from steps.settings import TrainConfig
@@ -16,7 +17,7 @@ from steps.tracking import example_input, model_signature
 from steps.training import seed_everything
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(UsageError):
     """A model reference that does not give a usable Keras model; the message says why."""
 
 

@@ -30,7 +30,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 
 from steps import contract
-from steps.config import parse_config, run_cli
+from steps.config import UsageError, parse_config, run_cli
 from steps.drift import DriftReport, Reference, drift_report
 from steps.monitor_report import figures_of, report_html
 from steps.reference import reference_of
@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> None:
     start = parse_time(config.since, "since") or logged[0]
     end = parse_time(config.until, "until") or logged[1]
     if end < start:
-        raise ValueError(f"until ({end}) is before since ({start})")
+        raise UsageError(f"until ({end}) is before since ({start}); swap them")
     traffic = read(files, start, np.nextafter(end, np.inf))
     served = traffic.predictions[traffic.predictions["model_name"] == config.model_name]
     if served.empty:

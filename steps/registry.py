@@ -28,11 +28,11 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from steps import contract
-from steps.config import REFUSALS
+from steps.config import REFUSALS, StepFailed, UsageError
 from steps.gate import Verdict
 
 
-class RegistryError(ValueError):
+class RegistryError(UsageError):
     """A registry request that cannot be done as asked; the message says why and what to do."""
 
 
@@ -148,7 +148,7 @@ def _stamp_move(name: str, version: str, champion: ModelVersion | None) -> None:
         if adopted and _write(client().set_model_version_tag, name, version, contract.VERSION_TAG_PROMOTED_AT,
                               f"{moment:.3f}"):  # fmt: skip
             return
-    raise RegistryError(f"could not record the move of {name} v{version}: {_BUSY}")
+    raise StepFailed(f"could not record the move of {name} v{version}: {_BUSY}")
 
 
 SETTLE_ATTEMPTS = 10
@@ -167,7 +167,7 @@ def _settle_aliases(name: str) -> tuple[str, str | None]:
         if previous is not None:
             _write(client().set_registered_model_alias, name, contract.PREVIOUS, previous)
         _write(client().set_registered_model_alias, name, contract.CHAMPION, champion)
-    raise RegistryError(f"the aliases of {name!r} still disagree with the promotions after {SETTLE_ATTEMPTS} "
+    raise StepFailed(f"the aliases of {name!r} still disagree with the promotions after {SETTLE_ATTEMPTS} "
                         f"attempts: {_BUSY}")  # fmt: skip
 
 

@@ -22,12 +22,13 @@ import numpy as np
 import pandas as pd
 
 from steps import contract
+from steps.config import UsageError
 from steps.sqlite_files import read_only
 
 TABLES = ("predictions", "samples", "feedback", "refusals", "heartbeats")
 
 
-class LogError(ValueError):
+class LogError(UsageError):
     """A prediction log that cannot be read as asked; the message names the file and the fix."""
 
 
@@ -56,7 +57,7 @@ def parse_time(text: str, name: str) -> float | None:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"{name}={text!r} is not a time; use ISO (2026-11-29T10:00) or unix seconds") from None
+        raise UsageError(f"{name}={text!r} is not a time; use ISO (2026-11-29T10:00) or unix seconds") from None
     return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
 
 

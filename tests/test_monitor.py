@@ -271,6 +271,6 @@ def test_the_command_answers_a_bad_log_with_one_line_and_no_traceback(tmp_path):
     corrupt = tmp_path / "predictions.db"
     corrupt.write_bytes(b"\x00garbage" * 512)
     result = run_command([sys.executable, "-m", "steps.monitor", "--prediction_log", str(corrupt)], timeout=120)
-    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.returncode == contract.EXIT_USAGE and "Traceback" not in result.stderr
     assert result.stderr.strip().startswith(f"monitor: error: {corrupt} is not a readable SQLite prediction log")
     assert corrupt.read_bytes() == b"\x00garbage" * 512
