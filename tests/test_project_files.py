@@ -198,3 +198,28 @@ def test_code_passes_ruff():
         [sys.executable, "-m", "ruff", "check", "steps", "tests", "bench"], cwd=PROJECT, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout
+
+
+def readme_test_command() -> str:
+    """The one-line command under README's "Install and run the tests"."""
+    readme = (PROJECT / "README.md").read_text()
+    after = readme.split("Install and run the tests", 1)[1]
+    return after.split("```bash\n", 1)[1].split("\n```", 1)[0].strip()
+
+
+def test_ci_installs_then_runs_readmes_test_command_exactly_once():
+    """.ci/run is README's test command, in order, after `set -euo pipefail`; its comments do not count."""
+    install, test = readme_test_command().rsplit(" && ", 1)
+    code = [line.strip() for line in (PROJECT / ".ci" / "run").read_text().splitlines()]
+    code = [line for line in code if line and not line.startswith("#")]
+    assert code[0] == "set -euo pipefail"
+    pytest_lines = [i for i, line in enumerate(code) if "pytest" in line]
+    assert len(pytest_lines) == 1 and code[pytest_lines[0]].startswith(test), code
+    install_at = [next(i for i, line in enumerate(code) if step in line) for step in install.split(" && ")]
+    assert install_at == sorted(install_at) and install_at[-1] < pytest_lines[0]
+
+
+def test_every_test_run_lists_its_slowest_tests():
+    """The 40-minute CI budget stays visible on every change, from README's command itself."""
+    options = tomllib.loads((PROJECT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["addopts"]
+    assert "--durations=15" in options.split()
