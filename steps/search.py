@@ -25,15 +25,18 @@ sensitivity table is computed once and kept in the study.
 from __future__ import annotations
 
 import json
+import re
 import shlex
-import sys
 import time
+from pathlib import Path
 
 import mlflow
 
 from steps import contract
-from steps.config import parse_config, run_cli
+from steps.config import GateRefused, StepFailed, UsageError, parse_config, run_cli
 from steps.data import Dataset, load_dataset
+from steps.lineage import check_model_reference
+from steps.selection import within_budget
 from steps.settings import ClusterConfig, PruneConfig, QuantizeConfig, SearchConfig
 from steps.tracking import log_config, log_dataset, step_run
 
@@ -52,7 +55,9 @@ FINE_TUNING = ("model_uri", "dataset", "image_size", "learning_rate", "batch_siz
 
 def main(argv: list[str] | None = None) -> None:
     config = parse_config(SearchConfig, argv)
+    check_storage(config.storage)  # a mistyped URL would otherwise surface only after TensorFlow and the model
     data = load_dataset(config.dataset, image_size=config.image_size)
+    check_model_reference(config.model_uri, "model_uri")
     # TensorFlow takes seconds and hundreds of MB to import: only once the settings and the data are usable.
     from steps.variants import load_parent
 
@@ -65,11 +70,47 @@ def main(argv: list[str] | None = None) -> None:
         mlflow.set_tag(contract.TAG_STUDY, study.study_name)
         tolerated = shared_sensitivity(study, parent, data, config)
         optimise(study, parent, data, config, tolerated)
-        best = report_study(study, config, parent.baseline.gzip_bytes)
+        trials = finished_trials(study)
+        best = report_study(study, trials, config, parent.baseline.gzip_bytes)
         if best is not None and config.register:
             verdict = register_best(best, config)
+    if best is None:  # nothing to deploy is a failure of the search (exit 1), not a mistake in its settings
+        raise StepFailed(nothing_within(trials, config))
     if verdict is not None and verdict.refused:
-        sys.exit(f"search: the best trial was not promoted: {verdict.reason}")
+        raise GateRefused(verdict.reason)
+
+
+STORAGE_EXAMPLES = "use sqlite:///<file>.db or postgresql://<user>:<password>@<host>/<database>"
+
+
+def check_storage(url: str) -> None:
+    """A storage URL SQLAlchemy cannot open is the user's mistake, told in one line (UsageError) before the data,
+    TensorFlow and the model are loaded: parsed by make_url, its dialect and driver imported (cheap, no
+    connection), and a SQLite file's folder present. Whether the server answers is known only by connecting."""
+    if not url:
+        return
+    import sqlalchemy.exc
+    from sqlalchemy.engine import make_url
+
+    shown = re.sub(r":[^:@/]*@", ":***@", url)  # the URL may carry a password; the line goes to logs
+    try:
+        parsed = make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        raise UsageError(f"storage={shown!r} is not a database URL; {STORAGE_EXAMPLES}") from None
+    try:
+        parsed.get_dialect().import_dbapi()
+    except sqlalchemy.exc.NoSuchModuleError:
+        raise UsageError(
+            f"storage={shown!r}: SQLAlchemy has no database {parsed.drivername!r}; {STORAGE_EXAMPLES}"
+        ) from None
+    except ImportError as error:
+        raise UsageError(
+            f"storage={shown!r}: its driver {error.name!r} is not installed; install it or {STORAGE_EXAMPLES}"
+        ) from None
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        folder = Path(parsed.database).parent
+        if not folder.is_dir():
+            raise UsageError(f"storage={shown!r}: the folder {folder} does not exist; create it or name another")
 
 
 def open_study(config: SearchConfig, run_id: str):
@@ -112,8 +153,9 @@ def shared_storage(url: str):
 
 
 def _constraint(trial) -> list[float]:
-    """<= 0 when the trial is within the budget on the validation split."""
-    return [trial.user_attrs["val_accuracy_drop"] - trial.user_attrs["max_accuracy_drop"]]
+    """0 when the trial is within the budget on the validation split (selection's definition), else how far over."""
+    drop, budget = trial.user_attrs[contract.VAL_ACCURACY_DROP], trial.user_attrs["max_accuracy_drop"]
+    return [0.0 if within_budget(drop, budget) else drop - budget]
 
 
 def shared_sensitivity(study, parent, data: Dataset, config: SearchConfig) -> dict[str, float]:
@@ -142,8 +184,8 @@ def optimise(study, parent, data: Dataset, config: SearchConfig, tolerated: dict
     def objective(trial) -> float:
         return run_trial(trial, parent, data, config, tolerated)
 
-    timeout = config.timeout_minutes * 60 or None
-    study.optimize(objective, n_trials=config.n_trials, timeout=timeout, gc_after_trial=True)
+    timeout = config.timeout_minutes * 60 or None  # 0 means no limit, for either (not both: SearchConfig)
+    study.optimize(objective, n_trials=config.n_trials or None, timeout=timeout, gc_after_trial=True)
 
 
 def run_trial(trial, parent, data: Dataset, config: SearchConfig, tolerated: dict[str, float]) -> float:
@@ -193,7 +235,7 @@ def run_trial(trial, parent, data: Dataset, config: SearchConfig, tolerated: dic
         raise optuna.TrialPruned()
     for key in (contract.VAL_ACCURACY_DROP, contract.SIZE_GZIP_BYTES, contract.COMPRESSION_RATIO):
         trial.set_user_attr(key, metrics[key])
-    within = "within" if metrics[contract.VAL_ACCURACY_DROP] <= config.max_accuracy_drop else "over"
+    within = "within" if within_budget(metrics[contract.VAL_ACCURACY_DROP], config.max_accuracy_drop) else "over"
     print(f"search: trial {trial.number} ({variant}): {metrics[contract.SIZE_GZIP_BYTES]:,} B gzipped, "
           f"{metrics[contract.COMPRESSION_RATIO]:.1f}x, validation drop {metrics[contract.VAL_ACCURACY_DROP]:+.4f} "
           f"({within} budget), {time.monotonic() - started:.0f} s", flush=True)  # fmt: skip
@@ -254,16 +296,26 @@ def finished_trials(study) -> list[dict]:
 
 def best_trial(trials: list[dict], max_accuracy_drop: float) -> dict | None:
     """The smallest deployable within the budget on validation; ties go to the smaller drop, then the earlier."""
-    feasible = [t for t in trials if t[contract.VAL_ACCURACY_DROP] <= max_accuracy_drop]
+    feasible = [t for t in trials if within_budget(t[contract.VAL_ACCURACY_DROP], max_accuracy_drop)]
     key = (contract.SIZE_GZIP_BYTES, contract.VAL_ACCURACY_DROP, "number")
     return min(feasible, key=lambda t: tuple(t[k] for k in key), default=None)
 
 
-def report_study(study, config: SearchConfig, baseline_gzip: int) -> dict | None:
+def nothing_within(trials: list[dict], config: SearchConfig) -> str:
+    """Why a search chose nothing, and what to change."""
+    closest = min((t[contract.VAL_ACCURACY_DROP] for t in trials), default=None)
+    lost = "" if closest is None else f" (the closest lost {closest:+.4f})"
+    return (
+        f"no trial of {len(trials)} complete is within max_accuracy_drop={config.max_accuracy_drop} on the "
+        f"validation split{lost}; raise max_accuracy_drop, give it more time (timeout_minutes) or fine-tune "
+        "longer (epochs)"
+    )
+
+
+def report_study(study, trials: list[dict], config: SearchConfig, baseline_gzip: int) -> dict | None:
     """The study's history and trade-off plots, its trials as a table, and the choice, on the active run."""
     from steps.report import study_figure
 
-    trials = finished_trials(study)
     best = best_trial(trials, config.max_accuracy_drop)
     if trials:
         mlflow.log_table({key: [t[key] for t in trials] for key in trials[0]}, "trials.json")
@@ -272,8 +324,6 @@ def report_study(study, config: SearchConfig, baseline_gzip: int) -> dict | None
     pruned = sum(t.state.name == "PRUNED" for t in study.get_trials(deepcopy=False))
     mlflow.log_metrics({"trials_complete": len(trials), "trials_pruned": pruned})
     if best is None:
-        print(f"search: no trial of {len(trials)} is within max_accuracy_drop={config.max_accuracy_drop} on the "
-              "validation split; raise it, run more trials, or fine-tune longer (epochs)")  # fmt: skip
         return None
     chosen = mlflow.get_run(best["run_id"]).data.metrics
     mlflow.set_tag(contract.TAG_BEST_RUN, best["run_id"])

@@ -1,7 +1,8 @@
-"""Compression search: sensitivity ceilings, the sensitivity-scaled targets, the choice within the budget, and
-(e2e) two `mlflow run . -e search` processes completing one Optuna study in a shared SQLite storage, each trial
-a child run with the standard variant metrics, the choice within the constraint on validation; and `update`
-re-making a searched champion from its trial's per-layer targets."""
+"""Compression search: sensitivity ceilings, the sensitivity-scaled targets, the choice within the budget, a
+malformed storage URL refused in one line before TensorFlow, and (e2e) two `mlflow run . -e search` processes
+completing one Optuna study in a shared SQLite storage, each trial a child run with the standard variant metrics,
+the choice within the constraint on validation; and `update` re-making a searched champion from its trial's
+per-layer targets."""
 
 from __future__ import annotations
 
@@ -22,8 +23,10 @@ from conftest import PROJECT, entry_point_runs, mlflow_run, store_in
 from steps import contract
 from steps.data import load_dataset
 from steps.registry import version_by_alias
-from steps.search import best_trial
+from steps.search import best_trial, nothing_within
+from steps.selection import BUDGET_SLACK, within_budget
 from steps.sensitivity import MAX_SPARSITY, SPARSITIES, scaled_targets, tolerated_sparsity
+from steps.settings import SearchConfig
 
 
 def rows(layer: str, drops: list[float]) -> list[dict]:
@@ -57,6 +60,39 @@ def test_the_choice_is_the_smallest_within_the_budget_on_validation_and_none_whe
     assert best_trial(trials, 0.005)["number"] == 3  # the smaller over-budget trial 1 is not eligible
     assert best_trial(trials[:3], 0.005)["number"] == 2  # a tie on size goes to the smaller drop
     assert best_trial([trial(1, 20_000, 0.02)], 0.005) is None
+
+
+def test_a_drop_at_the_budget_is_within_it_as_for_selection_and_nothing_within_says_what_to_change():
+    at_budget = 0.1 + 0.2 - 0.2  # 0.10000000000000003: the budget, after float rounding
+    assert best_trial([trial(0, 20_000, at_budget)], 0.1)["number"] == 0
+    assert best_trial([trial(0, 20_000, 0.1 + 10 * BUDGET_SLACK)], 0.1) is None
+    line = nothing_within([trial(0, 20_000, 0.02), trial(1, 30_000, 0.01)], SearchConfig(model_uri="m"))
+    assert "no trial of 2 complete is within max_accuracy_drop=0.005" in line and "+0.0100" in line
+    assert "timeout_minutes" in line and "\n" not in line
+
+
+# Imported instead of tensorflow (ahead of it on PYTHONPATH): leaves a marker, so a test knows TF was reached.
+TENSORFLOW_MARKER = """import os, pathlib
+pathlib.Path(os.environ["RTDEPLOY_TF_MARKER"]).write_text("imported")
+raise ImportError("tensorflow imported")
+"""
+
+
+@pytest.mark.parametrize("storage", ["notaurl", "postgresql//user:secret@db/optuna", "nosuchdb://db/optuna"])
+def test_a_malformed_storage_url_is_one_line_exit_2_before_tensorflow_is_imported(storage, tmp_path):
+    shadow = tmp_path / "shadow" / "tensorflow"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text(TENSORFLOW_MARKER)
+    marker = tmp_path / "tensorflow-imported"
+    path = os.pathsep.join([str(shadow.parent), str(PROJECT)])
+    env = os.environ | {"PYTHONPATH": path, "RTDEPLOY_TF_MARKER": str(marker)}
+    command = [sys.executable, "-m", "steps.search", "--model_uri", "runs:/0123/keras_model", "--storage", storage]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    lines = result.stderr.splitlines()
+    assert result.returncode == contract.EXIT_USAGE, result.stderr[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("search: error: storage="), result.stderr[-3000:]
+    assert "sqlite:///" in lines[0] and "secret" not in lines[0]  # an example to follow; no password in logs
+    assert not marker.exists(), "search imported tensorflow before refusing the storage URL"
 
 
 STUDY = "two-processes"
@@ -95,13 +131,12 @@ def test_two_search_processes_complete_one_study_each_trial_a_child_run_and_the_
         assert complete, "every trial was pruned"
         for run in complete:
             assert set(contract.VARIANT_METRICS) <= set(run.data.metrics), run.data.tags[contract.TAG_VARIANT]
-        feasible = [run for run in complete if run.data.metrics[contract.VAL_ACCURACY_DROP] <= BUDGET]
+        feasible = [run for run in complete if within_budget(run.data.metrics[contract.VAL_ACCURACY_DROP], BUDGET)]
+        assert feasible, "no trial within the budget: the choice was not tested"
+        smallest = min(feasible, key=lambda run: run.data.metrics[contract.SIZE_GZIP_BYTES])
         for parent in parents.values():
             chosen = parent.data.tags.get(contract.TAG_BEST_RUN)
-            if not feasible:
-                assert chosen is None
-                continue
-            smallest = min(feasible, key=lambda run: run.data.metrics[contract.SIZE_GZIP_BYTES])
+            assert chosen is not None, f"search run {parent.info.run_id} chose nothing"
             assert chosen in {run.info.run_id for run in feasible}  # within the constraint on validation
             assert mlflow.get_run(chosen).data.metrics[contract.SIZE_GZIP_BYTES] == smallest.data.metrics[
                 contract.SIZE_GZIP_BYTES]  # fmt: skip
