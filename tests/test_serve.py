@@ -334,6 +334,31 @@ def test_a_grpc_port_already_taken_stops_the_start_in_one_line(registry, tmp_pat
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("command, workers", [("module", 1), ("script", 1), ("module", 2)])
+def test_a_prediction_log_in_a_missing_folder_stops_the_start_in_one_line_before_the_model_is_fetched(
+    tmp_path, monkeypatch, command, workers
+):
+    """Exit 2 (a user's mistake) with `serve: error: ...` naming the path and the fix. The store named does not
+    exist: had the server asked it for the model first, that would have been the error."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'no-store' / 'mlflow.db'}")
+    log = tmp_path / "missing-folder" / "predictions.db"
+    program = (
+        [sys.executable, "-m", "steps.serve"]
+        if command == "module"
+        else [str(Path(sys.executable).parent / "rtdeploy-serve")]
+    )
+    result = run_command([*program, "--model_uri", f"models:/{MODEL}@champion", "--prediction_log", str(log),
+                          "--port", str(free_port()), "--workers", str(workers)], timeout=120)  # fmt: skip
+    assert result.returncode == contract.EXIT_USAGE, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [
+        f"serve: error: prediction_log {log}: folder {log.parent} does not exist; create it (mkdir -p) or pass a "
+        "--prediction_log in an existing folder"
+    ]
+    assert result.stdout == ""  # not even the line a starting server prints
+    assert not (tmp_path / "no-store").exists() and not log.parent.exists()
+
+
 def test_a_server_started_before_its_alias_exists_answers_503_then_serves_once_it_is_set(registry, tmp_path):
     client = mlflow.MlflowClient()
     server = serve(registry, tmp_path / "p.db", alias="staging", wait_for="/ping")

@@ -5,13 +5,17 @@ samples (the full probability vector, and the input as uint8 that decodes to
 what the model saw, for a `log_inputs` share of requests), feedback for one
 sample, refusals, heartbeats. A request id may repeat (a client's retry), also
 within one group commit. A log of any other layout is refused at start, with
-what to do, and left byte for byte as it was. The table and column names are
-spelled out here, not taken from the module: `monitor` reads them.
+what to do, and left byte for byte as it was; so is a path the server could
+not write (a user's mistake: one line, exit 2). `log_sync` is the SQLite
+`synchronous` level the writing connection runs with, from the serve setting
+to the log, also in every worker. The table and column names are spelled out
+here, not taken from the module: `monitor` reads them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import os
 import sqlite3
@@ -24,8 +28,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from serve_support import StandInRegistry
+from steps import contract
+from steps.config import UsageError
 from steps.serve.predlog import PredictionLog
 from steps.serve.runtime import ModelRef
+from steps.serve.server import Server
+from steps.serve.workers import worker_config
+from steps.settings import ServeConfig
 from steps.traffic import decode_input
 
 REPLICA = "127.0.0.1:8080:4242"
@@ -333,7 +343,7 @@ def test_a_log_of_another_layout_is_refused_with_what_to_do_and_left_byte_for_by
         with sqlite3.connect(path) as connection:
             connection.executescript(layout)
     before = digest(path)
-    with pytest.raises(ValueError, match=f"{words}.*move it away or pass another --prediction_log") as refused:
+    with pytest.raises(UsageError, match=f"{words}.*move it away or pass another --prediction_log") as refused:
         PredictionLog(path, REPLICA)
     assert str(path) in str(refused.value) and "nothing in it was changed" in str(refused.value)
     assert digest(path) == before
@@ -346,3 +356,45 @@ def test_an_empty_file_or_an_empty_database_becomes_a_log(tmp_path):
     for path in (empty, tmp_path / "nothing.db"):
         logged(path, predict("r1", BATCH, PROBABILITIES))
         assert len(rows(path, "samples")) == 2
+
+
+@pytest.mark.parametrize(
+    "where, words",
+    [
+        ("missing/p.db", "folder .*missing does not exist; create it \\(mkdir -p\\)"),
+        ("a-file/p.db", "a-file is a file, not a folder"),
+        ("a-folder", "is a folder; pass a file in it, e.g. .*a-folder/predictions.db"),
+    ],
+    ids=["missing-folder", "file-as-folder", "folder-as-file"],
+)
+def test_a_log_the_server_cannot_create_is_a_usage_error_naming_the_path_and_creating_nothing(tmp_path, where, words):
+    (tmp_path / "a-file").write_text("not a folder")
+    (tmp_path / "a-folder").mkdir()
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(UsageError, match=words) as refused:
+        PredictionLog(tmp_path / where, REPLICA)
+    assert f"prediction_log {tmp_path / where}" in str(refused.value) and "\n" not in str(refused.value)
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("log_sync, level", [(contract.LOG_SYNC_NORMAL, 1), (contract.LOG_SYNC_FULL, 2)])
+def test_log_sync_is_the_synchronous_level_of_the_connection_that_commits(tmp_path, log_sync, level):
+    """SQLite's PRAGMA synchronous: 1 NORMAL (WAL frames written, no fsync), 2 FULL (fsync at every commit).
+    It belongs to the connection, not the file: asked of the one the server writes with, not of a new one."""
+    log = PredictionLog(tmp_path / "p.db", REPLICA, log_sync=log_sync)
+    try:
+        assert log._connection.execute("PRAGMA synchronous").fetchone()[0] == level
+        assert log._connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        log.close()
+    logged(tmp_path / "p.db", predict("r1", BATCH, PROBABILITIES))  # and the file is a log like any other
+    assert len(rows(tmp_path / "p.db", "predictions")) == 1
+    config = ServeConfig(prediction_log=str(tmp_path / "s.db"), log_sync=log_sync, poll_seconds=0)
+    registry = StandInRegistry(tmp_path)  # nothing is fetched: the server is made, not started
+    server = Server(config, download=registry.download, lookup=registry.lookup)
+    try:
+        assert server.predlog._connection.execute("PRAGMA synchronous").fetchone()[0] == level
+    finally:
+        server.predlog.close()
+    worker = worker_config(dataclasses.replace(config, workers=3), 2)
+    assert (worker.log_sync, worker.workers, worker.prediction_log) == (log_sync, 1, str(tmp_path / "s.worker2.db"))

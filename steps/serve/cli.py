@@ -7,21 +7,24 @@ import signal
 import socket
 import sys
 
-from steps.config import parse_config, run_cli
+from steps.config import UsageError, parse_config, run_cli
 from steps.contract import worker_log_path
+from steps.serve.predlog import check_layout, check_writable
+from steps.serve.registry import parse_model_uri
 from steps.serve.workers import run_workers
 from steps.settings import ServeConfig
 
+STEP = "serve"  # the entry point's name, which starts its one-line errors (`serve: error: ...`)
+
 
 def main(argv: list[str] | None = None) -> None:
+    config = parse_config(ServeConfig, argv)
+    check_start(config)
     import uvicorn
 
     from steps.serve.app import ServingApp
     from steps.serve.server import Server
 
-    config = parse_config(ServeConfig, argv)
-    if config.grpc_port:  # found now, in one line, rather than as a traceback from the app's start
-        require_free_port(config.host, config.grpc_port, "grpc_port")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if config.workers > 1:
         logs = worker_log_path(config.prediction_log, "*")
@@ -35,17 +38,31 @@ def main(argv: list[str] | None = None) -> None:
     uvicorn.run(ServingApp(Server(config)), host=config.host, port=config.port, log_level="warning", access_log=False)
 
 
+def check_start(config: ServeConfig) -> None:
+    """The user's mistakes found before any model is fetched, each in one line (exit 2), not as a traceback
+    from the app's start: a model URI the server cannot follow, a log it cannot write, a gRPC port taken."""
+    try:
+        parse_model_uri(config.model_uri)
+    except ValueError as error:
+        raise UsageError(f"{error}; pass a registered model's URI, e.g. models:/digits-classifier@champion") from None
+    check_writable(config.prediction_log)  # the workers' logs go beside it, in the same folder
+    for index in range(1, config.workers + 1) if config.workers > 1 else [None]:  # each log a worker opens
+        check_layout(config.prediction_log if index is None else worker_log_path(config.prediction_log, index))
+    if config.grpc_port:
+        require_free_port(config.host, config.grpc_port, "grpc_port")
+
+
 def require_free_port(host: str, port: int, name: str) -> None:
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as error:
-            raise ValueError(f"{name} {port} cannot be bound on {host} ({error.strerror}); choose a free port")
+            raise UsageError(f"{name} {port} cannot be bound on {host} ({error.strerror}); choose a free port")
 
 
 def console_script() -> None:
-    run_cli("rtdeploy-serve", main)
+    run_cli(STEP, main)
 
 
 if __name__ == "__main__":

@@ -19,10 +19,16 @@ adds its rows and waits; the first one schedules a flush for the end of the
 current loop iteration, which writes every row that has gathered by then in
 one transaction. No thread hand-offs, no timer: an idle server commits each
 row at once, a busy one commits many per transaction. A request is
-acknowledged only after its rows are committed; a committed WAL frame is in
-the operating system's hands, so it survives kill -9 of the server (power
-loss needs synchronous=FULL, a setting away). Refusals are not waited for:
-the error answer goes out at once and its row joins the next commit.
+acknowledged only after its rows are committed. How hard a commit holds is
+`log_sync` (SQLite's `synchronous`): `normal` (synchronous=NORMAL) hands the
+WAL frames to the operating system without an fsync, so an acknowledged row
+survives a crash or kill -9 of the server, not a power loss or a kernel
+crash, which can lose the last commits (the database stays consistent);
+`full` (synchronous=FULL) fsyncs the WAL at every commit, once per group, on
+the loop (a few milliseconds on an ordinary disk, during which the server
+answers nobody), so an acknowledged row survives a power loss too. Refusals
+are not waited for: the error answer goes out at once and its row joins the
+next commit.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from steps import contract
+from steps.config import UsageError
 from steps.serve.runtime import ModelRef, ServedModel
 from steps.sqlite_files import read_only
 
@@ -126,6 +133,30 @@ INSERT_REFUSAL = _insert("refusals", "id")
 INSERT_HEARTBEAT = _insert("heartbeats", "id")
 CHECKPOINT_SECONDS = 1.0
 WHAT_TO_DO = "move it away or pass another --prediction_log (nothing in it was changed)"
+SYNCHRONOUS = {contract.LOG_SYNC_NORMAL: "NORMAL", contract.LOG_SYNC_FULL: "FULL"}  # log_sync -> PRAGMA synchronous
+
+
+def check_writable(path: str) -> None:
+    """Refuse a log this user could not create or add to, in one line, before anything is loaded.
+
+    SQLite writes two files beside the log in WAL mode (-wal, -shm), so its
+    folder must be writable even when the log itself exists.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise UsageError(
+            f"prediction_log {path} is a folder; pass a file in it, e.g. {os.path.join(path, 'predictions.db')}"
+        )
+    if not os.path.isdir(folder):
+        elsewhere = "pass a --prediction_log in an existing folder"
+        if os.path.exists(folder):
+            raise UsageError(f"prediction_log {path}: {folder} is a file, not a folder; {elsewhere}")
+        raise UsageError(f"prediction_log {path}: folder {folder} does not exist; create it (mkdir -p) or {elsewhere}")
+    if not os.access(folder, os.W_OK | os.X_OK) or (os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK)):
+        raise UsageError(
+            f"prediction_log {path} cannot be written by this user (it and its folder {folder} must be writable); "
+            "pass a --prediction_log in a folder you can write"
+        )
 
 
 def check_layout(path: str) -> None:
@@ -143,44 +174,54 @@ def check_layout(path: str) -> None:
                 for (table,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
             }
     except sqlite3.DatabaseError as error:
-        raise ValueError(f"prediction log {path} is not a SQLite database ({error}); {WHAT_TO_DO}") from None
+        raise UsageError(f"prediction log {path} is not a SQLite database ({error}); {WHAT_TO_DO}") from None
     if not found:
         return  # an empty database
     if version > LAYOUT:
-        raise ValueError(
+        raise UsageError(
             f"prediction log {path} was written by a newer server (layout {version}; this one writes {LAYOUT}): "
             f"serve with that version, or {WHAT_TO_DO}"
         )
     if version < LAYOUT and "predictions" in found:
-        raise ValueError(
+        raise UsageError(
             f"prediction log {path} has an older layout (predictions columns {found['predictions']}, no per-sample "
             f"probabilities or inputs) than this server writes (layout {LAYOUT}); keep it for reading, and "
             f"{WHAT_TO_DO}"
         )
     if version < LAYOUT:
-        raise ValueError(
+        raise UsageError(
             f"{path} is not a prediction log (it holds tables {sorted(found)}); {WHAT_TO_DO}, e.g. predictions.db"
         )
     for table, columns in TABLES.items():
         if table in found and found[table] != list(columns):
-            raise ValueError(
+            raise UsageError(
                 f"prediction log {path} has table {table} with columns {found[table]}, not {list(columns)}; "
                 f"{WHAT_TO_DO}"
             )
 
 
 class PredictionLog:
-    def __init__(self, path: str | Path, replica: str, log_inputs: float = 1.0, synchronous: str = "NORMAL"):
-        """replica: host:port:pid of the server; log_inputs: share of prediction requests whose inputs are kept."""
+    def __init__(
+        self, path: str | Path, replica: str, log_inputs: float = 1.0, log_sync: str = contract.LOG_SYNC_NORMAL
+    ):
+        """replica: host:port:pid of the server; log_inputs: share of prediction requests whose inputs are kept;
+        log_sync: how hard a commit holds (`contract.LOG_SYNC_MODES`, see the module's docstring)."""
         self.path = str(path)
         self.replica = replica
         self.log_inputs = log_inputs
         self._requests_seen = self._inputs_kept = 0  # for log_inputs
+        check_writable(self.path)
         check_layout(self.path)  # before anything is written to the file
-        self._connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._connection.execute("PRAGMA journal_mode=WAL")
-        self._connection.execute(f"PRAGMA synchronous={synchronous}")
-        self._connection.executescript(f"BEGIN; {SCHEMA} PRAGMA user_version = {LAYOUT}; COMMIT;")
+        try:
+            self._connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._connection.execute("PRAGMA journal_mode=WAL")
+            self._connection.execute(f"PRAGMA synchronous={SYNCHRONOUS[log_sync]}")
+            self._connection.executescript(f"BEGIN; {SCHEMA} PRAGMA user_version = {LAYOUT}; COMMIT;")
+        except sqlite3.OperationalError as error:  # read-only file system, disk full, locked by another program
+            raise UsageError(
+                f"prediction_log {self.path} cannot be written ({error}); pass a --prediction_log on a writable disk "
+                "with free space, used by no other program"
+            ) from None
         # Checkpoints copy the WAL into the database and fsync: tens of milliseconds that must not
         # stall the event loop. A background thread runs them (PASSIVE: never blocks the writer).
         self._connection.execute("PRAGMA wal_autocheckpoint=0")

@@ -38,7 +38,8 @@ class Server:
         self.shared_ports = shared_ports
         self.heartbeat_seconds = heartbeat_seconds
         # Opened first: a file it cannot add to stops the start.
-        self.predlog = PredictionLog(config.prediction_log, replica_name(config.host, config.port), config.log_inputs)
+        replica = replica_name(config.host, config.port)
+        self.predlog = PredictionLog(config.prediction_log, replica, config.log_inputs, config.log_sync)
         self.metrics = ServerMetrics()
         self.models = ModelHolder()
         self.engine = InferenceEngine(self.metrics, config.max_batch_size, config.max_batch_wait_ms)

@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 
+from steps.config import UsageError
 from steps.contract import worker_log_path
 from steps.serve.metrics import METRICS_DIR_ENV
 from steps.settings import ServeConfig
@@ -39,7 +40,7 @@ def serve_worker(config: ServeConfig, index: int, up) -> None:
     from steps.serve.app import ServingApp
     from steps.serve.server import Server
 
-    config = dataclasses.replace(config, workers=1, prediction_log=worker_log_path(config.prediction_log, index))
+    config = worker_config(config, index)
     # uvicorn shuts down gracefully, then re-raises the signal through the handler found at start: make that
     # a normal end. Ctrl-C reaches the workers too (one process group), so SIGINT ends them the same way.
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -52,6 +53,11 @@ def serve_worker(config: ServeConfig, index: int, up) -> None:
         sys.exit(2)
     up.set()  # what could fail the same way at every restart has not
     uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
+
+
+def worker_config(config: ServeConfig, index: int) -> ServeConfig:
+    """Worker `index`'s settings: the server's (log_sync, log_inputs, ports, ...), alone, with a log of its own."""
+    return dataclasses.replace(config, workers=1, prediction_log=worker_log_path(config.prediction_log, index))
 
 
 def shared_port_socket(host: str, port: int) -> socket.socket:
@@ -67,7 +73,7 @@ def shared_port_socket(host: str, port: int) -> socket.socket:
 def run_workers(config: ServeConfig) -> int:
     """Start config.workers servers on one port and keep them up; the exit code for the whole server."""
     if not hasattr(socket, "SO_REUSEPORT"):
-        raise ValueError("workers > 1 needs SO_REUSEPORT (Linux, macOS, BSD); serve with workers=1 here")
+        raise UsageError("workers > 1 needs SO_REUSEPORT (Linux, macOS, BSD); serve with workers=1 here")
     metrics_dir = tempfile.mkdtemp(prefix="rtdeploy-metrics-")
     os.environ[METRICS_DIR_ENV] = metrics_dir  # inherited by the workers, before they import prometheus_client
     context = multiprocessing.get_context("spawn")  # fresh interpreters: nothing of this one's state is shared
