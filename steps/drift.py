@@ -31,8 +31,9 @@ are independent trials, so the count of alarms is binomial and its 95%
 Clopper-Pearson interval holds (`rate_interval`). It is wide: the 360 test
 samples of digits make 7 windows of 50, 3 of 100 and 1 of 200, and 0 alarms in
 7 windows bounds the rate only below 41%. Overlapping windows (say 100 draws of
-200 from the same 360) would print a narrower interval that is not true: in a
-simulation their Wilson interval held the rate in 41% of pools, not 95%. The
+200 from the same 360) would print a narrower interval that is not true: in
+simulations their Wilson interval held the true rate in 33-41% of pools, not
+95% (disjoint windows of 50 with Clopper-Pearson: 98-99%). The
 rate is this profile's, on traffic like its held-out data; the guarantee to
 lean on for small rates is the Bonferroni bound (at most alpha for valid
 tests), which the measurement checks rather than replaces.
