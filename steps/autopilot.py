@@ -13,16 +13,18 @@ of the autopilot run's metrics (alert, labelled samples, updated, promoted).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 
 import mlflow
-from mlflow.exceptions import ExecutionException
 
 from steps import contract
-from steps.config import as_parameters, parse_config, run_cli
+from steps.config import StepFailed, as_parameters, parse_config, run_cli
+from steps.data import DatasetError
 from steps.lineage import data_of_run
 from steps.pipeline import detect_env_manager, run_step
 from steps.settings import AutopilotConfig, MonitorConfig, UpdateConfig
 from steps.tracking import log_config, step_run
+from steps.traffic import LogError, log_files, time_range
 from steps.update import labelled_feedback, origin_of
 
 
@@ -37,86 +39,150 @@ def child_runs(parent_id: str, step: str) -> list[mlflow.entities.Run]:
 
 
 def labelled_since_promotion(config: AutopilotConfig) -> int:
-    """Labelled samples the next update would take (the same reading update does)."""
+    """Labelled samples the next update would take (the same reading update does); an unreadable log raises."""
     origin = origin_of(config.model_name)
     old = data_of_run(origin.float_run["run_id"])
-    settings = UpdateConfig(new_data=contract.NEW_DATA_FEEDBACK, model_name=config.model_name,
-                            prediction_log=config.prediction_log)  # fmt: skip
+    settings = UpdateConfig(
+        new_data=contract.NEW_DATA_FEEDBACK, model_name=config.model_name, prediction_log=config.prediction_log
+    )
     try:
         return len(labelled_feedback(settings, origin, old).y)
-    except ValueError:  # none at all (DatasetError), or no log yet (LogError)
+    except DatasetError:  # readable logs, no labelled sample in them yet (a LogError is not this: it goes on)
         return 0
 
 
-def run_round(config: AutopilotConfig, number: int, env_manager: str) -> dict[str, float]:
-    """One round: monitor, and update if it alerts for a reason an update answers. Returns the round's metrics."""
+@dataclass
+class Round:
+    """What one round did (its metrics, one step of the autopilot run each) and, if it failed, why."""
+
+    number: int
+    metrics: dict[str, float] = field(default_factory=lambda: dict.fromkeys(ROUND_METRICS, 0.0))
+    failure: str | None = None
+
+    def failed(self, reason: str) -> Round:
+        self.metrics[contract.ROUND_FAILED] = 1.0
+        self.failure = reason
+        print(f"autopilot: round {self.number} failed: {reason}")
+        return self
+
+
+ROUND_METRICS = (
+    contract.ROUND_ALERTED,
+    contract.LABELLED,
+    contract.ROUND_UPDATED,
+    contract.ROUND_PROMOTED,
+    contract.ROUND_FAILED,
+)
+
+
+def run_round(config: AutopilotConfig, number: int, env_manager: str) -> Round:
+    """One round: monitor, and update if it alerts for a reason an update answers. "Nothing to judge" and a
+    refused update are outcomes; a step that exits 1 or 2, an unreadable log and incomplete monitoring fail it."""
+    round_ = Round(number)
+    try:  # read here, so a missing or corrupt log is named in one line rather than inside monitor's output
+        time_range(log_files(config.prediction_log))
+    except LogError as error:
+        return round_.failed(str(error))
     parent = mlflow.active_run().info.run_id
     now = time.time()
     monitor = MonitorConfig(
-        prediction_log=config.prediction_log, model_name=config.model_name, window_minutes=config.interval_minutes,
-        since=f"{now - config.consecutive * config.interval_minutes * 60:.3f}", until=f"{now:.3f}",
-        min_samples=config.min_samples, consecutive=config.consecutive,
-    )  # fmt: skip
+        prediction_log=config.prediction_log,
+        model_name=config.model_name,
+        window_minutes=config.interval_minutes,
+        since=f"{now - config.consecutive * config.interval_minutes * 60:.3f}",
+        until=f"{now:.3f}",
+        min_samples=config.min_samples,
+        consecutive=config.consecutive,
+    )
     try:
         run_step(contract.MONITOR, as_parameters(monitor), env_manager=env_manager, reuse=False)
-    except ExecutionException as error:  # no traffic in the windows yet: nothing to judge, not a failure
-        print(f"autopilot: round {number}: monitor found nothing to judge ({error})")
-        return dict.fromkeys((contract.ROUND_ALERTED, contract.LABELLED, contract.ROUND_UPDATED,
-                              contract.ROUND_PROMOTED), 0.0)  # fmt: skip
-    alert = child_runs(parent, contract.MONITOR)[0].data.tags.get(contract.TAG_ALERT, contract.ALERT_NONE)
+    except StepFailed as failure:
+        return round_.failed(f"monitor: {failure}")
+    judged = child_runs(parent, contract.MONITOR)[0].data
+    alert = judged.tags.get(contract.TAG_ALERT, contract.ALERT_NONE)
+    if contract.ALERT_INCOMPLETE in alert.split(","):
+        return round_.failed(f"monitor could not run every check ({alert}); its run's notes say which")
+    if not judged.metrics.get(contract.JUDGED_WINDOWS):
+        print(f"autopilot: round {number}: too little traffic to judge (min_samples={config.min_samples})")
+        return round_
+    round_.metrics[contract.ROUND_ALERTED] = float(alert != contract.ALERT_NONE)
     reasons = set(alert.split(",")) & set(contract.ALERTS_UPDATE_ANSWERS)
-    labelled = labelled_since_promotion(config) if reasons else 0
-    metrics = {contract.ROUND_ALERTED: float(alert != contract.ALERT_NONE), contract.LABELLED: float(labelled),
-               contract.ROUND_UPDATED: 0.0, contract.ROUND_PROMOTED: 0.0}  # fmt: skip
     if not reasons:
         print(
             f"autopilot: round {number}: alert {alert}: no update "
             f"(it answers {' or '.join(contract.ALERTS_UPDATE_ANSWERS)})"
         )
-        return metrics
+        return round_
+    labelled = labelled_since_promotion(config)
+    round_.metrics[contract.LABELLED] = float(labelled)
     if labelled < config.min_labels:
-        print(f"autopilot: round {number}: alert {alert}, but {labelled} labelled samples < min_labels "
-              f"{config.min_labels}: waiting for more feedback")  # fmt: skip
-        return metrics
-    update = UpdateConfig(new_data=contract.NEW_DATA_FEEDBACK, model_name=config.model_name,
-                          prediction_log=config.prediction_log, env_manager=env_manager)  # fmt: skip
-    metrics[contract.ROUND_UPDATED] = 1.0
+        print(
+            f"autopilot: round {number}: alert {alert}, but {labelled} labelled samples < min_labels "
+            f"{config.min_labels}: waiting for more feedback"
+        )
+        return round_
+    update = UpdateConfig(
+        new_data=contract.NEW_DATA_FEEDBACK,
+        model_name=config.model_name,
+        prediction_log=config.prediction_log,
+        env_manager=env_manager,
+    )
+    round_.metrics[contract.ROUND_UPDATED] = 1.0
     try:
         run_step(contract.UPDATE, as_parameters(update), env_manager=env_manager, reuse=False)
-    except ExecutionException:
-        refused = child_runs(parent, contract.UPDATE)
-        reason = refused[0].data.tags.get(contract.VERSION_TAG_VALIDATION_REASON, "see its run") if refused else ""
-        print(f"autopilot: round {number}: update refused, champion unchanged: {reason}")
-        return metrics
-    metrics[contract.ROUND_PROMOTED] = 1.0
+    except StepFailed as failure:
+        if failure.exit_code != contract.EXIT_REFUSED:
+            return round_.failed(f"update: {failure}")
+        print(f"autopilot: round {number}: the gate refused the update, champion unchanged (reason above)")
+        return round_
+    round_.metrics[contract.ROUND_PROMOTED] = 1.0
     print(f"autopilot: round {number}: alert {alert}: updated from {labelled} labelled samples and promoted")
-    return metrics
+    return round_
 
 
-def autopilot(config: AutopilotConfig) -> list[dict[str, float]]:
+def autopilot(config: AutopilotConfig) -> list[Round]:
+    """Rounds until max_rounds or max_minutes; stops (StepFailed, exit 1) after max_failures failed in a row."""
     env_manager = detect_env_manager() if config.env_manager == "auto" else config.env_manager
     deadline = time.monotonic() + config.max_minutes * 60
-    rounds = []
+    rounds: list[Round] = []
     with step_run(contract.AUTOPILOT):
         log_config(config)
         for number in range(1, config.max_rounds + 1):
             started = time.monotonic()
             rounds.append(run_round(config, number, env_manager))
-            mlflow.log_metrics(rounds[-1], step=number)
+            mlflow.log_metrics(rounds[-1].metrics, step=number)
+            mlflow.set_tag(contract.TAG_ROUNDS, str(len(rounds)))
+            if rounds[-1].failure is not None:
+                mlflow.set_tag(contract.TAG_ROUND_FAILURE.format(number=number), rounds[-1].failure[:5000])
+            in_a_row = failures_in_a_row(rounds)
+            if in_a_row >= config.max_failures:
+                raise StepFailed(
+                    f"round {number}: {rounds[-1].failure} ({in_a_row} failed round(s) in a row, "
+                    f"max_failures={config.max_failures})"
+                )
             next_round = started + config.interval_minutes * 60
             if number == config.max_rounds or next_round >= deadline:
                 break
             time.sleep(max(0.0, next_round - time.monotonic()))
-        mlflow.set_tag(contract.TAG_ROUNDS, str(len(rounds)))
     return rounds
+
+
+def failures_in_a_row(rounds: list[Round]) -> int:
+    count = 0
+    for round_ in reversed(rounds):
+        if round_.failure is None:
+            break
+        count += 1
+    return count
 
 
 def main(argv: list[str] | None = None) -> None:
     rounds = autopilot(parse_config(AutopilotConfig, argv))
-    total = {key: int(sum(r[key] for r in rounds)) for key in rounds[0]}
+    total = {key: int(sum(r.metrics[key] for r in rounds)) for key in ROUND_METRICS}
     print(
         f"autopilot: {len(rounds)} round(s): {total[contract.ROUND_ALERTED]} alerted, "
-        f"{total[contract.ROUND_UPDATED]} updated, {total[contract.ROUND_PROMOTED]} promoted"
+        f"{total[contract.ROUND_UPDATED]} updated, {total[contract.ROUND_PROMOTED]} promoted, "
+        f"{total[contract.ROUND_FAILED]} failed"
     )
 
 

@@ -11,6 +11,7 @@ import mlflow
 from steps import contract
 from steps.config import parse_config, run_cli
 from steps.data import load_dataset
+from steps.lineage import check_model_reference
 from steps.settings import ClusterConfig
 from steps.tracking import log_epoch, step_run
 
@@ -18,6 +19,7 @@ from steps.tracking import log_epoch, step_run
 def main(argv: list[str] | None = None) -> None:
     config = parse_config(ClusterConfig, argv)
     data = load_dataset(config.dataset, image_size=config.image_size)
+    check_model_reference(config.model_uri, "model_uri")
     # TensorFlow takes seconds and hundreds of MB to import: only once the settings and the data are usable.
     from steps.architectures import kernel_sparsity
     from steps.compression import cluster_model

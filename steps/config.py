@@ -107,7 +107,9 @@ def run_cli(step: str, main: Callable[[list[str]], None]) -> None:
         main(sys.argv[1:])
     except GateRefused as refusal:
         _exit(contract.EXIT_REFUSED, f"{step}: refused by the gate: {refusal}")
-    except StepFailed as failure:
+    except StepFailed as failure:  # a child step's mistake in what it was given is this step's user's mistake
+        if failure.exit_code == contract.EXIT_USAGE:
+            _exit(contract.EXIT_USAGE, f"{step}: error: {failure}")
         _exit(contract.EXIT_FAILURE, f"{step}: failed: {failure}")
     except (UsageError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as mistake:
         _exit(contract.EXIT_USAGE, f"{step}: error: {mistake}")
@@ -127,6 +129,12 @@ def store_answer(code: str, message: str) -> tuple[int, str]:
     if code in NOT_FOUND:
         return contract.EXIT_USAGE, f"error: {message}; {NOT_FOUND[code]}"
     return contract.EXIT_FAILURE, f"failed: the tracking store answered {code} ({message}); {UNANSWERED}"
+
+
+def is_missing(error: Exception) -> bool:
+    """An MLflow error that says the thing named does not exist (or is malformed), as opposed to the store
+    refusing the credentials or not answering: only this one may be reported as "check the id"."""
+    return getattr(error, "error_code", None) in NOT_FOUND or isinstance(error, OSError)
 
 
 def _exit(code: int, line: str) -> None:

@@ -154,8 +154,10 @@ def worker_log_path(path: str, index: int | str) -> str:
 TAG_ALERT = "rtdeploy.alert"  # ALERT_NONE or the comma-separated reasons
 ALERT_NONE = "none"
 ALERT_LATENCY, ALERT_ACCURACY, ALERT_DRIFT, ALERT_ERRORS = "latency", "accuracy", "drift", "errors"
-ALERT_REASONS = (ALERT_LATENCY, ALERT_ACCURACY, ALERT_DRIFT, ALERT_ERRORS)
+ALERT_INCOMPLETE = "monitoring_incomplete"  # a check that should have run could not (e.g. no reference profile)
+ALERT_REASONS = (ALERT_LATENCY, ALERT_ACCURACY, ALERT_DRIFT, ALERT_ERRORS, ALERT_INCOMPLETE)
 ALERTS_UPDATE_ANSWERS = (ALERT_DRIFT, ALERT_ACCURACY)  # new data fixes these; latency and errors need another fix
+JUDGED_WINDOWS = "judged_windows"  # windows with enough samples to judge (0: too little traffic, nothing judged)
 REQUESTS = "requests"
 THROUGHPUT_RPS = "throughput_rps"
 INFERENCE_P50_MS = "inference_p50_ms"  # the model invocation alone (latency_p*_ms: body received to answer)
@@ -229,6 +231,8 @@ CHAMPION_ACCURACY_NEW = f"champion_{ACCURACY_NEW}"
 ROUND_ALERTED = "alerted"  # 1 when the round's monitor alerted (any reason)
 ROUND_UPDATED = "updated"  # 1 when the round ran update
 ROUND_PROMOTED = "promoted"  # 1 when that update's challenger became champion
+ROUND_FAILED = "failed"  # 1 when a step of the round exited 1 or 2, a log was unreadable, or monitoring incomplete
+TAG_ROUND_FAILURE = "rtdeploy.failure.round{number}"  # why that round failed
 TAG_ROUNDS = "rtdeploy.rounds"
 
 # Tags of register/promote/rollback runs: which version they acted on

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from steps.config import UsageError
+from steps.config import UsageError, is_missing
 
 log = logging.getLogger(__name__)
 
@@ -78,21 +78,32 @@ class Dataset:
 
 def load_dataset(spec: str, *, image_size: int = 28, seed: int = 42) -> Dataset:
     """Load a data set by name or path (see module doc) with deterministic splits."""
+    check_dataset(spec)
     if spec == DIGITS:
         return _load_digits(seed)
     if spec.startswith(RUN_ARTIFACT_PREFIX):
         return _load_run_artifact(spec, seed)
+    path = Path(spec).expanduser()
+    return _load_image_folder(path, image_size, seed) if path.is_dir() else _load_npz(path, seed)
+
+
+def check_dataset(spec: str) -> None:
+    """What can be told of a data set without reading it: a known name, a run's .npz, an existing .npz or folder
+    (so a stage that hands the data set to others, like main, refuses a mistake before they start)."""
+    if spec == DIGITS:
+        return
+    if spec.startswith(RUN_ARTIFACT_PREFIX):
+        if not spec.lower().endswith(".npz"):
+            raise DatasetError(f"dataset {spec!r}: a run artifact data set must be a .npz file")
+        return
     path = Path(spec).expanduser()
     if not path.exists():
         raise DatasetError(
             f"dataset {spec!r} not found: use {DIGITS!r}, a .npz file with "
             f"{', '.join(NPZ_KEYS)}, or a folder with one sub-folder of images per class"
         )
-    if path.is_dir():
-        return _load_image_folder(path, image_size, seed)
-    if path.suffix.lower() == ".npz":
-        return _load_npz(path, seed)
-    raise DatasetError(f"dataset file {path} is not a .npz file; give a .npz file or an image folder")
+    if not path.is_dir() and path.suffix.lower() != ".npz":
+        raise DatasetError(f"dataset file {path} is not a .npz file; give a .npz file or an image folder")
 
 
 def _load_digits(seed: int) -> Dataset:
@@ -112,12 +123,12 @@ def _load_run_artifact(uri: str, seed: int) -> Dataset:
 
     import mlflow  # only here: every other source needs no tracking store
 
-    if not uri.lower().endswith(".npz"):
-        raise DatasetError(f"dataset {uri!r}: a run artifact data set must be a .npz file")
     with tempfile.TemporaryDirectory() as folder:
         try:
             path = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=folder))
-        except Exception as error:  # MlflowException, OSError: the run or the file is not there
+        except Exception as error:  # MlflowException, OSError
+            if not is_missing(error):  # refused credentials or no answer: run_cli says which, and the fix
+                raise
             raise DatasetError(f"dataset {uri!r} cannot be downloaded ({error}); check the run id and path") from error
         return _load_npz(path, seed, source=uri)
 

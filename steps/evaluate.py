@@ -27,7 +27,7 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from steps import contract
 from steps.config import parse_config, run_cli
 from steps.data import Dataset, load_dataset
-from steps.lineage import variant_of
+from steps.lineage import check_model_reference, variant_of
 from steps.measure import sizes
 from steps.pyfunc import predict_classes
 from steps.report import confusion_examples_figure, confusion_matrix_figure, error_rate_figure
@@ -187,6 +187,7 @@ def evaluate(config: EvaluateConfig, data: Dataset) -> tuple[dict[str, float], E
 def main(argv: list[str] | None = None) -> None:
     config = parse_config(EvaluateConfig, argv)
     data = load_dataset(config.dataset, image_size=config.image_size)
+    check_model_reference(config.model_uri, "model_uri")
     with step_run(contract.EVALUATE):
         set_variant_tags(variant_of(config.model_uri), config.model_uri)
         log_config(config)

@@ -9,7 +9,7 @@ import tf_keras as keras
 
 from steps import contract
 from steps.architectures import build_model
-from steps.config import UsageError
+from steps.config import UsageError, is_missing
 from steps.data import Dataset
 from steps.lineage import is_model_uri
 from steps.settings import TrainConfig
@@ -27,13 +27,10 @@ def load_keras_model(reference: str) -> keras.Model:
         if is_model_uri(reference):
             model = mlflow.tensorflow.load_model(reference)
         else:
-            path = Path(reference).expanduser()
-            if not path.exists():
-                raise ModelLoadError(f"model file {reference!r} does not exist")
-            model = keras.models.load_model(path, compile=False)
-    except ModelLoadError:
-        raise
+            model = keras.models.load_model(Path(reference).expanduser(), compile=False)
     except Exception as error:  # MLflow, h5py and SavedModel loaders each raise their own types
+        if getattr(error, "error_code", None) and not is_missing(error):  # the store refused or did not answer
+            raise
         raise ModelLoadError(
             f"cannot load a Keras model from {reference!r} ({type(error).__name__}: {error}); give the URI of a "
             f"model logged by train/prune/cluster (runs:/<run_id>/{contract.KERAS_MODEL}), or a .keras/.h5 "

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from steps.traffic import Traffic
+from steps.traffic import Traffic, labelled_rows
 
 NOT_A_CLASS = "label is not one of the model's classes"
 NOT_KEPT = "input not kept by the server (log_inputs below 1)"
@@ -36,12 +36,8 @@ def labelled_samples(
     traffic: Traffic, model_name: str, class_names: tuple[str, ...], sample_shape: tuple[int, ...]
 ) -> Labelled:
     """The labelled samples of `model_name` in `traffic` (its feedback joined on request id and sample index)."""
-    samples = traffic.samples.assign(row=np.arange(len(traffic.samples)))
-    samples = samples[samples["model_name"] == model_name]
-    labelled = samples.merge(traffic.feedback[["request_id", "sample_index", "true_label"]],
-                             on=["request_id", "sample_index"], how="inner")  # fmt: skip
-    # A retried request is logged once per attempt, with the same input: taken once (its last attempt).
-    labelled = labelled.drop_duplicates(["request_id", "sample_index"], keep="last")
+    labelled = labelled_rows(traffic)  # a retried request once: its last attempt
+    labelled = labelled[labelled["model_name"] == model_name]
     index = {name: i for i, name in enumerate(class_names)}
     refused: Counter[str] = Counter()
     x, y = [], []

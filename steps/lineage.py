@@ -7,10 +7,12 @@ pipeline use it as much as the compression steps do.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import mlflow
 
 from steps import contract
+from steps.config import UsageError
 from steps.data import Dataset, load_dataset
 from steps.measure import Baseline
 from steps.registry import get_version
@@ -21,6 +23,18 @@ from steps.settings import TrainConfig
 def is_model_uri(reference: str) -> bool:
     """An MLflow model URI (runs:/, models:/, s3://, ...) rather than a local file path."""
     return "://" in reference or reference.startswith(("runs:/", "models:/"))
+
+
+def check_model_reference(reference: str, name: str) -> None:
+    """Refuse a model that cannot be found, before any heavy import: a URI's MLmodel is read from its store (whose
+    own error names what is missing: run, model, version), a path must exist."""
+    if is_model_uri(reference):
+        mlflow.models.get_model_info(reference)
+    elif not Path(reference).expanduser().exists():
+        raise UsageError(
+            f"{name} {reference!r} does not exist; give an MLflow model URI (runs:/<run_id>/{contract.KERAS_MODEL}, "
+            "models:/<name>@<alias>) or the path of a saved model"
+        )
 
 
 def source_run_id(uri: str) -> str | None:

@@ -20,7 +20,6 @@ its metrics per window (one metric step per window). Tag `rtdeploy.alert` is
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -30,7 +29,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 
 from steps import contract
-from steps.config import UsageError, parse_config, run_cli
+from steps.config import StepFailed, UsageError, parse_config, run_cli
 from steps.drift import DriftReport, Reference, drift_report
 from steps.monitor_report import figures_of, report_html
 from steps.reference import reference_of
@@ -39,7 +38,7 @@ from steps.settings import MonitorConfig
 from steps.stats import proportion
 from steps.timing import percentiles_ms
 from steps.tracking import log_config, step_run
-from steps.traffic import LogError, Traffic, log_files, parse_time, read, time_range
+from steps.traffic import Traffic, labelled_rows, log_files, parse_time, read, time_range
 
 REFUSED = "refused.{kind}"  # metric: requests refused with that error kind in the window
 REPORT_FILE = "monitor_report.html"  # artifact of the monitor run: everything on one self-contained page
@@ -83,6 +82,19 @@ class Verdict:
     def alert(self) -> str:
         return ",".join(self.reasons) or contract.ALERT_NONE
 
+    @property
+    def judged_windows(self) -> int:
+        return sum(window.judged for windows in self.versions.values() for window in windows)
+
+    def require_references(self, references: dict[str, Reference]) -> None:
+        """A version judged without its reference profile had its drift unchecked: monitoring_incomplete."""
+        unchecked = [
+            v for v, windows in self.versions.items() if v not in references and any(w.judged for w in windows)
+        ]
+        if unchecked:
+            self.alerts.setdefault("all", set()).add(contract.ALERT_INCOMPLETE)
+            self.notes.append(f"drift of v{', v'.join(unchecked)} not checked: {contract.ALERT_INCOMPLETE}")
+
 
 def window_edges(start: float, end: float, minutes: float) -> list[tuple[float, float]]:
     """Consecutive windows of `minutes` from start; the last one ends just after `end` (it is included)."""
@@ -111,6 +123,7 @@ def consecutive_alerts(windows: list[VersionWindow] | list[set[str]], needed: in
 
 def judge_version_window(
     traffic: Traffic,
+    labelled: pd.DataFrame,
     rows: np.ndarray,
     predictions: pd.DataFrame,
     reference: Reference | None,
@@ -120,9 +133,8 @@ def judge_version_window(
 ) -> tuple[dict[str, float], set[str], DriftReport | None, pd.DataFrame]:
     """Metrics of one version in one window, the thresholds it breaks, its drift report and its labelled samples.
 
-    rows: positions in traffic.samples of this version's samples in the window.
+    labelled: `labelled_rows(traffic)`; rows: positions in traffic.samples of this version's samples in the window.
     """
-    samples = traffic.samples.iloc[rows].assign(row=rows)
     metrics = {contract.REQUESTS: float(len(predictions)), contract.THROUGHPUT_RPS: len(predictions) / seconds}
     for keys, column in (
         ((contract.LATENCY_P50_MS, contract.LATENCY_P95_MS, contract.LATENCY_P99_MS), "latency_ms"),
@@ -131,8 +143,7 @@ def judge_version_window(
         metrics |= dict(zip(keys, percentiles_ms(predictions[column].to_numpy() / 1000.0)))
     breaches = {contract.ALERT_LATENCY} if metrics[contract.LATENCY_P99_MS] > config.max_p99_ms else set()
 
-    labelled = samples.merge(traffic.feedback[["request_id", "sample_index", "true_label"]],
-                             on=["request_id", "sample_index"], how="inner")  # fmt: skip
+    labelled = labelled[labelled["row"].isin(rows)]  # a retried request once, as in update's data
     labelled = labelled.assign(true_class=labelled["true_label"].map({name: i for i, name in enumerate(names)}))
     labelled = labelled.dropna(subset=["true_class"]).astype({"true_class": int})  # labels of no class: not counted
     metrics[contract.LABELLED] = float(len(labelled))
@@ -177,6 +188,7 @@ def judge(
     samples_time = traffic.samples["time"].to_numpy()
     samples_version = traffic.samples["model_version"].to_numpy()
     of_model = (traffic.samples["model_name"] == config.model_name).to_numpy()
+    labelled = labelled_rows(traffic)
     for index, (low, high) in enumerate(edges):
         seconds = max(min(high, end) - low, 1e-9)
         in_window = (traffic.predictions["time"] >= low) & (traffic.predictions["time"] < high)
@@ -191,8 +203,8 @@ def judge(
             reference = references.get(version)
             default = tuple(str(i) for i in range(traffic.probabilities.shape[1]))
             names[version] = reference.class_names if reference else (class_names or {}).get(version, default)
-            metrics, breaches, drift, labelled = judge_version_window(
-                traffic, rows, predictions, reference, names[version], config, seconds
+            metrics, breaches, drift, window_labelled = judge_version_window(
+                traffic, labelled, rows, predictions, reference, names[version], config, seconds
             )
             if not judged:
                 notes.append(f"v{version}, window {index}: {len(rows)} samples < min_samples={config.min_samples}: "
@@ -200,7 +212,7 @@ def judge(
             elif not metrics[contract.LABELLED]:
                 notes.append(f"v{version}, window {index}: no feedback: live accuracy not measured")
             versions.setdefault(version, []).append(
-                VersionWindow(version, index, low, high, len(rows), metrics, judged, breaches, drift, labelled)
+                VersionWindow(version, index, low, high, len(rows), metrics, judged, breaches, drift, window_labelled)
             )
     alerts = {version: consecutive_alerts(windows, config.consecutive) for version, windows in versions.items()}
     error_breaches = [
@@ -228,7 +240,8 @@ def window_errors(predictions: int, refused: pd.DataFrame) -> dict[str, float]:
 
 
 def load_references(config: MonitorConfig, versions: list[str]) -> tuple[dict, dict, list[str]]:
-    """Each version's reference profile and class names; a version without a profile is not judged for drift."""
+    """Each version's reference profile and class names. A profile that cannot be had (the store refused or is
+    down, a corrupt profile) is a note here, and an incomplete check once the version is judged."""
     references, names, notes = {}, {}, []
     for version in versions:
         try:
@@ -315,29 +328,38 @@ def main(argv: list[str] | None = None) -> None:
     config = parse_config(MonitorConfig, argv)
     files = log_files(config.prediction_log)
     logged = time_range(files)
-    if logged is None:
-        raise LogError(f"{', '.join(map(str, files))}: no predictions or refusals logged yet; send traffic first")
-    start = parse_time(config.since, "since") or logged[0]
-    end = parse_time(config.until, "until") or logged[1]
-    if end < start:
+    start = parse_time(config.since, "since") or (logged[0] if logged else None)
+    end = parse_time(config.until, "until") or (logged[1] if logged else None)
+    if start is not None and end is not None and end < start:
         raise UsageError(f"until ({end}) is before since ({start}); swap them")
-    traffic = read(files, start, np.nextafter(end, np.inf))
+    traffic = read(files, start, None if end is None else np.nextafter(end, np.inf))
     served = traffic.predictions[traffic.predictions["model_name"] == config.model_name]
-    if served.empty:
-        raise LogError(
-            f"no predictions of {config.model_name!r} between {start:.0f} and {end:.0f} in {config.prediction_log} "
-            "(unix seconds); widen since/until, or check model_name"
-        )
+    if served.empty:  # too little traffic is not an error: nothing to judge, said so, exit 0
+        return nothing_to_judge(config, files, start, end)
     versions = sorted(served["model_version"].unique(), key=int)
     references, names, notes = load_references(config, versions)
     with step_run(contract.MONITOR, experiment=contract.MONITORING_EXPERIMENT):
         log_config(config)
         verdict = judge(config, traffic, start, end, references, names)
         verdict.notes[:0] = notes
+        verdict.require_references(references)
         log_verdict(config, verdict, traffic)
+        mlflow.log_metric(contract.JUDGED_WINDOWS, verdict.judged_windows)
     print(summary(verdict, start, end))
     if config.fail_on_alert and verdict.reasons:
-        sys.exit(f"monitor: alert: {verdict.alert} (fail_on_alert=true)")
+        raise StepFailed(f"alert: {verdict.alert} (fail_on_alert=true)")
+
+
+def nothing_to_judge(config: MonitorConfig, files: list, start: float | None, end: float | None) -> None:
+    """A monitor run that judged no window, saying why (autopilot reads judged_windows=0 as "wait")."""
+    span = "yet" if start is None or end is None else f"between {utc(start)} and {utc(end)}"
+    note = (f"no predictions of {config.model_name!r} in {', '.join(map(str, files))} {span}: nothing to judge "
+            "(send traffic, widen since/until, or check model_name)")  # fmt: skip
+    with step_run(contract.MONITOR, experiment=contract.MONITORING_EXPERIMENT):
+        log_config(config)
+        mlflow.set_tags({contract.TAG_MODEL_NAME: config.model_name, contract.TAG_ALERT: contract.ALERT_NONE})
+        mlflow.log_metric(contract.JUDGED_WINDOWS, 0)
+    print(f"monitor: {note}")
 
 
 if __name__ == "__main__":

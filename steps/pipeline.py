@@ -15,16 +15,15 @@ from pathlib import Path
 
 import mlflow
 from mlflow.entities import Run
-from mlflow.exceptions import ExecutionException
 from mlflow.utils.git_utils import get_git_commit
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_PROJECT_ENTRY_POINT
 from mlflow.utils.string_utils import quote
 
 from steps import contract
-from steps.config import as_parameters, parse_configs, run_cli
-from steps.lineage import variant_row
+from steps.config import GateRefused, StepFailed, as_parameters, parse_configs, run_cli
+from steps.data import check_dataset
+from steps.lineage import check_model_reference, variant_row
 from steps.plan import plan_for
-from steps.registry import RegistryError
 from steps.report import comparison_figure, comparison_table
 from steps.selection import VariantRow, select_best
 from steps.settings import (
@@ -89,7 +88,10 @@ def find_reusable_run(entry_point: str, parameters: dict[str, str], git_commit: 
 
 
 def run_step(entry_point: str, parameters: dict[str, str], *, env_manager: str, reuse: bool = True) -> str:
-    """Run an entry point as a child of the active run, or reuse a matching finished run; returns its run id."""
+    """Run an entry point as a child of the active run, or reuse a matching finished run; returns its run id.
+
+    A child that exits non-zero raises StepFailed carrying its exit code (contract.EXIT_*), so the caller
+    tells a gate refusal (3) and a user's mistake (2) from a failure (1); its own line is already printed."""
     folder = project_dir()
     experiment_id = mlflow.active_run().info.experiment_id
     git_commit = project_commit()
@@ -105,9 +107,31 @@ def run_step(entry_point: str, parameters: dict[str, str], *, env_manager: str, 
         parameters=parameters,
         env_manager=env_manager,
         experiment_id=experiment_id,
-        synchronous=True,
+        synchronous=False,  # waited for below, to keep the child's exit code (synchronous=True drops it)
     )
+    code = wait_for_child(submitted)
+    if code != contract.EXIT_OK:
+        raise StepFailed(f"{entry_point} (run {submitted.run_id}) exited {code}: its last line above says why", code)
     return submitted.run_id
+
+
+def wait_for_child(submitted) -> int:
+    """The child's exit code, with its run marked FINISHED or FAILED if the child left it running (as
+    mlflow.projects does for a synchronous run); an interrupt stops the child too."""
+    try:
+        code = submitted.command_proc.wait()
+    except KeyboardInterrupt:
+        submitted.cancel()
+        _mark_ended(submitted.run_id, "FAILED")
+        raise
+    _mark_ended(submitted.run_id, "FINISHED" if code == contract.EXIT_OK else "FAILED")
+    return code
+
+
+def _mark_ended(run_id: str, status: str) -> None:
+    client = mlflow.MlflowClient()
+    if client.get_run(run_id).info.status == "RUNNING":
+        client.set_terminated(run_id, status)
 
 
 def run_pipeline(pipeline: PipelineConfig, train: TrainConfig) -> dict[str, str]:
@@ -135,11 +159,13 @@ def run_pipeline(pipeline: PipelineConfig, train: TrainConfig) -> dict[str, str]
         step_runs[contract.REGISTER] = run_step(
             contract.REGISTER, as_parameters(register), env_manager=env_manager, reuse=False
         )
-    except ExecutionException as error:
-        raise RegistryError(
-            f"register did not promote a new champion (its reason is printed above; {error}); "
-            f"every variant is logged, and models:/{pipeline.model_name}@{contract.CHAMPION} is unchanged"
-        ) from error
+    except StepFailed as failure:
+        if failure.exit_code != contract.EXIT_REFUSED:
+            raise
+        raise GateRefused(
+            f"register did not promote a new champion (its reason is printed above); every variant is logged, "
+            f"and models:/{pipeline.model_name}@{contract.CHAMPION} is unchanged"
+        ) from failure
     mlflow.set_tag(contract.TAG_STEP_RUN.format(step=contract.REGISTER), step_runs[contract.REGISTER])
     return step_runs
 
@@ -178,6 +204,9 @@ def report_variants(rows: list[VariantRow], max_accuracy_drop: float) -> Variant
 
 def main(argv: list[str] | None = None) -> None:
     pipeline, train = parse_configs((PipelineConfig, TrainConfig), argv, description=PipelineConfig.__doc__)
+    check_dataset(train.dataset)  # what the children would refuse, refused before the first one starts
+    if train.base_model:
+        check_model_reference(train.base_model, "base_model")
     with step_run(contract.MAIN) as run:
         log_config(pipeline)
         log_config(train)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import sys
-
 from steps import contract
-from steps.config import parse_config, run_cli
+from steps.config import GateRefused, parse_config, run_cli
 from steps.promotion import force_promote, promote_if_passing
 from steps.registry import describe, get_version, model_uri
 from steps.settings import PromoteConfig
@@ -19,8 +17,8 @@ def main(argv: list[str] | None = None) -> None:
         set_variant_tags(version.tags.get(contract.VERSION_TAG_VARIANT, ""), model_uri(version))
         log_config(config)
         verdict = force_promote(version) if config.force else promote_if_passing(version, config)
-    if verdict.refused:
-        sys.exit(f"promote: {describe(version)} not promoted: {verdict.reason} (force=true skips the gate)")
+        if verdict.refused:  # the run ends FAILED, as the command exits non-zero (3)
+            raise GateRefused(f"{describe(version)} not promoted: {verdict.reason} (force=true skips the gate)")
     print(f"promote: {describe(version)}: {verdict.status}: {verdict.reason}")
 
 

@@ -7,6 +7,7 @@ Shared by register and promote (and later update). The decision is
 
 from __future__ import annotations
 
+import mlflow
 import numpy as np
 from mlflow.entities.model_registry import ModelVersion
 
@@ -17,7 +18,6 @@ from steps.lineage import data_of_run
 from steps.pyfunc import predict_classes
 from steps.reference import reference_of
 from steps.registry import (
-    RegistryError,
     describe,
     model_uri,
     move_champion,
@@ -38,22 +38,34 @@ def register_challenger(name: str, run_id: str, thresholds: GateConfig) -> tuple
 
 
 def correct_per_sample(version: ModelVersion, data: Dataset) -> np.ndarray:
-    try:
-        predicted = predict_classes(model_uri(version), data.x_test)
-    except Exception as error:  # a champion for other data: it cannot be compared on this test split
-        raise RegistryError(
-            f"{describe(version)} cannot predict the test data ({error}); "
-            "promote with force=true if the new data set replaces the old one"
-        ) from error
-    return predicted == data.y_test
+    return predict_classes(model_uri(version), data.x_test) == data.y_test
 
 
 def gate(challenger: ModelVersion, thresholds: GateConfig) -> Verdict:
-    """Challenger and champion on the challenger's test split, decided (not yet recorded)."""
+    """Challenger and champion on the challenger's test split, decided (not yet recorded). A champion that
+    cannot take that split (other input shape or classes) is no comparison: refused, saying how to replace it."""
     champion = version_by_alias(challenger.name, contract.CHAMPION)
     data = data_of_run(challenger.tags[contract.VERSION_TAG_SOURCE_RUN])  # the gate compares on its test split
-    champion_correct = None if champion is None else correct_per_sample(champion, data)
-    return decide(correct_per_sample(challenger, data), champion_correct, thresholds)
+    if champion is None:
+        return decide(correct_per_sample(challenger, data), None, thresholds)
+    takes = tensor_shapes(model_uri(champion))
+    if takes is not None and takes != (data.input_shape, data.n_classes):
+        return Verdict(
+            contract.VALIDATION_FAILED,
+            f"{describe(champion)} takes inputs {takes[0]} and predicts {takes[1]} classes, but the challenger's test "
+            f"data is {data.input_shape} with {data.n_classes} classes: the two cannot be compared on the same "
+            "samples; if the new data set replaces the old one, promote it with force=true",
+        )
+    return decide(correct_per_sample(challenger, data), correct_per_sample(champion, data), thresholds)
+
+
+def tensor_shapes(uri: str) -> tuple[tuple[int, ...], int] | None:
+    """(sample shape, number of classes) from a logged model's signature; None when it has none."""
+    signature = mlflow.models.get_model_info(uri).signature
+    if signature is None:
+        return None
+    inputs, outputs = signature.inputs.inputs[0].shape, signature.outputs.inputs[0].shape
+    return tuple(inputs[1:]), outputs[-1]
 
 
 def promote_if_passing(version: ModelVersion, thresholds: GateConfig) -> Verdict:

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import mlflow
 from mlflow.entities.model_registry import ModelVersion
-from mlflow.exceptions import MlflowException
 
 from steps import contract
 from steps.drift import ProfileError, Reference, calibrate, make_reference
@@ -29,15 +28,13 @@ def source_run_of(version: ModelVersion) -> str:
 
 
 def reference_of(version: ModelVersion) -> Reference:
-    """The version's profile, made and logged first if its run has none yet."""
+    """The version's profile, made and logged first if its run has none yet. Only a run with no profile gets one
+    made: a profile that cannot be downloaded (the store down, refused credentials) is an error, never replaced."""
     run_id = source_run_of(version)
+    if not mlflow.MlflowClient().list_artifacts(run_id, contract.REFERENCE):  # registered before profiles existed
+        return log_reference(run_id)
     with tempfile.TemporaryDirectory() as folder:
-        try:
-            local = mlflow.artifacts.download_artifacts(
-                run_id=run_id, artifact_path=contract.REFERENCE, dst_path=folder
-            )
-        except (MlflowException, OSError):  # no profile yet (a version registered before profiles existed)
-            return log_reference(run_id)
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=contract.REFERENCE, dst_path=folder)
         try:
             return Reference.load(local)
         except ProfileError as error:  # written by an older rtdeploy: the profile is derived data, make it anew

@@ -11,12 +11,10 @@ tagged validation_status=failed with the reason, and the step exits non-zero.
 
 from __future__ import annotations
 
-import sys
-
 from mlflow.entities.model_registry import ModelVersion
 
 from steps import contract
-from steps.config import parse_config, run_cli
+from steps.config import GateRefused, parse_config, run_cli
 from steps.gate import Verdict
 from steps.lineage import variant_rows_of_pipeline
 from steps.promotion import register_challenger
@@ -46,12 +44,12 @@ def register(config: RegisterConfig) -> tuple[ModelVersion, Verdict]:
 
 def main(argv: list[str] | None = None) -> None:
     config = parse_config(RegisterConfig, argv)
-    with step_run(contract.REGISTER):
+    with step_run(contract.REGISTER):  # a refusal ends the run FAILED, as the command exits non-zero (3)
         log_config(config)
         version, verdict = register(config)
+        if verdict.refused:
+            raise GateRefused(f"{describe(version)} not promoted: {verdict.reason}")
     print(f"register: {describe(version)}: gate {verdict.status}: {verdict.reason}")
-    if verdict.refused:
-        sys.exit(f"register: {describe(version)} not promoted: {verdict.reason}")
 
 
 if __name__ == "__main__":

@@ -117,6 +117,16 @@ def read(files: list[Path], since: float | None = None, until: float | None = No
     )
 
 
+def labelled_rows(traffic: Traffic) -> pd.DataFrame:
+    """Every sample with a true label, once per (request id, sample): a request the client retried under the same
+    id counts once, as its last attempt (the answer the client kept). `row` is the sample's position in
+    traffic.samples (and in its probabilities and inputs). Monitor's live accuracy and update's data read this."""
+    samples = traffic.samples.assign(row=np.arange(len(traffic.samples)))
+    latest = samples.drop_duplicates(["request_id", "sample_index"], keep="last")  # samples are in time order
+    feedback = traffic.feedback[["request_id", "sample_index", "true_label"]]
+    return latest.merge(feedback, on=["request_id", "sample_index"], how="inner")
+
+
 def time_range(files: list[Path]) -> tuple[float, float] | None:
     """The first and last time any prediction or refusal was logged, or None for empty logs."""
     bounds = []

@@ -12,6 +12,7 @@ import mlflow
 from steps import contract
 from steps.config import parse_config, run_cli
 from steps.data import load_dataset
+from steps.lineage import check_model_reference
 from steps.settings import TrainConfig
 from steps.tracking import log_config, log_dataset, log_deployable, log_epoch, set_variant_tags, step_run
 
@@ -19,6 +20,8 @@ from steps.tracking import log_config, log_dataset, log_deployable, log_epoch, s
 def main(argv: list[str] | None = None) -> None:
     config = parse_config(TrainConfig, argv)
     data = load_dataset(config.dataset, image_size=config.image_size)
+    if config.base_model:
+        check_model_reference(config.base_model, "base_model")
     # TensorFlow takes seconds and hundreds of MB to import: only once the settings and the data are usable.
     from steps.architectures import kernel_sparsity
     from steps.convert import to_tflite

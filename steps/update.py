@@ -29,7 +29,6 @@ import dataclasses
 import hashlib
 import json
 import shlex
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,10 +36,9 @@ from pathlib import Path
 import mlflow
 import numpy as np
 from mlflow.entities.model_registry import ModelVersion
-from mlflow.exceptions import ExecutionException
 
 from steps import contract
-from steps.config import as_parameters, parse_config, run_cli
+from steps.config import GateRefused, StepFailed, as_parameters, parse_config, run_cli
 from steps.data import Dataset, DatasetError, load_dataset
 from steps.labelled import NOT_A_CLASS, labelled_samples
 from steps.lineage import data_of_run, lineage
@@ -57,10 +55,6 @@ RECIPE_CONFIGS = {contract.PRUNE: PruneConfig, contract.CLUSTER: ClusterConfig, 
 DATA_ARTIFACT = "update_data"
 DATA_FILE = "update.npz"
 FEEDBACK_SOURCE = "feedback:"  # data_source of an update from labelled traffic: feedback:<logs>@<since>-<until>
-
-
-class UpdateError(ValueError):
-    """An update that could not finish; the message says what was left as it was."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,8 +221,8 @@ def run_children(config: UpdateConfig, origin: Origin, data_uri: str) -> list[st
     return run_ids
 
 
-def update(config: UpdateConfig) -> str | None:
-    """Run (or find) the update in a run of its own; returns the reason its challenger was refused, if it was."""
+def update(config: UpdateConfig) -> None:
+    """Run (or find) the update in a run of its own; GateRefused (the run FAILED) if its challenger was refused."""
     origin = origin_of(config.model_name)
     old = data_of_run(origin.float_run["run_id"])
     new = new_samples(config, origin, old)
@@ -239,7 +233,10 @@ def update(config: UpdateConfig) -> str | None:
         log_config(config)
         mlflow.set_tags({contract.TAG_MODEL_NAME: config.model_name, contract.TAG_UPDATE_KEY: key})
         if previous is not None:
-            return report_reused(previous)
+            refusal = report_reused(previous)
+            if refusal is not None:
+                raise GateRefused(refusal)
+            return
         data = mix(new.x, new.y, old, config.replay_fraction, config.seed)
         print(f"update: {len(new.y)} new samples from {new.source}; {data.describe()}")
         mlflow.log_metrics({contract.NEW_SAMPLES: len(new.y), contract.REFUSED_SAMPLES: sum(new.refused.values()),
@@ -251,23 +248,22 @@ def update(config: UpdateConfig) -> str | None:
         data_uri = f"runs:/{run.info.run_id}/{DATA_ARTIFACT}/{DATA_FILE}"
         try:
             children = run_children(config, origin, data_uri)
-        except ExecutionException as error:
-            raise UpdateError(
-                f"a step of the update failed ({error}; its output is above): nothing was registered, "
-                f"{config.model_name}@{contract.CHAMPION} is unchanged"
-            ) from error
+        except StepFailed as failure:
+            raise StepFailed(
+                f"{failure}; nothing was registered, {config.model_name}@{contract.CHAMPION} is unchanged",
+                failure.exit_code,
+            ) from failure
         version, verdict, accuracies = gate_update(config, origin.champion, children[-1], data, new.source, digest)
         mlflow.log_metrics(accuracies)
         mlflow.set_tags({contract.TAG_MODEL_VERSION: version.version,
                          contract.VERSION_TAG_VALIDATION_STATUS: verdict.status,
                          contract.VERSION_TAG_VALIDATION_REASON: verdict.reason})  # fmt: skip
-    return f"v{version.version} not promoted: {verdict.reason}" if verdict.refused else None
+        if verdict.refused:
+            raise GateRefused(f"v{version.version} not promoted: {verdict.reason}")
 
 
 def main(argv: list[str] | None = None) -> None:
-    refusal = update(parse_config(UpdateConfig, argv))
-    if refusal is not None:
-        sys.exit(f"update: {refusal}")
+    update(parse_config(UpdateConfig, argv))
 
 
 if __name__ == "__main__":

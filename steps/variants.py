@@ -16,6 +16,7 @@ import tf_keras as keras
 
 from steps import contract
 from steps.architectures import predicted_classes
+from steps.config import UsageError
 from steps.convert import to_tflite
 from steps.data import Dataset
 from steps.keras_io import load_keras_model, log_keras_model, require_fit
@@ -57,7 +58,7 @@ def load_parent(uri: str, data: Dataset) -> Parent:
         return Parent(uri, model, EXTERNAL_VARIANT, [], Baseline.of(measure_deployable(to_tflite(model), data)))
     digest = tags.get(contract.TAG_DATASET_DIGEST)
     if digest != data.digest:
-        raise ValueError(
+        raise UsageError(
             f"model_uri {uri!r} was trained on data with digest {digest} but dataset {data.name!r} has digest "
             f"{data.digest}; pass the dataset (and image_size) of its train run so accuracies compare"
         )

@@ -10,12 +10,14 @@ import sys
 from contextlib import closing
 from types import SimpleNamespace
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 
 from conftest import run_command
 from steps import contract, monitor
+from steps.config import UsageError
 from steps.drift import make_reference
 from steps.monitor import consecutive_alerts, judge, window_edges
 from steps.serve.predlog import PredictionLog
@@ -253,17 +255,20 @@ def test_a_file_monitor_cannot_read_is_named_with_the_fix_and_left_byte_for_byte
     assert digest(path) == before and sorted(tmp_path.iterdir()) == files
 
 
-def test_an_empty_log_or_range_or_another_model_says_what_to_change(tmp_path):
+def test_too_little_traffic_is_nothing_to_judge_not_an_error(tmp_path, tracking, capsys):
+    """An idle server is no failure: monitor ends normally, with judged_windows=0 and the reason (autopilot waits)."""
     path = tmp_path / "predictions.db"
     PredictionLog(path, "127.0.0.1:8080:1").close()  # a server started and stopped before any request
-    with pytest.raises(LogError, match="no predictions or refusals logged yet; send traffic first"):
-        run_monitor(path)
+    run_monitor(path)
     served_log(path)
-    with pytest.raises(LogError, match="widen since/until"):
-        run_monitor(path, "--since", "2000-01-01", "--until", "2000-01-02")
-    with pytest.raises(LogError, match="check model_name"):
-        run_monitor(path, "--model_name", "other")
-    with pytest.raises(ValueError, match="before since"):
+    run_monitor(path, "--since", "2000-01-01", "--until", "2000-01-02")
+    run_monitor(path, "--model_name", "other")
+    said = [line for line in capsys.readouterr().out.splitlines() if "nothing to judge" in line]
+    assert len(said) == 3 and "check model_name" in said[2]
+    runs = mlflow.search_runs(experiment_names=[contract.MONITORING_EXPERIMENT], output_format="list")
+    assert [run.data.metrics[contract.JUDGED_WINDOWS] for run in runs] == [0.0, 0.0, 0.0]
+    assert {run.data.tags[contract.TAG_ALERT] for run in runs} == {contract.ALERT_NONE}
+    with pytest.raises(UsageError, match="before since"):
         run_monitor(path, "--since", "2000-01-02", "--until", "2000-01-01")
 
 

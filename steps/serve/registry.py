@@ -101,11 +101,14 @@ def _mlflow_lookup(registry_uri: str):
 
     def version_of(name: str, alias: str) -> str:
         import mlflow  # only for stores this module cannot read itself
+        from mlflow.exceptions import MlflowException
+        from requests.exceptions import RequestException
+        from sqlalchemy.exc import SQLAlchemyError
 
         try:
             client = mlflow.MlflowClient(registry_uri=registry_uri)
             return str(client.get_model_version_by_alias(name, alias).version)
-        except Exception as error:  # the store's answer (no such alias, no permission), or no answer at all
+        except (MlflowException, RequestException, SQLAlchemyError, OSError) as error:  # anything else is a bug
             unreachable = getattr(error, "error_code", None) not in answered
             raise LookupFailed(f"models:/{name}@{alias} in {registry_uri}: {error}", unreachable) from error
 

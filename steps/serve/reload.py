@@ -132,7 +132,11 @@ class AliasFollower:
 
     def _poll_loop(self) -> None:
         while not self._stop.wait(self.poll_seconds):
-            self.check_once()
+            try:
+                self.check_once()
+            except Exception as error:  # a bug, not the registry's answer: said so, and the next poll tries again
+                self.holder.last_error = f"internal error while following the alias ({type(error).__name__}: {error})"
+                log.exception("%s; still serving what was served; please report this", self.holder.last_error)
 
     def start(self) -> None:
         if self.poll_seconds > 0:
