@@ -125,6 +125,7 @@ def test_mmd_p_values_are_uniform_without_drift_and_at_their_floor_with_an_obvio
 
 
 def test_the_mmd_permutation_floor_is_below_the_per_test_level():
+    assert PERMUTATIONS == 2000  # README's N
     assert 1 / (1 + PERMUTATIONS) < DEFAULT_ALPHA / len(contract.DRIFT_STATISTICS) / 5
 
 
@@ -473,6 +474,9 @@ def test_every_drift_at_its_default_severity_is_detected_in_every_window(deploya
     assert rate.windows == len(data.y_test) // WINDOW and rate.flagged == rate.windows
     if kind in ("dim", "label"):  # README: they barely change the accuracy, yet are seen
         assert rate.accuracy == pytest.approx(clean_accuracy, abs=0.02)
+    if kind == "dim":  # the softmax and pixel tests see what the answers do not show
+        statistics = rate.by_statistic
+        assert statistics[contract.DRIFT_P_SOFTMAX] == statistics[contract.DRIFT_P_PIXELS] == rate.windows
 
 
 @pytest.mark.e2e
