@@ -15,6 +15,7 @@ noisy latency measurement ranks first. They skip only where PostgreSQL is absent
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import subprocess
@@ -23,6 +24,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import mlflow
@@ -67,9 +69,9 @@ def team(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def main_run(team):
-    """`mlflow run .` with two variants and a short training, through the tracking server."""
-    result = mlflow_run("-P", "epochs=3", "-P", "variants=int8,float16", "-P", f"model_name={MODEL}",
-                        experiment=EXPERIMENT)  # fmt: skip
+    """`mlflow run .` with a short training and one compressed variant, through the tracking server: two
+    deployables (float32 and int8), as many as a test registers."""
+    result = mlflow_run("-P", "epochs=3", "-P", "variants=int8", "-P", f"model_name={MODEL}", experiment=EXPERIMENT)
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = entry_point_runs("main")
     return run
@@ -159,7 +161,7 @@ def http(url: str, body: dict | None = None, credentials=(None, None)) -> tuple[
 def test_two_replicas_serve_through_a_tracking_server_outage_and_follow_the_alias_after_it(team, main_run, tmp_path):
     name = "team-outage"
     champion_and_another(name, main_run)
-    replicas = [ServerProcess(f"models:/{name}@{contract.CHAMPION}", tmp_path / f"r{i}.db") for i in (1, 2)]
+    replicas = start_replicas(f"models:/{name}@{contract.CHAMPION}", tmp_path, 2)
     payload = {"instances": load_dataset("digits").x_test[:2].tolist()}
     failures, answered, stop = [], [0], threading.Event()
 
@@ -206,12 +208,26 @@ def test_two_replicas_serve_through_a_tracking_server_outage_and_follow_the_alia
     assert failures == []
 
 
+def start_replicas(model_uri: str, folder: Path, count: int) -> list[ServerProcess]:
+    """`count` servers of model_uri, started side by side: each waits for its model from the tracking server."""
+    with ThreadPoolExecutor(count) as pool:
+        starting = [pool.submit(ServerProcess, model_uri, folder / f"r{i}.db") for i in range(1, count + 1)]
+    errors = [future.exception() for future in starting if future.exception() is not None]
+    if errors:  # the ones that did start are stopped, not left behind
+        for future in starting:
+            if future.exception() is None:
+                future.result().stop()
+        raise errors[0]
+    return [future.result() for future in starting]
+
+
 RACER = """
-import sys, time
+import sys
 import mlflow
 from steps import registry
-name, source, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
-time.sleep(max(0.0, start - time.time()))
+name, source = sys.argv[1], sys.argv[2]
+print("ready", flush=True)
+sys.stdin.readline()  # the test's go, sent to all four at once
 version = mlflow.register_model(source, name).version
 print("moved", version, registry.move_champion(name, version))
 """
@@ -226,9 +242,14 @@ def test_four_processes_registering_and_promoting_at_once_leave_the_aliases_cons
         path.write_bytes(tiny_tflite(digits.x_train.shape[1:], digits.n_classes))
         log_litert_model(path, digits)
     source = f"runs:/{run.info.run_id}/{contract.LITERT_MODEL}"
-    start = time.time() + 20  # all four have imported mlflow by then, and go at once
-    racers = [subprocess.Popen([sys.executable, "-c", RACER, name, source, str(start)], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True) for _ in range(4)]  # fmt: skip
+    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    racers = [subprocess.Popen([sys.executable, "-c", RACER, name, source], **pipes, text=True) for _ in range(4)]
+    for racer in racers:  # each has imported mlflow (or died: its stderr is shown below) and prints nothing more
+        racer.stdout.readline()  # until its go, so nothing is left in the pipe's buffer for communicate to miss
+    for racer in racers:
+        with contextlib.suppress(OSError):
+            racer.stdin.write("go\n")
+            racer.stdin.flush()
     outputs = [racer.communicate(timeout=300) for racer in racers]
     failed = [err[-4000:] for racer, (_, err) in zip(racers, outputs) if racer.returncode != 0]
     assert not failed, "\n\n".join(failed)
