@@ -39,9 +39,10 @@ if [ -z "$data" ]; then
     exit 2
 fi
 
+# tests/tracking_server.py (postgres_bin) looks in the same places: keep the two alike
 pg_bin="${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}"
 if [ ! -x "$pg_bin/initdb" ]; then
-    echo "tracking-server: PostgreSQL not found (no initdb under /usr/lib/postgresql/*/bin):" \
+    echo "tracking-server: PostgreSQL not found (no initdb in ${PG_BIN:-/usr/lib/postgresql/*/bin}):" \
         "apt-get install postgresql, or set PG_BIN to the folder holding initdb and pg_ctl" >&2
     exit 1
 fi
