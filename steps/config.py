@@ -103,6 +103,7 @@ def run_cli(step: str, main: Callable[[list[str]], None]) -> None:
     """Run a stage's `main` under the exit-code contract (contract.EXIT_*): a user's mistake, a failure the user
     can act on and a gate refusal each end in one stderr line `<step>: ...` and their own code; a bug keeps
     its traceback (exit 1), so it is never mistaken for a mistake in the input."""
+    sys.argv[0] = step  # argparse names the step in its usage errors, as run_cli does in every other line
     try:
         main(sys.argv[1:])
     except GateRefused as refusal:

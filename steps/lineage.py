@@ -18,6 +18,7 @@ from steps.measure import Baseline
 from steps.registry import get_version
 from steps.selection import VariantRow
 from steps.settings import TrainConfig
+from steps.tracking import check_store
 
 
 def is_model_uri(reference: str) -> bool:
@@ -27,10 +28,12 @@ def is_model_uri(reference: str) -> bool:
 
 def check_model_reference(reference: str, name: str) -> None:
     """Refuse a model that cannot be found, before any heavy import: a URI's MLmodel is read from its store (whose
-    own error names what is missing: run, model, version), a path must exist."""
+    own error names what is missing: run, model, version), a path must exist, and the store must take this user."""
     if is_model_uri(reference):
         mlflow.models.get_model_info(reference)
-    elif not Path(reference).expanduser().exists():
+        return
+    check_store()
+    if not Path(reference).expanduser().exists():
         raise UsageError(
             f"{name} {reference!r} does not exist; give an MLflow model URI (runs:/<run_id>/{contract.KERAS_MODEL}, "
             "models:/<name>@<alias>) or the path of a saved model"
@@ -120,5 +123,7 @@ def variant_rows_of_pipeline(pipeline_run_id: str) -> list[VariantRow]:
     tags = mlflow.get_run(pipeline_run_id).data.tags
     runs = [mlflow.get_run(run_id) for key, run_id in sorted(tags.items()) if key.startswith(prefix)]
     if not runs:
-        raise ValueError(f"run {pipeline_run_id} is not a main (pipeline) run: it has no step runs")
+        raise UsageError(
+            f"run {pipeline_run_id} is not a main (pipeline) run: it has no step runs; pass the run id of `main`"
+        )
     return [variant_row(run.info.run_id) for run in runs if contract.TAG_VARIANT in run.data.tags]

@@ -326,10 +326,11 @@ def summary(verdict: Verdict, start: float, end: float) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     config = parse_config(MonitorConfig, argv)
+    since, until = parse_time(config.since, "since"), parse_time(config.until, "until")
     files = log_files(config.prediction_log)
     logged = time_range(files)
-    start = parse_time(config.since, "since") or (logged[0] if logged else None)
-    end = parse_time(config.until, "until") or (logged[1] if logged else None)
+    start = since or (logged[0] if logged else None)
+    end = until or (logged[1] if logged else None)
     if start is not None and end is not None and end < start:
         raise UsageError(f"until ({end}) is before since ({start}); swap them")
     traffic = read(files, start, None if end is None else np.nextafter(end, np.inf))

@@ -26,7 +26,7 @@ SEVERITY_MEANING = {
     "label": f"share of samples redrawn from {LABEL_DOMINANT_CLASSES} dominant classes (drawn by rng); "
     "the rest keep the input's class mix; images are resampled with replacement",
 }
-# Defaults are what the detection test checks (>= 95% of windows of 200 flagged): clearly visible changes
+# Defaults are what the detection test checks (every one of 7 disjoint windows of 50 flagged): clearly visible changes
 # that also cost a digits model accuracy, not the smallest change a window of 200 can reveal.
 DEFAULT_SEVERITY = {
     "none": 0.0,

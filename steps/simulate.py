@@ -26,7 +26,7 @@ import mlflow
 import numpy as np
 
 from steps import contract
-from steps.config import parse_config, run_cli
+from steps.config import UsageError, parse_config, run_cli
 from steps.data import Dataset, load_dataset
 from steps.settings import SimulateConfig
 from steps.shifts import DEFAULT_SEVERITY, apply_drift
@@ -38,7 +38,7 @@ TIMEOUT_SECONDS = 30
 PROGRESS_EVERY = 0.1  # print a line each time this share of the requests is done
 
 
-class ServerUnreachable(ConnectionError):
+class ServerUnreachable(UsageError):
     """Nothing answers at the URL; the message says how to start a server."""
 
 

@@ -43,6 +43,11 @@ def step_run(step: str, experiment: str = contract.EXPERIMENT):
         yield run
 
 
+def check_store() -> None:
+    """One cheap request, so a store that refuses the credentials or does not answer is told before heavy work."""
+    mlflow.MlflowClient().search_experiments(max_results=1)
+
+
 def experiment_id(name: str) -> str:
     """The experiment's id, created if need be. Not mlflow.set_experiment: that also sets MLFLOW_EXPERIMENT_ID
     in this process's environment, which would outlive a change of tracking store."""

@@ -14,7 +14,7 @@ from steps.config import parse_config, run_cli
 from steps.data import load_dataset
 from steps.lineage import check_model_reference
 from steps.settings import TrainConfig
-from steps.tracking import log_config, log_dataset, log_deployable, log_epoch, set_variant_tags, step_run
+from steps.tracking import check_store, log_config, log_dataset, log_deployable, log_epoch, set_variant_tags, step_run
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> None:
     data = load_dataset(config.dataset, image_size=config.image_size)
     if config.base_model:
         check_model_reference(config.base_model, "base_model")
+    else:
+        check_store()
     # TensorFlow takes seconds and hundreds of MB to import: only once the settings and the data are usable.
     from steps.architectures import kernel_sparsity
     from steps.convert import to_tflite

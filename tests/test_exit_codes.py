@@ -28,6 +28,7 @@ pytestmark = pytest.mark.e2e
 
 MISSING_RUN = "0123456789abcdef0123456789abcdef"  # a well-formed run id that no store has
 ADMIN_PASSWORD = "admin-password-for-the-exit-tests"
+CASE_TIMEOUT = 120  # a mistake is found in seconds; a step that goes on instead (or loops) fails its row
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ def cases(files: dict[str, str]) -> list[Case]:
     return [
         Case("train", ("--dataset", f["missing"]), usage, "not found"),
         Case("train", ("--dataset", f["corrupt_npz"]), usage, "cannot read"),
-        Case("train", ("--dataset", f["empty_folder"]), usage, "no class"),
+        Case("train", ("--dataset", f["empty_folder"]), usage, "has 0 class sub-folder"),
         Case("train", ("--base_model", f["missing_model"]), usage, "does not exist"),
         Case("train", ("--optimizer", "adamw"), usage, "optimizer='adamw' is not valid"),
         Case("pipeline", ("--dataset", f["missing"]), usage, "not found", step="main"),
@@ -74,7 +75,7 @@ def cases(files: dict[str, str]) -> list[Case]:
         Case("register", ("--run_id", f["plain_run"]), usage, "not a main (pipeline) run"),
         Case("register", ("--run_id", "x", "--objective", "speed"), usage, "objective='speed' is not valid"),
         Case("promote", ("--model_name", f["model"], "--version", "999"), usage, "has no version 999"),
-        Case("promote", ("--model_name", "no-such-model", "--version", "1"), usage, "check the run id"),
+        Case("promote", ("--model_name", "no-such-model", "--version", "1"), usage, "has no version 1"),
         Case("rollback", ("--model_name", f["model"]), usage, "no 'previous' version"),
         Case("serve", ("--prediction_log", f["log_in_missing_folder"]), usage, "missing-folder"),
         Case("serve", ("--model_uri", "runs:/abc/model"), usage, "is not models:/<name>@<alias>"),
@@ -126,14 +127,17 @@ def run_case(case: Case, folder: Path, auth_env: dict[str, str]) -> Outcome:
     env = os.environ | {"RTDEPLOY_TF_MARKER": str(marker), "PYTHONPATH": str(Path(__file__).parents[1])}
     if case.refused_credentials:
         env |= auth_env | {"MLFLOW_TRACKING_PASSWORD": "not-the-password"}
-    result = subprocess.run(
-        [sys.executable, "-c", PROBE, case.module, *case.args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=folder,
-        timeout=300,
-    )
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", PROBE, case.module, *case.args],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=folder,
+            timeout=CASE_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired as timeout:
+        return Outcome(-1, f"no answer within {CASE_TIMEOUT} s: {timeout.stderr!r}"[-3000:], False)
     imported = marker.exists() and marker.read_text() == "True"
     return Outcome(result.returncode, result.stderr, imported, [line for line in result.stderr.splitlines() if line])
 
