@@ -6,7 +6,8 @@ the test split, as `register` makes them. Within one rate the windows share no s
 are cut into disjoint windows (7 of 50), so each window is an independent trial against the reference and the
 95% Clopper-Pearson interval over them is the honest figure, wide as it is. False alarms: the clean windows the
 profile's calibration stores (also at 100 and 200 samples, 3 and 1 windows). Detection: the same cut, each
-window drifted at the kind's default severity (`steps/shifts.py`). About 2 minutes on 2 cores.
+window drifted at the kind's default severity (`steps/shifts.py`). About 2 minutes on 2 cores. Writes
+bench/RESULTS.md and README's block `drift`.
 
     python bench/drift.py
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import steps  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before tensorflow)
-from results import write_section  # noqa: E402
+from results import write_readme_block, write_section  # noqa: E402
 from steps import contract  # noqa: E402
 from steps.drift import DEFAULT_ALPHA, calibrate, make_reference  # noqa: E402
 from steps.drift_rates import WINDOW, measure, rates_of  # noqa: E402
@@ -73,13 +74,19 @@ def main() -> None:
         counts = " | ".join(str(rate.by_statistic[name]) for name in statistics)
         return f"| {traffic} | {severity} | {alpha} | {rate} | {counts} | {rate.accuracy:.3f} |"
 
+    readme = [
+        f"| traffic ({windows} disjoint windows of {WINDOW}) | severity | windows flagged | model accuracy |",
+        "|---|---:|---:|---:|",
+    ]
     for alpha, rate in rates_of(calibrated.calibration[WINDOW], ALPHAS, WINDOW, test_accuracy).items():
         lines.append(row("clean (false alarms)", "", alpha, rate))
+        readme.append(f"| clean: false alarms at `drift_alpha` {alpha} | | {rate} | {rate.accuracy:.3f} |")
     for kind in (kind for kind in contract.DRIFTS if kind != "none"):
         print(f"bench: windows with drift {kind}", flush=True)
         seed = contract.DRIFTS.index(kind)
         rate = measure(predict, reference, data.x_test, data.y_test, kind, seed=seed)[DEFAULT_ALPHA]
         lines.append(row(f"{kind} (detection)", DEFAULT_SEVERITY[kind], DEFAULT_ALPHA, rate))
+        readme.append(f"| `{kind}` | {DEFAULT_SEVERITY[kind]} | {rate} | {rate.accuracy:.3f} |")
     lines += [
         "",
         "The profile's calibration at every window size the test split can fill (what `register` stores):",
@@ -93,6 +100,7 @@ def main() -> None:
     lines += ["", "Severities: " + "; ".join(f"{kind}: {SEVERITY_MEANING[kind]}" for kind in contract.DRIFTS[1:])]
     body = "\n".join(lines)
     write_section("Drift detection (digits)", "python bench/drift.py", body)
+    write_readme_block("drift", "\n".join(readme))
     print(body)
 
 

@@ -38,3 +38,19 @@ def write_section(name: str, command: str, body: str) -> None:
     pattern = re.compile(rf"<!-- {re.escape(name)}:start -->.*?<!-- {re.escape(name)}:end -->\n", re.DOTALL)
     text = pattern.sub(lambda _: section, text) if pattern.search(text) else f"{text.rstrip()}\n\n{section}"
     RESULTS.write_text(text)
+
+
+README = RESULTS.parent.parent / "README.md"
+
+
+def write_readme_block(name: str, body: str) -> None:
+    """Replace the README's block `name` (between `<!-- bench:name -->` and `<!-- /bench:name -->`) with body.
+
+    Every measured figure in README lives in such a block, written by the script that measured it
+    (tests/test_readme.py checks that each block has its writer and that no figure stands outside one)."""
+    start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    text = README.read_text()
+    if start not in text or end not in text:
+        raise SystemExit(f"README.md has no block {start} ... {end}; add one where these figures belong")
+    pattern = re.compile(rf"{re.escape(start)}\n.*?{re.escape(end)}", re.DOTALL)
+    README.write_text(pattern.sub(lambda _: f"{start}\n{body.strip()}\n{end}", text))

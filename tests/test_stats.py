@@ -51,3 +51,14 @@ def test_unpaired_samples_and_empty_sets_are_refused():
         mcnemar(np.ones(3, bool), np.ones(4, bool))
     with pytest.raises(ValueError, match="zero samples"):
         proportion(np.array([], bool))
+
+
+def test_readme_worked_examples():
+    """README "What the numbers can resolve": 98.6% on 360 is [96.8%, 99.4%]; one sample worse is p = 1; one-way
+    disagreements reach p < 0.05 at 6 samples, not 5 (1.7 points on 360)."""
+    example = proportion(np.arange(360) < 355)
+    assert (round(example.value, 3), round(example.low, 3), round(example.high, 3)) == (0.986, 0.968, 0.994)
+    one_worse = mcnemar(np.arange(360) < 354, np.arange(360) < 355)
+    assert one_worse.p_value == 1.0
+    one_way = {n: mcnemar(np.arange(360) >= n, np.ones(360, bool)).p_value for n in (5, 6)}
+    assert one_way[5] > 0.05 > one_way[6]
