@@ -12,7 +12,7 @@ import pytest
 from steps import contract
 from steps.gate import decide, decide_update
 from steps.plan import COMPRESSION_PLAN, plan_for
-from steps.selection import VariantRow, pareto_front, select_best
+from steps.selection import VariantRow, pareto_front, select_best, within_budget
 from steps.settings import GateConfig
 from steps.stats import proportion
 
@@ -46,9 +46,20 @@ def test_best_by_latency_is_the_fastest_within_the_budget():
     assert select_best(ROWS, max_accuracy_drop=0.005, objective="latency").variant == "dynamic"
 
 
-def test_a_tighter_budget_excludes_lossy_variants_and_ties_go_to_accuracy():
-    assert select_best(ROWS, max_accuracy_drop=0.0, objective="size").variant in {"int8", "dynamic"}
+def test_a_tighter_budget_excludes_lossy_variants_and_a_looser_one_admits_them():
+    assert select_best(ROWS, max_accuracy_drop=0.0, objective="size").variant in {"int8", "dynamic"}  # equal
     assert select_best(ROWS, max_accuracy_drop=0.05, objective="size").variant == "tiny-but-bad"
+
+
+def test_a_tie_on_size_goes_to_the_higher_validation_accuracy_in_any_order():
+    tied = [row("one-sample-worse", 0.0035, 100_000, 0.03), row("lossless", 0.0, 100_000, 0.05)]
+    assert select_best(tied, max_accuracy_drop=0.005).variant == "lossless"
+    assert select_best(tied[::-1], max_accuracy_drop=0.005).variant == "lossless"
+
+
+def test_a_drop_at_the_budget_is_within_it_despite_float_rounding_and_a_hair_more_is_not():
+    assert 0.1 + 0.2 > 0.3 and within_budget(0.1 + 0.2, 0.3)
+    assert not within_budget(0.3 + 1e-9, 0.3)
 
 
 def test_the_choice_reads_the_validation_split_never_the_test_split():
