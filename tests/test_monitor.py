@@ -19,6 +19,7 @@ from conftest import run_command
 from steps import contract, monitor
 from steps.config import UsageError
 from steps.drift import make_reference
+from steps.labelled import labelled_samples
 from steps.monitor import consecutive_alerts, judge, window_edges
 from steps.serve.predlog import PredictionLog
 from steps.serve.runtime import ModelRef
@@ -279,3 +280,19 @@ def test_the_command_answers_a_bad_log_with_one_line_and_no_traceback(tmp_path):
     assert result.returncode == contract.EXIT_USAGE and "Traceback" not in result.stderr
     assert result.stderr.strip().startswith(f"monitor: error: {corrupt} is not a readable SQLite prediction log")
     assert corrupt.read_bytes() == b"\x00garbage" * 512
+
+
+def test_a_retried_request_counts_once_as_its_last_attempt_in_live_accuracy_and_in_update_data():
+    """A client retrying under the same X-Request-Id is logged once per attempt; the answer it kept is the last."""
+    retried = [
+        {"time": T0, "request_id": "same", "predicted": 0},
+        {"time": T0 + 1, "request_id": "same", "predicted": 1},
+    ]
+    rows = retried + [{"time": T0 + i, "predicted": i % N_CLASSES} for i in range(2, 12)]
+    feedback = [("same", "b")] + [(f"r{i}", NAMES[i % N_CLASSES]) for i in range(2, 12)]
+    logged = traffic(rows, feedback)
+    verdict = judge(config(), logged, T0, T0 + 30, {}, {"1": NAMES})
+    (window,) = verdict.versions["1"]
+    assert window.metrics[contract.LABELLED] == 11 and window.metrics[contract.LIVE_ACCURACY] == 1.0
+    taken = labelled_samples(logged, contract.DEFAULT_MODEL_NAME, NAMES, (2, 2, 1))
+    assert len(taken.y) + sum(taken.refused.values()) == 11  # the same once-per-id reading (inputs not kept here)
