@@ -23,7 +23,16 @@ from conftest import PROJECT, entry_point_runs, mlflow_run, store_in
 from steps import contract
 from steps.data import load_dataset
 from steps.registry import version_by_alias
-from steps.search import best_trial, nothing_within
+from steps.search import (
+    FIRST_SCALES,
+    SCALE_RANGE,
+    SETTINGS_ATTR,
+    best_trial,
+    earlier_twin,
+    first_trials,
+    nothing_within,
+    scale_range,
+)
 from steps.selection import BUDGET_SLACK, within_budget
 from steps.sensitivity import MAX_SPARSITY, SPARSITIES, scaled_targets, tolerated_sparsity
 from steps.settings import SearchConfig
@@ -48,6 +57,35 @@ def test_a_layers_ceiling_is_the_last_sparsity_before_its_drop_first_exceeds_the
 def test_one_scale_moves_every_layer_relative_to_its_own_ceiling_and_never_prunes_everything():
     assert scaled_targets({"dense": 0.9, "conv": 0.5}, 0.5) == {"dense": 0.45, "conv": 0.25}
     assert scaled_targets({"dense": 0.98}, 1.2) == {"dense": MAX_SPARSITY}
+
+
+def test_the_scale_stops_where_every_layer_has_reached_the_most_sparsity_and_the_first_trials_start_below():
+    assert scale_range({"conv": 0.98, "dense": 0.98}) == (0.5, 1.05)  # 1.05 gives 99%, as 1.1 to 1.2 would
+    assert scale_range({"conv": 0.95, "dense": 0.98, "head": 0.0}) == (0.5, 1.05)  # a dense layer has no say
+    assert scale_range({"conv": 0.5}) == SCALE_RANGE and scale_range({}) == SCALE_RANGE
+    groups = {"conv0a": "conv", "conv0b": "conv", "dense": "dense"}
+    first = first_trials({"conv0b": 0.98, "dense": 0.98}, groups, ["qat", "ptq"])
+    assert [trial["prune_scale"] for trial in first] == list(FIRST_SCALES)
+    assert all(trial.keys() == {"prune_scale", "clusters_conv", "clusters_dense", "quantization"} for trial in first)
+    assert {trial["quantization"] for trial in first} == {"ptq"}  # the cheaper one, when allowed
+    assert {trial["quantization"] for trial in first_trials({}, groups, ["qat"])} == {"qat"}
+
+
+def test_a_trial_that_repeats_a_finished_one_is_known_by_its_parameters_and_fine_tuning_settings():
+    scales = optuna.distributions.FloatDistribution(0.5, 1.05, step=0.05)
+    distributions = {"prune_scale": scales, "quantization": optuna.distributions.CategoricalDistribution(["ptq"])}
+    params = {"prune_scale": 0.9, "quantization": "ptq"}
+    study = optuna.create_study()
+    for seed in (42, 43):
+        attrs = {SETTINGS_ATTR: f'{{"seed": {seed}}}', contract.VAL_ACCURACY_DROP: 0.0}
+        done = optuna.trial.create_trial(params=params, distributions=distributions, value=1e4, user_attrs=attrs)
+        study.add_trial(done)
+    study.enqueue_trial(params)
+    again = study.ask(distributions)
+    again.set_user_attr(SETTINGS_ATTR, '{"seed": 43}')
+    assert earlier_twin(again).number == 1
+    again.set_user_attr(SETTINGS_ATTR, '{"seed": 44}')  # other fine-tuning draws: measured, not repeated
+    assert earlier_twin(again) is None
 
 
 def trial(number: int, size: int, drop: float) -> dict:
@@ -96,7 +134,7 @@ def test_a_malformed_storage_url_is_one_line_exit_2_before_tensorflow_is_importe
 
 
 STUDY = "two-processes"
-BUDGET = 0.05  # generous: one fine-tuning epoch per step; what is tested is the choice, not the ratio
+BUDGET = 0.2  # generous: one fine-tuning epoch per step, first trials near the ceilings; tested: the choice
 
 
 @pytest.mark.e2e
