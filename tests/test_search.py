@@ -24,7 +24,7 @@ from steps import contract
 from steps.data import load_dataset
 from steps.registry import version_by_alias
 from steps.search import (
-    FIRST_SCALES,
+    FIRST_CLUSTERS,
     SCALE_RANGE,
     SETTINGS_ATTR,
     best_trial,
@@ -65,10 +65,14 @@ def test_the_scale_stops_where_every_layer_has_reached_the_most_sparsity_and_the
     assert scale_range({"conv": 0.5}) == SCALE_RANGE and scale_range({}) == SCALE_RANGE
     groups = {"conv0a": "conv", "conv0b": "conv", "dense": "dense"}
     first = first_trials({"conv0b": 0.98, "dense": 0.98}, groups, ["qat", "ptq"])
-    assert [trial["prune_scale"] for trial in first] == list(FIRST_SCALES)
-    assert all(trial.keys() == {"prune_scale", "clusters_conv", "clusters_dense", "quantization"} for trial in first)
+    assert {trial["prune_scale"] for trial in first} == {0.95}  # one step below every layer's own ceiling
+    assert [(trial["clusters_conv"], trial["clusters_dense"]) for trial in first] == list(FIRST_CLUSTERS)
     assert {trial["quantization"] for trial in first} == {"ptq"}  # the cheaper one, when allowed
     assert {trial["quantization"] for trial in first_trials({}, groups, ["qat"])} == {"qat"}
+    dense_only = first_trials({"dense": 0.98}, {"dense": "dense", "head": "dense"}, ["ptq"])
+    once = list(dict.fromkeys(dense for _, dense in FIRST_CLUSTERS))  # a pair that differs only in conv: once
+    assert [trial["clusters_dense"] for trial in dense_only] == once
+    assert all("clusters_conv" not in trial for trial in dense_only)
 
 
 def test_a_trial_that_repeats_a_finished_one_is_known_by_its_parameters_and_fine_tuning_settings():
