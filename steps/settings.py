@@ -387,7 +387,7 @@ class SearchConfig(FineTuneConfig, GateConfig):
         0.005, "largest validation-accuracy loss vs the float32 baseline a trial may have (the constraint)"
     )
     n_trials: int = setting(0, "trials this process runs at most (0: as many as timeout_minutes allows)")
-    timeout_minutes: float = setting(15.0, "this process starts no trial after this long (0: no limit)")
+    timeout_minutes: float = setting(10.0, "this process starts no trial after this long (0: no limit)")
     storage: str = setting("", "Optuna storage: empty keeps the study in memory; an RDB URL (sqlite:///s.db, "
                            "postgresql://...) lets several search processes share one study")  # fmt: skip
     study_name: str = setting("", "the study to create or join; empty: a new study named after this search run")
