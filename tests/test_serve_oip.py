@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 
 import grpc
 import numpy as np
@@ -434,3 +435,42 @@ def test_fuzzed_grpc_requests_never_get_internal(stub, datatype, shape, raw, con
         stub.ModelInfer(request)
     except grpc.RpcError as error:
         assert error.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND), error.details()
+
+
+def stage_counts(server) -> dict[tuple[str, str], tuple[float, float]]:
+    """(endpoint, stage) -> (seconds in all, calls), from /metrics."""
+    found: dict[tuple[str, str], list[float]] = {}
+    for line in server.request("GET", "/metrics")[2].decode().splitlines():
+        for part, index in (("_sum{", 0), ("_count{", 1)):
+            if line.startswith(f"rtdeploy_stage_seconds{part}"):
+                labels = dict(item.split("=") for item in line[line.index("{") + 1 : line.index("}")].split(","))
+                key = (labels["endpoint"].strip('"'), labels["stage"].strip('"'))
+                found.setdefault(key, [0.0, 0.0])[index] = float(line.split()[-1])
+    return {key: tuple(value) for key, value in found.items()}
+
+
+def test_stage_timings_are_off_by_default_and_on_time_each_stage_of_a_call_once(
+    server, registry, tmp_path, monkeypatch
+):
+    """RTDEPLOY_STAGE_TIMINGS=1 (what bench/serve.py's stage table uses): every stage of one /invocations and one
+    gRPC call counted once; the data plane's stages and the answer's encoding lie within the handler's time."""
+    assert stage_counts(server) == {}
+    monkeypatch.setenv("RTDEPLOY_STAGE_TIMINGS", "1")
+    timed = InProcessServer(registry, tmp_path / "p.db", grpc_port=free_port())
+    try:
+        invocations(timed, BATCH[:1])
+        with grpc.insecure_channel(f"127.0.0.1:{timed.server.config.grpc_port}") as channel:
+            grpc_infer(pb_grpc.GRPCInferenceServiceStub(channel), BATCH[:1])
+        deadline = time.monotonic() + 10  # send is noted once grpc.aio has sent the answer, maybe after it arrived
+        while ("v2_grpc_infer", "send") not in stage_counts(timed) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        stages = stage_counts(timed)
+    finally:
+        timed.stop()
+    inside = ("decode", "queue", "invoke", "log", "encode")
+    expected = {("invocations", stage) for stage in (*inside, "handler")}
+    expected |= {("v2_grpc_infer", stage) for stage in ("receive", *inside, "handler", "send")}
+    assert set(stages) == expected
+    assert all(calls == 1 and seconds >= 0 for seconds, calls in stages.values())
+    for endpoint in ("invocations", "v2_grpc_infer"):
+        assert sum(stages[endpoint, stage][0] for stage in inside) <= stages[endpoint, "handler"][0] + 1e-9

@@ -43,11 +43,18 @@ def plane_of(request: Request) -> DataPlane:
 
 async def invocations(request: Request) -> Response:
     plane = plane_of(request)
+    start = time.perf_counter()
     with plane.admission:
         body = await read_body(request, plane.config.max_body_bytes)
         decode = partial(protocol.parse_invocation, body, header(request.scope, b"content-type"))
         inference = await plane.infer(decode, "invocations", request.scope[REQUEST_ID])
-    return prediction_response(protocol.format_predictions(inference.probabilities), inference.model)
+    encoding = time.perf_counter()
+    response = prediction_response(protocol.format_predictions(inference.probabilities), inference.model)
+    if plane.stages is not None:  # the request's other stages are the data plane's
+        done = time.perf_counter()
+        plane.stages.note("invocations", "encode", done - encoding)
+        plane.stages.note("invocations", "handler", done - start)
+    return response
 
 
 async def predict(request: Request) -> Response:

@@ -1,7 +1,7 @@
 """The data plane: the one place a prediction is made, timed and logged, whatever protocol asked for it.
 
-Handlers (today's HTTP ones in `app`; the Open Inference Protocol's REST and
-gRPC ones to come) only translate: a request into a call here, the result
+Handlers (MLflow's scoring protocol and the server's own in `app`, the Open
+Inference Protocol's REST and gRPC ones in `oip`) only translate: a request into a call here, the result
 into their format, and every answer they give into `answered` (refusals are
 logged, requests counted). A request takes the served model once, when it
 starts: its input is shaped for that model, and it finishes on that version
@@ -31,6 +31,7 @@ from steps.settings import ServeConfig
 
 Decode = Callable[[tuple[int, ...]], np.ndarray]  # a request's input -> a float32 batch for a model's sample shape
 MAX_REQUEST_ID_LENGTH = 200
+STAGES = ("decode", "queue", "invoke", "log")  # what `infer` times when stage timings are on (metrics.StageTimes)
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class DataPlane:
         self.models = models
         self.engine = engine
         self.predlog = predlog
+        self.stages = metrics.stages  # None unless stage timings were asked for (metrics.STAGE_TIMINGS_ENV)
         self.admission = Admission(config.max_queue)  # `with plane.admission:` around a prediction request
         metrics.in_flight.set_function(lambda: self.admission.in_flight)
         # Request ids unique across restarts at a counter's cost, not uuid4's.
@@ -106,11 +108,17 @@ class DataPlane:
         start = time.perf_counter()
         model = model or self.model()
         batch = decode(model.sample_shape)
+        decoded = time.perf_counter()
         probabilities, inference_seconds = await self.engine.predict(model, batch)
-        latency_ms = (time.perf_counter() - start) * 1000
+        answered = time.perf_counter()
         await self.predlog.log_prediction(
-            request_id, endpoint, model, latency_ms, inference_seconds * 1000, batch, probabilities
+            request_id, endpoint, model, (answered - start) * 1000, inference_seconds * 1000, batch, probabilities
         )
+        if self.stages is not None:
+            logged = time.perf_counter()
+            queued = answered - decoded - inference_seconds
+            for stage, seconds in zip(STAGES, (decoded - start, queued, inference_seconds, logged - answered)):
+                self.stages.note(endpoint, stage, seconds)
         return Inference(model, probabilities)
 
     async def feedback(self, request_id: str, label: str, index: int = 0) -> None:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary, generate_latest, multiprocess
 
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"  # multiprocess mode's folder; prometheus_client reads it at import
+STAGE_TIMINGS_ENV = "RTDEPLOY_STAGE_TIMINGS"  # set to 1: time every prediction's stages (a measurement mode)
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
@@ -66,6 +67,7 @@ class ServerMetrics:
             registry=r,
             multiprocess_mode="livemax",
         )
+        self.stages = StageTimes(r) if os.environ.get(STAGE_TIMINGS_ENV) else None  # None: nothing is timed
         self._per_status: dict[tuple[str, int], tuple] = {}  # labelled children, looked up once
         self._exposed = self.registry  # what /metrics shows: this server's, or all workers' added up
         if metrics_dir := os.environ.get(METRICS_DIR_ENV):
@@ -87,3 +89,42 @@ class ServerMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self._exposed)
+
+
+class StageTimes:
+    """Where a prediction's time goes, stage by stage, per endpoint: `rtdeploy_stage_seconds` (a summary: its
+    _sum over its _count is a stage's mean) and `rtdeploy_stage_max_seconds` (the longest so far).
+
+    Only when STAGE_TIMINGS_ENV is set (`bench/serve.py --only stages` sets it): off, the request path pays one
+    `is None` test per stage. Stages, in a call's order: receive (gRPC: the call accepted -> its message read
+    and parsed, the handler starting), decode (the request's input -> the model's batch), queue (waiting for a
+    batch to run in), invoke (the model), log (waiting for the prediction's group commit), encode (the answer
+    made), send (gRPC: the handler's return -> the response and status sent); and handler (the handler alone,
+    start to return). A client's latency less receive, handler and send is the transport and the framework
+    before the call was accepted.
+    """
+
+    def __init__(self, registry: CollectorRegistry):
+        labels = ["endpoint", "stage"]
+        self.seconds = Summary("rtdeploy_stage_seconds", "Time per prediction stage", labels, registry=registry)
+        self.max = Gauge(
+            "rtdeploy_stage_max_seconds",
+            "Longest time of a prediction stage so far",
+            labels,
+            registry=registry,
+            multiprocess_mode="max",
+        )
+        self._children: dict[tuple[str, str], list] = {}  # [summary child, gauge child, longest so far]
+
+    def note(self, endpoint: str, stage: str, seconds: float) -> None:
+        children = self._children.get((endpoint, stage))
+        if children is None:
+            children = self._children[endpoint, stage] = [
+                self.seconds.labels(endpoint, stage),
+                self.max.labels(endpoint, stage),
+                0.0,
+            ]
+        children[0].observe(seconds)
+        if seconds > children[2]:
+            children[2] = seconds
+            children[1].set(seconds)

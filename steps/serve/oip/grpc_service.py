@@ -17,13 +17,15 @@ import grpc
 
 from steps.serve.dataplane import DataPlane
 from steps.serve.errors import BadRequest, ServeError
-from steps.serve.metrics import ServerMetrics
+from steps.serve.metrics import ServerMetrics, StageTimes
 from steps.serve.oip import grpc_predict_v2_pb2 as pb
 from steps.serve.oip import grpc_predict_v2_pb2_grpc as pb_grpc
 from steps.serve.oip import tensors
 from steps.serve.oip.tensors import InputTensor
 
 log = logging.getLogger("rtdeploy.serve")
+INFER_ENDPOINT = "v2_grpc_infer"  # ModelInfer's name in the prediction log and in stage timings
+INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
 OutputTensor = pb.ModelInferResponse.InferOutputTensor
 CODES = {  # a ServeError's HTTP status -> the gRPC status code a client of the protocol expects
     400: grpc.StatusCode.INVALID_ARGUMENT,
@@ -109,16 +111,20 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             request_id = plane.request_id(request.id or None)
             names = tensors.requested_outputs([output.name for output in request.outputs])
             decode = functools.partial(tensors.input_batch, input_tensors(request))
-            inference = await plane.infer(decode, "v2_grpc_infer", request_id, model)
+            inference = await plane.infer(decode, INFER_ENDPOINT, request_id, model)
+        encoding = time.perf_counter()
         outputs = tensors.output_tensors(inference.probabilities, model.class_names, names)
         described = [OutputTensor(name=o.name, datatype=o.datatype, shape=o.shape) for o in outputs]
-        return pb.ModelInferResponse(
+        response = pb.ModelInferResponse(
             model_name=model.ref.name,
             model_version=model.ref.version,
             id=request_id,
             outputs=described,
             raw_output_contents=[output.raw for output in outputs],
         )
+        if plane.stages is not None:
+            plane.stages.note(INFER_ENDPOINT, "encode", time.perf_counter() - encoding)
+        return response
 
 
 def input_tensors(request: pb.ModelInferRequest) -> list[InputTensor]:
@@ -142,13 +148,44 @@ def input_tensors(request: pb.ModelInferRequest) -> list[InputTensor]:
     return inputs
 
 
+class StageTimer(grpc.aio.ServerInterceptor):
+    """With stage timings on (metrics.StageTimes), what grpc.aio does around a ModelInfer handler: receive
+    (the call accepted and its method found -> the handler starting: the request read and parsed), the
+    handler itself, send (its return -> the response and status sent, when grpc.aio runs the call's done
+    callbacks). Installed only then: an interceptor costs every call."""
+
+    def __init__(self, stages: StageTimes):
+        self.stages = stages
+
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
+        if details.method != INFER_METHOD or handler is None:
+            return handler
+        accepted, note = time.perf_counter(), self.stages.note
+
+        async def timed(request, context):
+            started = time.perf_counter()
+            note(INFER_ENDPOINT, "receive", started - accepted)
+            try:
+                return await handler.unary_unary(request, context)
+            finally:
+                returned = time.perf_counter()
+                note(INFER_ENDPOINT, "handler", returned - started)
+                context.add_done_callback(lambda _: note(INFER_ENDPOINT, "send", time.perf_counter() - returned))
+
+        return grpc.unary_unary_rpc_method_handler(
+            timed, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+        )
+
+
 async def start(plane: DataPlane, metrics: ServerMetrics, host: str, port: int, shared: bool) -> grpc.aio.Server:
     """Serve the protocol on host:port in the running loop; shared: other workers bind the same port too."""
     server = grpc.aio.server(
+        interceptors=[StageTimer(metrics.stages)] if metrics.stages is not None else None,
         options=[
             ("grpc.so_reuseport", int(shared)),  # alone, a port already taken is an error, not a silent share
             ("grpc.max_receive_message_length", plane.config.max_body_bytes),
-        ]
+        ],
     )
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(plane, metrics), server)
     reason = "the address is in use or not this host's"
