@@ -36,14 +36,24 @@ The Open Inference Protocol (`--only protocols`): one rtdeploy server with
 gRPC on, driven at concurrency 1, 16 and 64 over /invocations (MLflow's JSON,
 the reference), v2 REST with JSON tensors, v2 REST with binary tensors (wrk),
 and v2 gRPC with raw_input_contents (h2load, nghttp2's C load generator,
-posting the same ModelInfer message on HTTP/2 streams), and beside them
-grpcio's own ceiling on this machine: a no-op ModelInfer servicer on grpc.aio
-in a process of its own. They take turns within each repeat. h2load sees gRPC
-errors as HTTP 200s, so errors are also counted from the server's own counter
-of gRPC calls answered with an error.
+posting the same ModelInfer message on HTTP/2 streams); beside it, each in a
+process of its own, the same server with dynamic batching on, the same data
+plane behind grpc.aio alone (no Starlette, no uvicorn), and grpcio's own
+ceiling on this machine: a no-op ModelInfer servicer on grpc.aio. They take
+turns within each repeat. Every row has the load generator's mean and max
+beside the percentiles, and throughput × mean latency, which Little's law
+makes equal to the concurrency. h2load sees gRPC errors as HTTP 200s, so
+errors are also counted from the server's own count of gRPC calls answered
+with an error. Then a server with stage timings on (RTDEPLOY_STAGE_TIMINGS=1)
+shows where one /invocations and one gRPC call spend their time.
+
+Prediction log durability (`--only log-sync`): `serve -P log_sync=normal` and
+`full` side by side, taking turns, at concurrency 1 and 16 (`--concurrency`
+sets others, for this section and the protocols).
 
     apt-get install wrk nghttp2-client   # once
-    python bench/serve.py [--seconds 8] [--repeats 3] [--only serving|log-cost|workers|protocols]
+    python bench/serve.py [--seconds 8] [--repeats 3] [--only serving|log-cost|workers|protocols|log-sync]
+                          [--concurrency N [N ...]]
 """
 
 from __future__ import annotations
@@ -87,10 +97,34 @@ LOG_COST_REPEATS = 7  # at least: the loss is a few percent, the machine's run-t
 WORKER_COUNTS = (1, 2)
 WORKERS_CONCURRENCY = (16, 64)
 PROTOCOLS_CONCURRENCY = (1, 16, 64)
+LOG_SYNC_CONCURRENCY = (1, 16)
 INVOCATIONS = "/invocations (MLflow JSON)"  # the reference the Open Inference Protocol's rows are compared with
 GRPC_PATH = "/inference.GRPCInferenceService/ModelInfer"
 GRPC_ANSWERS = 'rtdeploy_requests_total{endpoint="grpc_ModelInfer"'  # one line per status
 GRPC_CEILING = "no-op ModelInfer on grpc.aio, same stubs (gRPC ceiling)"
+GRPC = "v2 gRPC, raw tensors"
+BARE_GRPC = "v2 gRPC, same data plane on a bare grpc.aio servicer (own process, no Starlette/uvicorn)"
+BATCHED = ", batching on (max_batch_size 16, max_batch_wait_ms 1)"  # the rows of a second server, so configured
+BATCHING = ["--max_batch_size", "16", "--max_batch_wait_ms", "1"]
+STAGE_CONCURRENCY = 16
+STAGES = ("receive", "decode", "queue", "invoke", "log", "encode", "send")  # metrics.StageTimes, in a call's order
+BARE_SERVER = """
+import asyncio
+import sys
+
+import uvloop
+
+from steps.serve.server import Server
+from steps.settings import ServeConfig
+
+
+async def serve(config):
+    async with Server(config).lifespan(None):  # the data plane, its log, the alias follower and gRPC: no HTTP
+        await asyncio.Event().wait()
+
+model_uri, grpc_port, port, log = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+uvloop.run(serve(ServeConfig(model_uri=model_uri, grpc_port=grpc_port, port=port, prediction_log=log)))
+"""
 NOOP_GRPC = """
 import sys
 import grpc
@@ -126,9 +160,11 @@ wrk.body = io.open("%s", "rb"):read("*a")
 done = function(summary, latency, requests)
   local errors = summary.errors.connect + summary.errors.read + summary.errors.write
                  + summary.errors.status + summary.errors.timeout
-  io.write(string.format('JSON {"requests": %%d, "seconds": %%f, "errors": %%d, "p50": %%f, "p95": %%f, "p99": %%f}\\n',
+  io.write(string.format('JSON {"requests": %%d, "seconds": %%f, "errors": %%d, "p50": %%f, "p95": %%f, "p99": %%f, '
+    .. '"mean": %%f, "max": %%f}\\n',
     summary.requests, summary.duration / 1e6, errors,
-    latency:percentile(50) / 1000, latency:percentile(95) / 1000, latency:percentile(99) / 1000))
+    latency:percentile(50) / 1000, latency:percentile(95) / 1000, latency:percentile(99) / 1000,
+    latency.mean / 1000, latency.max / 1000))
 end
 """
 
@@ -256,12 +292,38 @@ def grpc_refusals(metrics_port: int | None) -> float:
     return sum(float(line.split()[-1]) for line in lines)
 
 
-def run_h2load(port: int, metrics_port: int | None, frame: Path, connections: int, seconds: float) -> dict:
+def logged_refusals(log: str) -> float:
+    """ModelInfer calls answered with an error, from a server's prediction log (one without /metrics)."""
+    with sqlite3.connect(f"file:{log}?mode=ro", uri=True) as connection:
+        return connection.execute("SELECT count(*) FROM refusals WHERE endpoint = 'grpc_ModelInfer'").fetchone()[0]
+
+
+H2LOAD_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}  # h2load prints each time in the unit that suits it
+
+
+def h2load_figures(output: str) -> dict:
+    """h2load's own summary: the time for request's min, max, mean and sd (ms), and the slowest and fastest
+    client's request rate (a client starved by the server shows as a low minimum)."""
+    times = re.search(r"time for request:\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)", output).groups()
+    low, high, mean, sd = (float(re.match(r"[\d.]+", t)[0]) * H2LOAD_UNITS[re.sub(r"[\d.]", "", t)] for t in times)
+    rates = re.search(r"req/s\s+:\s+([\d.]+)\s+([\d.]+)", output).groups()
+    client_min, client_max = float(rates[0]), float(rates[1])
+    return {"min": low, "max": high, "mean": mean, "sd": sd, "client_min": client_min, "client_max": client_max}
+
+
+def run_h2load(port: int, refusals, frame: Path, connections: int, seconds: float) -> dict:
     """gRPC unary calls, one gRPC frame per HTTP/2 stream, `connections` at a time; the run_wrk figures.
-    Errors are h2load's (transport) and the calls the server (its /metrics on metrics_port) answered with an
-    error: a gRPC error is an HTTP 200 with a non-zero grpc-status trailer, which h2load does not read."""
-    log = frame.parent / f"h2load-{connections}.log"
-    refused_before = grpc_refusals(metrics_port)
+    Mean and max are h2load's own; the percentiles come from its per-request log. Errors are h2load's
+    (transport) and the calls the server answered with an error (`refusals()`, a count it keeps): a gRPC
+    error is an HTTP 200 with a non-zero grpc-status trailer, which h2load does not read.
+
+    h2load appends to its --log-file: a log left by an earlier run would be read as this run's. (It was: every
+    gRPC row's percentiles once came from all the h2load runs before it, the no-op ceiling's among them, which
+    made the gRPC rows look as if a few calls stalled far beyond p99.) So each run gets an empty log, and the
+    log must hold exactly the calls h2load counted."""
+    log = frame.parent / "h2load.log"
+    log.unlink(missing_ok=True)
+    refused_before = refusals()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = subprocess.run(
         ["h2load", f"-t{min(connections, 2)}", f"-c{connections}", "-m1", f"-D{max(1, round(seconds))}",
@@ -274,10 +336,12 @@ def run_h2load(port: int, metrics_port: int | None, frame: Path, connections: in
     done, transport_errors = int(counts.group(1)), sum(int(n) for n in counts.groups()[1:])
     elapsed = float(re.search(r"finished in ([\d.]+)s", result.stdout).group(1))
     latencies = sorted(int(line.split("\t")[2]) / 1000 for line in log.read_text().splitlines() if line)
-    errors = transport_errors + int(grpc_refusals(metrics_port) - refused_before)
+    if len(latencies) != done:
+        raise RuntimeError(f"h2load's log holds {len(latencies)} calls, its summary {done}: not this run's log")
+    errors = transport_errors + int(refusals() - refused_before)
     p50, p95, p99 = (latencies[min(len(latencies) - 1, int(q / 100 * len(latencies)))] for q in (50, 95, 99))
     return {"requests": done, "seconds": elapsed, "throughput": done / elapsed, "errors": errors,
-            "p50": p50, "p95": p95, "p99": p99, "wrk_cores": cpu / elapsed}  # fmt: skip
+            "p50": p50, "p95": p95, "p99": p99, "wrk_cores": cpu / elapsed} | h2load_figures(result.stdout)  # fmt: skip
 
 
 def start(server: Server, env: dict, port: int, log: Path, cwd: str | None = None) -> subprocess.Popen:
@@ -497,68 +561,281 @@ def protocol_requests(folder: Path, sample: list) -> dict[str, tuple[Path, str]]
     message = infer.SerializeToString()
     frame = folder / "grpc.frame"
     frame.write_bytes(b"\0" + len(message).to_bytes(4, "big") + message)  # gRPC's length-prefixed message
-    requests["v2 gRPC, raw tensors"] = (frame, GRPC_PATH)
-    requests[GRPC_CEILING] = (frame, GRPC_PATH)
+    requests[GRPC] = (frame, GRPC_PATH)
+    requests[INVOCATIONS + BATCHED] = requests[INVOCATIONS]
+    for name in (GRPC + BATCHED, BARE_GRPC, GRPC_CEILING):
+        requests[name] = (frame, GRPC_PATH)
     return requests
 
 
-def protocols(folder: str, env: dict, sample: list, seconds: float, repeats: int) -> str:
-    """One server with gRPC on; each protocol's request for the same sample, taking turns, at each concurrency."""
-    port, grpc_port = free_port(), free_port()
-    serve = [sys.executable, "-m", "steps.serve", "--model_uri", f"models:/{MODEL}@champion", "--port", "{port}",
-             "--grpc_port", str(grpc_port), "--prediction_log", f"{folder}/protocols.db"]  # fmt: skip
+def wait_grpc_ready(port: int, process: subprocess.Popen, timeout: float = 180) -> None:
+    """Until the gRPC server on port says it is ready (a model loaded)."""
+    import grpc
+
+    from steps.serve.oip import grpc_predict_v2_pb2 as pb
+    from steps.serve.oip import grpc_predict_v2_pb2_grpc as pb_grpc
+
+    deadline = time.time() + timeout
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        while time.time() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"gRPC server on {port} exited with {process.returncode} before it was ready")
+            try:
+                if stub.ServerReady(pb.ServerReadyRequest(), timeout=2).ready:
+                    return
+            except grpc.RpcError as error:
+                if error.code() == grpc.StatusCode.UNIMPLEMENTED:  # the no-op ceiling: it answers, so it is up
+                    return
+            time.sleep(0.3)
+    raise RuntimeError(f"gRPC server on {port} not ready after {timeout} s")
+
+
+def protocols(folder: str, env: dict, sample: list, seconds: float, repeats: int, concurrencies) -> str:
+    """One server with gRPC on; each protocol's request for the same sample, taking turns, at each concurrency.
+    Beside it, in processes of their own: the same server with dynamic batching on (/invocations and gRPC),
+    the same data plane behind grpc.aio alone, and grpc.aio's no-op ceiling. Then the stages of one call,
+    timed by a server of their own (stage timings cost a little)."""
+    http, grpc_ports = {"": free_port(), BATCHED: free_port()}, {"": free_port(), BATCHED: free_port()}
+    bare_port, ceiling_port = free_port(), free_port()
+    uri = f"models:/{MODEL}@champion"
     requests = protocol_requests(Path(folder), sample)
-    print(f"bench: protocols on ports {port} (HTTP) and {grpc_port} (gRPC)", flush=True)
-    process = start(Server("", serve, "/ready"), env, port, Path(folder) / f"server-{port}.log")
+    processes = []
+    for variant, options in (("", []), (BATCHED, BATCHING)):
+        log = ["--prediction_log", f"{folder}/protocols{len(processes)}.db"]
+        serve = [sys.executable, "-m", "steps.serve", "--model_uri", uri, "--port", "{port}",
+                 "--grpc_port", str(grpc_ports[variant]), *log, *options]  # fmt: skip
+        print(f"bench: protocols{variant} on ports {http[variant]} (HTTP), {grpc_ports[variant]} (gRPC)", flush=True)
+        processes.append(start(Server("", serve, "/ready"), env, http[variant], Path(folder) / f"server-{variant}.log"))
     (Path(folder) / "noop_grpc.py").write_text(NOOP_GRPC)
-    ceiling_port = free_port()
-    ceiling = subprocess.Popen([sys.executable, f"{folder}/noop_grpc.py", str(ceiling_port)], env=env,
-                               start_new_session=True)  # fmt: skip
-    time.sleep(3)  # it answers once grpc is imported and the port bound; h2load's errors would show otherwise
+    (Path(folder) / "bare_server.py").write_text(BARE_SERVER)
+    bare_log = f"{folder}/bare.db"
+    bare = [sys.executable, f"{folder}/bare_server.py", uri, str(bare_port), str(free_port()), bare_log]
+    ceiling = [sys.executable, f"{folder}/noop_grpc.py", str(ceiling_port)]
+    others = [subprocess.Popen(command, env=env, start_new_session=True) for command in (ceiling, bare)]
+    targets = {  # gRPC rows: name -> (port, the server's count of calls answered with an error)
+        GRPC: (grpc_ports[""], lambda: grpc_refusals(http[""])),
+        GRPC + BATCHED: (grpc_ports[BATCHED], lambda: grpc_refusals(http[BATCHED])),
+        BARE_GRPC: (bare_port, lambda: logged_refusals(bare_log)),
+        GRPC_CEILING: (ceiling_port, lambda: 0.0),
+    }
 
     def once(name: str, connections: int, duration: float) -> dict:
         target, path = requests[name]
-        if name == GRPC_CEILING:
-            return run_h2load(ceiling_port, None, target, connections, duration)
-        if path == GRPC_PATH:
-            return run_h2load(grpc_port, port, target, connections, duration)
-        return run_wrk(port, target, connections, duration, path)
+        if name in targets:
+            return run_h2load(*targets[name], target, connections, duration)
+        return run_wrk(http[BATCHED if name.endswith(BATCHED) else ""], target, connections, duration, path)
 
-    runs = {(name, c): [] for c in PROTOCOLS_CONCURRENCY for name in requests}
+    runs = {(name, c): [] for c in concurrencies for name in requests}
     try:
+        for started, its_port in zip(others, (ceiling_port, bare_port)):
+            wait_grpc_ready(its_port, started)
         for name in requests:
             once(name, 16, WARMUP_SECONDS)  # the same untimed warm-up for every protocol
-        for connections in PROTOCOLS_CONCURRENCY:
+        for connections in concurrencies:
             for repeat in range(repeats):
                 for name in requests:
                     runs[name, connections].append(once(name, connections, seconds))
-                latest = (f"{name} {runs[name, connections][-1]['throughput']:,.0f}" for name in requests)
+                latest = (f"{name[:24]} {runs[name, connections][-1]['throughput']:,.0f}" for name in requests)
                 print(f"  c={connections} repeat {repeat + 1}: {', '.join(latest)}", flush=True)
     finally:
-        stop(process)
-        stop(ceiling)
-    return protocols_report(runs, repeats)
+        for each in (*processes, *others):
+            stop(each)
+    stages = stage_timings(folder, env, requests, seconds, repeats)
+    return protocols_report(runs, repeats) + "\n\n" + stages
 
 
 def protocols_report(runs: dict[tuple[str, int], list[dict]], repeats: int) -> str:
     lines = [
         f"One sample per request, one rtdeploy server (gRPC on); median of {repeats} runs (min–max), the "
         "protocols taking turns. HTTP/1.1 rows are driven by wrk, the gRPC rows by h2load (HTTP/2, one stream per "
-        "connection); the client column is the cores the load generator itself used on this "
-        f"{os.cpu_count()}-core machine, CPU the server could not have. The last row is grpcio's own ceiling "
-        "here: a servicer that answers without reading the request, no model, no log, in a process of its own.",
+        "connection); mean and max are the load generator's own. In flight is throughput × mean latency, "
+        "Little's law: for a closed loop of clients it equals the concurrency, unless clients sat idle or the "
+        "figures disagree. The client column is the cores the load generator itself used on this "
+        f"{os.cpu_count()}-core machine, CPU the servers could not have. The rows marked batching on are a "
+        "second server of the same code with dynamic batching on (a request waits up to 1 ms for others to run "
+        "and commit with), compared with the first server's /invocations. The last two rows run in processes of "
+        "their own beside the servers: the same data plane (model, prediction log, metrics, alias follower) "
+        "behind grpc.aio alone, without Starlette or uvicorn, and grpcio's own ceiling here, a servicer that "
+        "answers without reading the request (no model, no log).",
         "",
-        "| protocol | concurrency | throughput (req/s) | p50 (ms) | p99 (ms) | errors | client used (cores) "
-        f"| throughput vs {INVOCATIONS} |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| protocol | concurrency | throughput (req/s) | p50 (ms) | p99 (ms) | mean (ms) | max (ms) | in flight "
+        f"| errors | client used (cores) | throughput vs {INVOCATIONS} |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for (name, connections), protocol_runs in runs.items():
+        for run in protocol_runs:
+            run["in_flight"] = run["throughput"] * run["mean"] / 1000
         row = Row(name, connections, protocol_runs, 0.0)
         reference = runs[INVOCATIONS, connections]
         versus = "" if name == INVOCATIONS else per_turn(protocol_runs, reference, as_change=False)
         errors = sum(run["errors"] for run in protocol_runs)
         lines.append(f"| {name} | {connections} | {row.spread('throughput', 0)} | {row.spread('p50')} | "
-                     f"{row.spread('p99')} | {errors} | {row.spread('wrk_cores')} | {versus} |")  # fmt: skip
+                     f"{row.spread('p99')} | {row.spread('mean')} | {row.spread('max', 1)} | "
+                     f"{row.spread('in_flight', 1)} | {errors} | {row.spread('wrk_cores')} | {versus} |")  # fmt: skip
+    lines += ["", "Headline, v2 gRPC against /invocations (medians of the per-turn ratios):", ""]
+    for connections in sorted({c for _, c in runs}):
+        grpc_runs, reference = runs[GRPC, connections], runs[INVOCATIONS, connections]
+        in_flight = statistics.median(run["in_flight"] for run in grpc_runs)
+        beside = {"the same data plane on bare grpc.aio": BARE_GRPC, "with batching on": GRPC + BATCHED}
+        beside["grpc.aio's no-op ceiling"] = GRPC_CEILING
+        others = "; ".join(
+            f"{label} {per_turn(runs[name, connections], reference, as_change=False).split()[0]}"
+            for label, name in beside.items()
+        )
+        lines.append(
+            f"- concurrency {connections}: {per_turn(grpc_runs, reference, as_change=False).split()[0]} "
+            f"({statistics.median(r['throughput'] for r in grpc_runs):,.0f} vs "
+            f"{statistics.median(r['throughput'] for r in reference):,.0f} req/s); throughput × mean latency "
+            f"{in_flight:.1f} in flight of {connections} ({in_flight / connections - 1:+.0%}); {others}"
+        )
+    return "\n".join(lines)
+
+
+def stage_means(port: int) -> dict[tuple[str, str], tuple[float, float]]:
+    """(endpoint, stage) -> (seconds in all, calls) from a server's /metrics with stage timings on."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    found: dict[tuple[str, str], list[float]] = {}
+    for line in text.splitlines():
+        match = re.match(r'rtdeploy_stage_seconds_(sum|count)\{endpoint="([^"]+)",stage="([^"]+)"\} (\S+)', line)
+        if match:
+            found.setdefault((match[2], match[3]), [0.0, 0.0])[match[1] == "count"] = float(match[4])
+    return {key: (total, count) for key, (total, count) in found.items()}
+
+
+def stage_timings(folder: str, env: dict, requests: dict, seconds: float, repeats: int) -> str:
+    """Where one call's time goes, stage by stage: a server with stage timings on, /invocations and gRPC
+    taking turns at STAGE_CONCURRENCY; each stage's mean over a run, median of the runs."""
+    port, grpc_port = free_port(), free_port()
+    model, log = ["--model_uri", f"models:/{MODEL}@champion"], ["--prediction_log", f"{folder}/stages.db"]
+    serve = [sys.executable, "-m", "steps.serve", *model, "--port", "{port}", "--grpc_port", str(grpc_port), *log]
+    print(f"bench: stage timings on ports {port} (HTTP) and {grpc_port} (gRPC)", flush=True)
+    timed_env = env | {"RTDEPLOY_STAGE_TIMINGS": "1"}
+    process = start(Server("", serve, "/ready"), timed_env, port, Path(folder) / f"server-{port}.log")
+    endpoints = {INVOCATIONS: "invocations", GRPC: "v2_grpc_infer"}  # the data plane's names for them
+    means = {name: [] for name in endpoints}  # name -> per run: stage -> mean seconds, and the client's mean
+    try:
+        for name in endpoints:
+            run_protocol(requests, name, port, grpc_port, STAGE_CONCURRENCY, WARMUP_SECONDS)
+        for _ in range(repeats):
+            for name, endpoint in endpoints.items():
+                before = stage_means(port)
+                client = run_protocol(requests, name, port, grpc_port, STAGE_CONCURRENCY, seconds)
+                after = stage_means(port)
+                run = {"client": client["mean"] / 1000, "throughput": client["throughput"]}
+                for (which, stage), (total, count) in after.items():
+                    done = count - before.get((which, stage), (0.0, 0.0))[1]
+                    if which == endpoint and done:
+                        run[stage] = (total - before.get((which, stage), (0.0, 0.0))[0]) / done
+                means[name].append(run)
+    finally:
+        stop(process)
+    return stages_report(means, repeats)
+
+
+def run_protocol(requests: dict, name: str, port: int, grpc_port: int, connections: int, seconds: float) -> dict:
+    target, path = requests[name]
+    if path == GRPC_PATH:
+        return run_h2load(grpc_port, lambda: 0.0, target, connections, seconds)
+    return run_wrk(port, target, connections, seconds, path)
+
+
+def stages_report(means: dict[str, list[dict]], repeats: int) -> str:
+    def cell(runs: list[dict], key: str) -> str:
+        values = [run[key] * 1e6 for run in runs if key in run]
+        return f"{statistics.median(values):,.0f}" if values else "–"
+
+    lines = [
+        f"Where one call's time goes (µs, at concurrency {STAGE_CONCURRENCY}): a server of its own with stage "
+        "timings on (`RTDEPLOY_STAGE_TIMINGS=1`, which costs each call a few µs), the two protocols taking turns; "
+        f"each stage's mean over a run, median of {repeats} runs. receive: the gRPC call accepted -> its request "
+        "read and parsed; decode: the request's input -> the model's batch (for /invocations the JSON parse); "
+        "queue: waiting for a batch (batching is off); invoke: the model; log: waiting for the prediction's group "
+        "commit; encode: the answer made; send: the gRPC response and status sent. handler is the handler alone; "
+        "not seen by the server is the client's mean latency less receive, handler and send: the request "
+        "waiting to be accepted, the transport, and the client itself.",
+        "",
+        "| protocol | throughput (req/s) | client mean | "
+        + " | ".join(STAGES)
+        + " | handler | not seen by the server |",
+        "|---|---:|---:|" + "---:|" * (len(STAGES) + 2),
+    ]
+    for name, runs in means.items():
+        for run in runs:
+            seen = sum(run.get(stage, 0.0) for stage in ("receive", "handler", "send"))
+            run["unseen"] = run["client"] - seen
+            run["throughput_us"] = run["throughput"] / 1e6  # cell() scales by 1e6
+        stages = " | ".join(cell(runs, stage) for stage in STAGES)
+        handler, unseen = cell(runs, "handler"), cell(runs, "unseen")
+        lines.append(
+            f"| {name} | {cell(runs, 'throughput_us')} | {cell(runs, 'client')} | {stages} | {handler} | {unseen} |"
+        )
+    return "\n".join(lines)
+
+
+def log_sync(folder: str, env: dict, script: Path, seconds: float, repeats: int, concurrencies) -> str:
+    """Throughput of serve with log_sync=normal and full, side by side and taking turns."""
+    serve = [sys.executable, "-m", "steps.serve", "--model_uri", f"models:/{MODEL}@champion", "--port", "{port}"]
+    ports, processes = {}, []
+    try:
+        for mode in contract.LOG_SYNC_MODES:
+            log = ["--prediction_log", f"{folder}/sync-{mode}.db", "--log_sync", mode]
+            ports[mode] = free_port()
+            print(f"bench: log_sync={mode} on port {ports[mode]}", flush=True)
+            output = Path(folder) / f"server-{ports[mode]}.log"
+            processes.append(start(Server("", [*serve, *log], "/ready"), env, ports[mode], output))
+            run_wrk(ports[mode], script, 16, WARMUP_SECONDS)
+        runs = {(mode, c): [] for c in concurrencies for mode in contract.LOG_SYNC_MODES}
+        for connections in concurrencies:
+            for repeat in range(repeats):
+                for mode in contract.LOG_SYNC_MODES:
+                    runs[mode, connections].append(run_wrk(ports[mode], script, connections, seconds))
+                latest = (
+                    f"{mode} {runs[mode, connections][-1]['throughput']:,.0f}" for mode in contract.LOG_SYNC_MODES
+                )
+                print(f"  c={connections} repeat {repeat + 1}: {', '.join(latest)}", flush=True)
+    finally:
+        for process in processes:
+            stop(process)
+    return log_sync_report(runs, repeats, fsync_ms(folder))
+
+
+def fsync_ms(folder: str, times: int = 50) -> float:
+    """The median time of one fdatasync of a 4 KiB write in folder: what `full` adds to every commit."""
+    path = Path(folder) / "fsync.probe"
+    spent = []
+    with path.open("wb") as probe:
+        for _ in range(times):
+            probe.write(bytes(4096))
+            probe.flush()
+            started = time.perf_counter()
+            os.fdatasync(probe.fileno())
+            spent.append(time.perf_counter() - started)
+    path.unlink()
+    return statistics.median(spent) * 1000
+
+
+def log_sync_report(runs: dict[tuple[str, int], list[dict]], repeats: int, fsync: float) -> str:
+    lines = [
+        f"/invocations, one sample per request; median of {repeats} wrk runs (min–max), the two servers side by "
+        f"side taking turns. `normal`: SQLite synchronous=NORMAL in WAL mode, no fsync on commit (an answered "
+        f"prediction survives a crash or kill -9 of the server, not a power loss); `full`: synchronous=FULL, an "
+        f"fsync of the WAL at every commit, one per group of requests committed together, on the event loop (an "
+        f"answered prediction survives a power loss too). One fdatasync of this disk took {fsync:.2f} ms "
+        "(median of 50). Change: the median of the per-turn ratios to normal's throughput in the same turn.",
+        "",
+        "| log_sync | concurrency | throughput (req/s) | p50 (ms) | p99 (ms) | mean (ms) | errors | change vs normal |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for (mode, connections), mode_runs in runs.items():
+        row = Row(mode, connections, mode_runs, 0.0)
+        normal = runs[contract.LOG_SYNC_NORMAL, connections]
+        change = "" if mode == contract.LOG_SYNC_NORMAL else per_turn(mode_runs, normal, as_change=True)
+        errors = sum(run["errors"] for run in mode_runs)
+        figures = " | ".join(
+            row.spread(key, 0 if key == "throughput" else 2) for key in ("throughput", "p50", "p99", "mean")
+        )
+        lines.append(f"| {mode} | {connections} | {figures} | {errors} | {change} |")
     return "\n".join(lines)
 
 
@@ -596,8 +873,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=8, help="load duration per measurement")
     parser.add_argument("--repeats", type=int, default=3, help="wrk runs per figure (median, min-max reported)")
-    parser.add_argument("--only", choices=("serving", "log-cost", "workers", "protocols"),
+    parser.add_argument("--only", choices=("serving", "log-cost", "workers", "protocols", "log-sync"),
                         help="one section (default: all)")  # fmt: skip
+    concurrency_help = "the protocols' and log-sync's concurrencies (default: 1 16 64 and 1 16)"
+    parser.add_argument("--concurrency", type=int, nargs="+", help=concurrency_help)
     args = parser.parse_args()
     for tool, package in (("wrk", "wrk"), ("h2load", "nghttp2-client")):
         if shutil.which(tool) is None:
@@ -631,9 +910,15 @@ def main() -> None:
             write_section("Several server processes on one port", f"{command} --only workers", table)
             print(table)
         if args.only in (None, "protocols"):
-            table = protocols(folder, env, sample, args.seconds, args.repeats)
+            concurrencies = args.concurrency or PROTOCOLS_CONCURRENCY
+            table = protocols(folder, env, sample, args.seconds, args.repeats, concurrencies)
             title = "Open Inference Protocol: v2 REST and gRPC beside /invocations"
-            write_section(title, f"{command} --only protocols", table)
+            write_section(title, f"{command} --only protocols{concurrency_option(args)}", table)
+            print(table)
+        if args.only in (None, "log-sync"):
+            table = log_sync(folder, env, script, args.seconds, args.repeats, args.concurrency or LOG_SYNC_CONCURRENCY)
+            title = "Prediction log durability: log_sync normal and full"
+            write_section(title, f"{command} --only log-sync{concurrency_option(args)}", table)
             print(table)
         if args.only in (None, "serving"):
             rows, flips = [], None
@@ -644,6 +929,10 @@ def main() -> None:
             write_section("Serving (digits, one sample per request)", f"{command} --only serving",
                           report(rows, flips, args.repeats))  # fmt: skip
             print(report(rows, flips, args.repeats))
+
+
+def concurrency_option(args) -> str:
+    return f" --concurrency {' '.join(map(str, args.concurrency))}" if args.concurrency else ""
 
 
 def report(rows: list[Row], flips: dict | None, repeats: int) -> str:
