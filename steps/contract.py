@@ -19,6 +19,7 @@ SIMULATE = "simulate"
 UPDATE = "update"
 AUTOPILOT = "autopilot"
 SEARCH = "search"
+SERVE = "serve"  # the server's entry point (and the `rtdeploy-serve` script): its one-line errors start `serve:`
 SEARCH_TRIAL = "trial"  # the step tag of each of a search's trials (nested runs of the search run)
 GATE = "gate"  # update's last stage: register, compare on old and new data, check it serves, promote
 COMPRESSION_STEPS = (PRUNE, CLUSTER, QUANTIZE)  # steps that derive a variant from a parent Keras model

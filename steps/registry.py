@@ -179,15 +179,25 @@ def _write(write, *args) -> bool:
         write(*args)
         return True
     except MlflowException as error:
-        if error.error_code not in COLLISIONS:
+        if not is_collision(error):
             raise
         time.sleep(random.uniform(0.05, 0.5))
         return False
 
 
+def is_collision(error: MlflowException) -> bool:
+    """Another process wrote the same row at the same moment. A tracking server on PostgreSQL answers some of
+    these as BAD_REQUEST (MLflow maps every SQLAlchemy error to it): only its unique-key message counts, so a
+    request that is really malformed is still raised, not retried."""
+    if error.error_code in COLLISIONS:
+        return True
+    return error.error_code == "BAD_REQUEST" and any(word in error.message for word in UNIQUE_KEY_CLASHES)
+
+
 # How a colliding write comes back: a tracking server answers 500 (its store's IntegrityError); a local SQL
 # store raises the same as a conflict or an internal error
 COLLISIONS = ("INTERNAL_ERROR", "RESOURCE_ALREADY_EXISTS", "ABORTED", "TEMPORARILY_UNAVAILABLE")
+UNIQUE_KEY_CLASHES = ("UniqueViolation", "UNIQUE constraint", "IntegrityError")
 
 
 def promoted_at(version: ModelVersion) -> float:

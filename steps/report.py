@@ -12,7 +12,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import ScalarFormatter  # noqa: E402
 
 from steps import contract  # noqa: E402
-from steps.selection import VariantRow, pareto_front  # noqa: E402
+from steps.selection import VariantRow, pareto_front, within_budget  # noqa: E402
 
 TABLE_METRICS = (
     contract.VAL_ACCURACY,
@@ -196,8 +196,8 @@ def study_figure(trials: list[dict], best_number: int | None, max_accuracy_drop:
     """The search in two panels: each trial's size in order (best feasible so far as a line), and the
     trade-off, size vs validation accuracy drop, with the budget and the front of the feasible trials."""
     figure, (history, tradeoff) = plt.subplots(1, 2, figsize=(14, 5.5), constrained_layout=True)
-    feasible = [t for t in trials if t["val_accuracy_drop"] <= max_accuracy_drop]
-    infeasible = [t for t in trials if t["val_accuracy_drop"] > max_accuracy_drop]
+    feasible = [t for t in trials if within_budget(t[contract.VAL_ACCURACY_DROP], max_accuracy_drop)]
+    infeasible = [t for t in trials if not within_budget(t[contract.VAL_ACCURACY_DROP], max_accuracy_drop)]
     for axis_trials, colour, label in (
         (feasible, "tab:blue", "within budget"),
         (infeasible, "tab:gray", "over budget"),

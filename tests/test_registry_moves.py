@@ -15,7 +15,7 @@ import itertools
 import mlflow
 import pytest
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, RESOURCE_DOES_NOT_EXIST
+from mlflow.protos.databricks_pb2 import BAD_REQUEST, INTERNAL_ERROR, RESOURCE_DOES_NOT_EXIST
 
 from conftest import store_in
 from steps import contract, registry
@@ -120,3 +120,12 @@ def test_a_write_the_store_refuses_for_another_reason_is_not_retried(model, monk
     monkeypatch.setattr(registry, "client", client_whose_alias_writes(refuse))
     with pytest.raises(MlflowException, match="no such version"):
         registry.move_champion(model, 1)
+
+
+def test_a_unique_key_clash_answered_as_bad_request_is_a_collision_and_a_malformed_request_is_not():
+    """A tracking server on PostgreSQL answers two simultaneous alias inserts as BAD_REQUEST (UniqueViolation)."""
+    clash = MlflowException("(psycopg.errors.UniqueViolation) duplicate key value violates unique constraint "
+                            '"registered_model_alias_pk"', error_code=BAD_REQUEST)  # fmt: skip
+    malformed = MlflowException("Invalid value for alias", error_code=BAD_REQUEST)
+    assert registry.is_collision(clash) and registry.is_collision(MlflowException("x", error_code=INTERNAL_ERROR))
+    assert not registry.is_collision(malformed)

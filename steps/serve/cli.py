@@ -8,13 +8,11 @@ import socket
 import sys
 
 from steps.config import UsageError, parse_config, run_cli
-from steps.contract import worker_log_path
+from steps.contract import SERVE, worker_log_path
 from steps.serve.predlog import check_layout, check_writable
 from steps.serve.registry import parse_model_uri
 from steps.serve.workers import run_workers
 from steps.settings import ServeConfig
-
-STEP = "serve"  # the entry point's name, which starts its one-line errors (`serve: error: ...`)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -62,7 +60,7 @@ def require_free_port(host: str, port: int, name: str) -> None:
 
 
 def console_script() -> None:
-    run_cli(STEP, main)
+    run_cli(SERVE, main)
 
 
 if __name__ == "__main__":
