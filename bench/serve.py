@@ -80,14 +80,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results import write_section  # noqa: E402
+from results import write_readme_block, write_section  # noqa: E402
 from steps import contract  # noqa: E402
 
 CONCURRENCY = (1, 4, 16, 64)
 MODEL = "bench-digits"
 FLIPS = 10
 WARMUP_SECONDS = 3  # untimed load at concurrency 16 before any measurement, the same for every server
-FLIP_BUDGET_SECONDS = 6  # load time per flip: poll 0.5 s + fetch ~3-4 s + warm-up
+FLIP_BUDGET_SECONDS = 10  # load time per flip: the default poll (5 s) + fetch ~3-4 s + warm-up
 OURS = "rtdeploy serve"
 LIKE_FOR_LIKE = "mlflow models serve, same LiteRT pyfunc"
 FETCH_PEAK_METRIC = "rtdeploy_fetch_peak_rss_bytes"
@@ -418,7 +418,7 @@ def servers(folder: str, keras_uri: str, litert_uri: str) -> list[Server]:
     noop = [sys.executable, "-m", "uvicorn", "noop_app:app", "--port", "{port}", "--log-level", "warning",
             "--no-access-log", "--app-dir", folder]  # fmt: skip
     return [
-        Server(OURS, [*rtdeploy, "--poll_seconds", "0.5", "--prediction_log", f"{folder}/p1.db"], "/ready"),
+        Server(OURS, [*rtdeploy, "--prediction_log", f"{folder}/p1.db"], "/ready"),  # defaults: poll every 5 s
         Server(
             f"{OURS}, batching on (max_batch_size 32, wait 0)",
             [*rtdeploy, "--max_batch_size", "32", "--max_batch_wait_ms", "0", "--prediction_log", f"{folder}/p2.db"],
@@ -914,21 +914,25 @@ def main() -> None:
             repeats = max(args.repeats, LOG_COST_REPEATS)
             cost = log_cost(folder, env, script, args.seconds, repeats)
             write_section("Prediction log cost on the request path", f"{command} --only log-cost", cost)
+            write_readme_block("log-cost", table_of(cost))
             print(cost)
         if args.only in (None, "workers"):
             table = workers(folder, env, script, args.seconds, args.repeats)
             write_section("Several server processes on one port", f"{command} --only workers", table)
+            write_readme_block("workers", table_of(table))
             print(table)
         if args.only in (None, "protocols"):
             concurrencies = args.concurrency or PROTOCOLS_CONCURRENCY
             table = protocols(folder, env, sample, args.seconds, args.repeats, concurrencies)
             title = "Open Inference Protocol: v2 REST and gRPC beside /invocations"
             write_section(title, f"{command} --only protocols{concurrency_option(args)}", table)
+            write_readme_block("protocols", headline_of(table))
             print(table)
         if args.only in (None, "log-sync"):
             table = log_sync(folder, env, script, args.seconds, args.repeats, args.concurrency or LOG_SYNC_CONCURRENCY)
             title = "Prediction log durability: log_sync normal and full"
             write_section(title, f"{command} --only log-sync{concurrency_option(args)}", table)
+            write_readme_block("log-sync", table_of(table))
             print(table)
         if args.only in (None, "serving"):
             rows, flips = [], None
@@ -936,9 +940,28 @@ def main() -> None:
                 measured, flipped = measure(server, env, script, args.seconds, args.repeats)
                 rows += measured
                 flips = flips or flipped
-            write_section("Serving (digits, one sample per request)", f"{command} --only serving",
-                          report(rows, flips, args.repeats))  # fmt: skip
-            print(report(rows, flips, args.repeats))
+            serving = report(rows, flips, args.repeats)
+            write_section("Serving (digits, one sample per request)", f"{command} --only serving", serving)
+            write_readme_block("serving", headline_of(serving))
+            print(serving)
+
+
+def table_of(body: str) -> str:
+    """A section's first table: what README shows of it (the rest stays in RESULTS.md)."""
+    lines = body.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return "\n".join(lines[start:end])
+
+
+def headline_of(body: str) -> str:
+    """A section's headline bullets (the list after its "Headline" line) and its alias-flip line, if any."""
+    lines = body.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Headline"))
+    bullets = [line for line in lines[start + 1 :] if line.strip()]
+    bullets = bullets[: next((i for i, line in enumerate(bullets) if not line.startswith("- ")), len(bullets))]
+    flips = [f"- {line}" for line in lines if line.startswith("Alias flips")]
+    return "\n".join([lines[start], "", *bullets, *flips])
 
 
 def concurrency_option(args) -> str:
@@ -982,7 +1005,8 @@ def report(rows: list[Row], flips: dict | None, repeats: int) -> str:
         lines += [
             "",
             f"Alias flips under load (concurrency 16, {FLIPS} flips, {int(flips['reloads'])} reloads counted by the "
-            f"server; alias move to new version served in median {statistics.median(swaps):.1f} s, "
+            f"server; with the default poll_seconds, the alias move to the new version served in median "
+            f"{statistics.median(swaps):.1f} s, "
             f"{min(swaps):.1f}–{max(swaps):.1f} s): {flips['during']['errors']} failed requests of "
             f"{flips['during']['requests']:,}; p99 during flips {flips['during']['p99']:.2f} ms vs steady "
             f"{flips['steady']['p99']:.2f} ms (p50 {flips['during']['p50']:.2f} vs {flips['steady']['p50']:.2f} ms).",
