@@ -26,13 +26,13 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from steps import contract
 from steps.config import parse_config, run_cli
+from steps.core.stats import Accuracy, accuracy
 from steps.data import Dataset, load_dataset
 from steps.lineage import check_model_reference, variant_of
 from steps.measure import sizes
 from steps.pyfunc import predict_classes
 from steps.report import confusion_examples_figure, confusion_matrix_figure, error_rate_figure
 from steps.settings import EvaluateConfig
-from steps.stats import Accuracy, accuracy
 from steps.tracking import log_config, log_dataset, set_variant_tags, step_run
 
 BATCH_SIZE = 32  # throughput is measured on batches of this size

@@ -22,8 +22,8 @@ from mlflow.models import EvaluationResult, MetricThreshold
 from mlflow.models.evaluation.validation import ModelValidationFailedException
 
 from steps import contract
+from steps.core.stats import Accuracy, PairedComparison, mcnemar, proportion
 from steps.settings import GateConfig
-from steps.stats import Accuracy, PairedComparison, mcnemar, proportion
 
 FLOAT_SLACK = 1e-9  # 0.978 - 0.983 is -0.0050000000000000044 in floats: still within a 0.005 tolerance
 

@@ -13,10 +13,10 @@ import mlflow
 
 from steps import contract
 from steps.config import UsageError
+from steps.core.selection import VariantRow
 from steps.data import Dataset, load_dataset
 from steps.measure import Baseline
 from steps.registry import get_version
-from steps.selection import VariantRow
 from steps.settings import TrainConfig
 from steps.tracking import check_store
 

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from steps import contract
+from steps.core.stats import Accuracy, accuracy
+from steps.core.timing import latency_percentiles_ms
 from steps.data import Dataset
 from steps.litert_runtime import LiteRTClassifier
-from steps.stats import Accuracy, accuracy
-from steps.timing import latency_percentiles_ms
 
 LATENCY_WARMUP = 50  # first invocations allocate and fill caches: not what a server sees
 LATENCY_RUNS = 500

@@ -30,13 +30,13 @@ from mlflow.exceptions import MlflowException
 
 from steps import contract
 from steps.config import StepFailed, UsageError, parse_config, run_cli
+from steps.core.stats import proportion
+from steps.core.timing import percentiles_ms
 from steps.drift import DriftReport, Reference, drift_report
 from steps.monitor_report import figures_of, report_html
 from steps.reference import reference_of
 from steps.registry import get_version
 from steps.settings import MonitorConfig
-from steps.stats import proportion
-from steps.timing import percentiles_ms
 from steps.tracking import log_config, step_run
 from steps.traffic import Traffic, labelled_rows, log_files, parse_time, read, time_range
 

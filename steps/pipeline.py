@@ -21,11 +21,11 @@ from mlflow.utils.string_utils import quote
 
 from steps import contract
 from steps.config import GateRefused, StepFailed, as_parameters, parse_configs, run_cli
+from steps.core.plan import plan_for
+from steps.core.selection import VariantRow, select_best
 from steps.data import check_dataset
 from steps.lineage import check_model_reference, variant_row
-from steps.plan import plan_for
 from steps.report import comparison_figure, comparison_table
-from steps.selection import VariantRow, select_best
 from steps.settings import (
     ClusterConfig,
     PipelineConfig,

@@ -17,7 +17,7 @@ import mlflow
 import numpy as np
 
 from steps import contract
-from steps.timing import latency_percentiles_ms
+from steps.core.timing import latency_percentiles_ms
 
 WARMUP = 20  # untimed single-sample calls first
 THROUGHPUT_SECONDS = 2.0  # batch predictions for at least this long (and at least MIN_BATCHES)

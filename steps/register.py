@@ -15,11 +15,11 @@ from mlflow.entities.model_registry import ModelVersion
 
 from steps import contract
 from steps.config import GateRefused, parse_config, run_cli
+from steps.core.selection import VariantRow, select_best
 from steps.gate import Verdict
 from steps.lineage import variant_rows_of_pipeline
 from steps.promotion import register_challenger
 from steps.registry import RegistryError, describe
-from steps.selection import VariantRow, select_best
 from steps.settings import RegisterConfig
 from steps.tracking import log_config, step_run
 

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import ScalarFormatter  # noqa: E402
 
 from steps import contract  # noqa: E402
-from steps.selection import VariantRow, pareto_front, within_budget  # noqa: E402
+from steps.core.selection import VariantRow, pareto_front, within_budget  # noqa: E402
 
 TABLE_METRICS = (
     contract.VAL_ACCURACY,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from steps import contract
 from steps.config import require_choice, require_positive, setting
-from steps.plan import ALL_VARIANTS, plan_for
+from steps.core.plan import ALL_VARIANTS, plan_for
 
 ENV_MANAGERS = ("auto", "local", "virtualenv", "uv", "conda")
 MAX_SIMULATED_REQUESTS = 1_000_000  # simulate is bounded: it is a test tool, not a load generator left running

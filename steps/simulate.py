@@ -27,11 +27,11 @@ import numpy as np
 
 from steps import contract
 from steps.config import UsageError, parse_config, run_cli
+from steps.core.stats import Accuracy, proportion
+from steps.core.timing import percentiles_ms
 from steps.data import Dataset, load_dataset
 from steps.settings import SimulateConfig
 from steps.shifts import DEFAULT_SEVERITY, apply_drift
-from steps.stats import Accuracy, proportion
-from steps.timing import percentiles_ms
 from steps.tracking import log_config, step_run
 
 TIMEOUT_SECONDS = 30

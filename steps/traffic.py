@@ -23,7 +23,7 @@ import pandas as pd
 
 from steps import contract
 from steps.config import UsageError
-from steps.sqlite_files import read_only
+from steps.core.sqlite_files import read_only
 
 TABLES = ("predictions", "samples", "feedback", "refusals", "heartbeats")
 

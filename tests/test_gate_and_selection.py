@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from steps import contract
+from steps.core.plan import COMPRESSION_PLAN, plan_for
+from steps.core.selection import VariantRow, pareto_front, select_best, within_budget
+from steps.core.stats import proportion
 from steps.gate import decide, decide_update
-from steps.plan import COMPRESSION_PLAN, plan_for
-from steps.selection import VariantRow, pareto_front, select_best, within_budget
 from steps.settings import GateConfig
-from steps.stats import proportion
 
 
 def row(variant: str, val_drop: float, gzip_bytes: int, p50: float, test_accuracy: float = 0.98) -> VariantRow:

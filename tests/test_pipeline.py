@@ -16,8 +16,8 @@ from PIL import Image
 from conftest import entry_point_runs, mlflow_run, run_command
 from steps import contract
 from steps.config import as_parameters
+from steps.core.plan import COMPRESSION_PLAN
 from steps.pipeline import run_step
-from steps.plan import COMPRESSION_PLAN
 from steps.settings import TrainConfig
 
 pytestmark = pytest.mark.e2e

@@ -21,6 +21,7 @@ from PIL import Image
 
 from conftest import PROJECT, entry_point_runs, mlflow_run, store_in
 from steps import contract
+from steps.core.selection import BUDGET_SLACK, within_budget
 from steps.data import load_dataset
 from steps.registry import version_by_alias
 from steps.search import (
@@ -33,7 +34,6 @@ from steps.search import (
     nothing_within,
     scale_range,
 )
-from steps.selection import BUDGET_SLACK, within_budget
 from steps.sensitivity import MAX_SPARSITY, SPARSITIES, scaled_targets, tolerated_sparsity
 from steps.settings import SearchConfig
 

@@ -31,11 +31,11 @@ from server_process import ServerProcess, free_port, wait_for
 from steps import contract
 from steps.architectures import build_model
 from steps.convert import to_tflite
+from steps.core.sqlite_files import read_only
 from steps.data import load_dataset
 from steps.serve.oip import grpc_predict_v2_pb2 as pb
 from steps.serve.oip import grpc_predict_v2_pb2_grpc as pb_grpc
 from steps.serve.registry import LookupFailed, alias_lookup
-from steps.sqlite_files import read_only
 from steps.tracking import log_litert_model
 from steps.traffic import log_files
 

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from steps.stats import accuracy, mcnemar, proportion
+from steps.core.stats import accuracy, mcnemar, proportion
 
 
 def wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:

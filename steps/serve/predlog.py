@@ -47,8 +47,8 @@ import numpy as np
 
 from steps import contract
 from steps.config import UsageError
+from steps.core.sqlite_files import read_only
 from steps.serve.runtime import ModelRef, ServedModel
-from steps.sqlite_files import read_only
 
 log = logging.getLogger("rtdeploy.serve")
 LAYOUT = contract.PREDICTION_LOG_LAYOUT
