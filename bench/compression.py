@@ -33,7 +33,7 @@ import steps  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before tensorflow)
 from results import write_readme_block, write_section  # noqa: E402
 from steps import contract  # noqa: E402
 from steps.core.timing import latency_percentiles_ms  # noqa: E402
-from steps.data import load_dataset  # noqa: E402
+from steps.datasets.data import load_dataset  # noqa: E402
 from steps.litert_runtime import LiteRTClassifier  # noqa: E402
 from steps.measure import LATENCY_RUNS, LATENCY_WARMUP, single_sample_latency_ms  # noqa: E402
 

@@ -6,7 +6,7 @@ the test split, as `register` makes them. Within one rate the windows share no s
 are cut into disjoint windows (7 of 50), so each window is an independent trial against the reference and the
 95% Clopper-Pearson interval over them is the honest figure, wide as it is. False alarms: the clean windows the
 profile's calibration stores (also at 100 and 200 samples, 3 and 1 windows). Detection: the same cut, each
-window drifted at the kind's default severity (`steps/shifts.py`). About 2 minutes on 2 cores. Writes
+window drifted at the kind's default severity (`steps/datasets/corruptions.py`). About 2 minutes on 2 cores. Writes
 bench/RESULTS.md and README's block `drift`.
 
     python bench/drift.py
@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import steps  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before tensorflow)
 from results import write_readme_block, write_section  # noqa: E402
 from steps import contract  # noqa: E402
+from steps.datasets.corruptions import DEFAULT_SEVERITY, SEVERITY_MEANING  # noqa: E402
 from steps.drift import DEFAULT_ALPHA, calibrate, make_reference  # noqa: E402
 from steps.drift_rates import WINDOW, measure, rates_of  # noqa: E402
-from steps.shifts import DEFAULT_SEVERITY, SEVERITY_MEANING  # noqa: E402
 
 ALPHAS = (DEFAULT_ALPHA, 0.05)
 
@@ -34,7 +34,7 @@ def deployable():
     """The digits model `train` makes with its defaults, converted and run by LiteRT as the server runs it."""
     from steps.architectures import build_model
     from steps.convert import to_tflite
-    from steps.data import load_dataset
+    from steps.datasets.data import load_dataset
     from steps.litert_runtime import LiteRTClassifier
     from steps.settings import TrainConfig
     from steps.training import train

@@ -19,7 +19,7 @@ import mlflow
 
 from steps import contract
 from steps.config import StepFailed, as_parameters, parse_config, run_cli
-from steps.data import DatasetError
+from steps.datasets.data import DatasetError
 from steps.lineage import data_of_run
 from steps.pipeline import detect_env_manager, run_step
 from steps.settings import AutopilotConfig, MonitorConfig, UpdateConfig

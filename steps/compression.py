@@ -29,7 +29,7 @@ from tensorflow_model_optimization.python.core.clustering.keras.experimental imp
 from steps import contract
 from steps.architectures import kernel_sparsity
 from steps.convert import to_tflite
-from steps.data import Dataset
+from steps.datasets.data import Dataset
 from steps.settings import ClusterConfig, PruneConfig, QuantizeConfig
 from steps.training import fine_tune, independent_copy
 

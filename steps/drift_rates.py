@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from steps import contract
+from steps.datasets.corruptions import apply_drift
 from steps.drift import DEFAULT_ALPHA, Reference, disjoint_windows, drift_report, rate_interval, verdict
-from steps.shifts import apply_drift
 
 WINDOW = 50  # samples per window: the digits test split (360) makes 7 disjoint windows of it
 Predict = Callable[[np.ndarray], np.ndarray]

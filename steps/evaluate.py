@@ -27,7 +27,7 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from steps import contract
 from steps.config import parse_config, run_cli
 from steps.core.stats import Accuracy, accuracy
-from steps.data import Dataset, load_dataset
+from steps.datasets.data import Dataset, load_dataset
 from steps.lineage import check_model_reference, variant_of
 from steps.measure import sizes
 from steps.pyfunc import predict_classes

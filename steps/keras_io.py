@@ -10,7 +10,7 @@ import tf_keras as keras
 from steps import contract
 from steps.architectures import build_model
 from steps.config import UsageError, is_missing
-from steps.data import Dataset
+from steps.datasets.data import Dataset
 from steps.lineage import is_model_uri
 from steps.settings import TrainConfig
 from steps.tracking import example_input, model_signature

@@ -14,7 +14,7 @@ import mlflow
 from steps import contract
 from steps.config import UsageError
 from steps.core.selection import VariantRow
-from steps.data import Dataset, load_dataset
+from steps.datasets.data import Dataset, load_dataset
 from steps.measure import Baseline
 from steps.registry import get_version
 from steps.settings import TrainConfig

@@ -15,7 +15,7 @@ import numpy as np
 from steps import contract
 from steps.core.stats import Accuracy, accuracy
 from steps.core.timing import latency_percentiles_ms
-from steps.data import Dataset
+from steps.datasets.data import Dataset
 from steps.litert_runtime import LiteRTClassifier
 
 LATENCY_WARMUP = 50  # first invocations allocate and fill caches: not what a server sees

@@ -23,7 +23,7 @@ from steps import contract
 from steps.config import GateRefused, StepFailed, as_parameters, parse_configs, run_cli
 from steps.core.plan import plan_for
 from steps.core.selection import VariantRow, select_best
-from steps.data import check_dataset
+from steps.datasets.data import check_dataset
 from steps.lineage import check_model_reference, variant_row
 from steps.report import comparison_figure, comparison_table
 from steps.settings import (

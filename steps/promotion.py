@@ -12,7 +12,7 @@ import numpy as np
 from mlflow.entities.model_registry import ModelVersion
 
 from steps import contract
-from steps.data import Dataset
+from steps.datasets.data import Dataset
 from steps.gate import Verdict, decide
 from steps.lineage import data_of_run
 from steps.pyfunc import predict_classes

@@ -36,7 +36,7 @@ import mlflow
 from steps import contract
 from steps.config import GateRefused, StepFailed, UsageError, parse_config, run_cli
 from steps.core.selection import within_budget
-from steps.data import Dataset, load_dataset
+from steps.datasets.data import Dataset, load_dataset
 from steps.lineage import check_model_reference
 from steps.settings import ClusterConfig, PruneConfig, QuantizeConfig, SearchConfig
 from steps.tracking import log_config, log_dataset, step_run

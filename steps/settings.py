@@ -328,7 +328,9 @@ class SimulateConfig:
     concurrency: int = setting(4, "requests in flight at once")
     drift: str = setting("none", f"what to do to the samples first: {', '.join(contract.DRIFTS)}")
     severity: str = setting(
-        "default", "strength of the drift in its kind's unit (steps/shifts.py), or 'default': what monitoring must see"
+        "default",
+        "strength of the drift in its kind's unit (steps/datasets/corruptions.py), or 'default': what monitoring "
+        "must see",
     )
     feedback_fraction: float = setting(0.5, "share of predictions whose true label is sent to /feedback")
     seed: int = setting(42, "which samples, in which order, and the drift's randomness")

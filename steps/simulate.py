@@ -2,7 +2,7 @@
 
 Sends `requests` test-split samples of `dataset` to `POST /invocations`, one
 sample per request, `concurrency` at a time; after `drift` at `severity` (in
-the drift kind's unit, see steps/shifts.py; `default` is the strength
+the drift kind's unit, see steps/datasets/corruptions.py; `default` is the strength
 monitoring is tested to detect). For a `feedback_fraction`
 share of the answered predictions it sends the true label to `POST /feedback`
 under the answer's X-Request-Id, so `monitor` can measure live accuracy. It
@@ -29,9 +29,9 @@ from steps import contract
 from steps.config import UsageError, parse_config, run_cli
 from steps.core.stats import Accuracy, proportion
 from steps.core.timing import percentiles_ms
-from steps.data import Dataset, load_dataset
+from steps.datasets.corruptions import DEFAULT_SEVERITY, apply_drift
+from steps.datasets.data import Dataset, load_dataset
 from steps.settings import SimulateConfig
-from steps.shifts import DEFAULT_SEVERITY, apply_drift
 from steps.tracking import log_config, step_run
 
 TIMEOUT_SECONDS = 30

@@ -23,7 +23,7 @@ from mlflow.types.schema import Schema, TensorSpec
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
 from steps import contract, litert_model, litert_runtime
-from steps.data import Dataset
+from steps.datasets.data import Dataset
 from steps.measure import Baseline, DeployableMeasurement, measure_deployable, variant_metrics
 
 # What a LiteRT deployable needs at serving time: no tensorflow.

@@ -11,7 +11,7 @@ import mlflow
 
 from steps import contract
 from steps.config import parse_config, run_cli
-from steps.data import load_dataset
+from steps.datasets.data import load_dataset
 from steps.lineage import check_model_reference
 from steps.settings import TrainConfig
 from steps.tracking import check_store, log_config, log_dataset, log_deployable, log_epoch, set_variant_tags, step_run

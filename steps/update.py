@@ -39,7 +39,7 @@ from mlflow.entities.model_registry import ModelVersion
 
 from steps import contract
 from steps.config import GateRefused, StepFailed, as_parameters, parse_config, run_cli
-from steps.data import Dataset, DatasetError, load_dataset
+from steps.datasets.data import Dataset, DatasetError, load_dataset
 from steps.labelled import NOT_A_CLASS, labelled_samples
 from steps.lineage import data_of_run, lineage
 from steps.pipeline import detect_env_manager, project_commit, run_step

@@ -10,7 +10,7 @@ classes the new data lacks, make `replay_fraction` of it (so, shuffled each
 epoch, of every batch on average), and the new training samples, repeated
 evenly, the rest. The old test split is carried unchanged: the
 gate compares champion and challenger on it and on the new held-out samples,
-separately. Saved as a data set .npz (steps/data.py reads it back, class order
+separately. Saved as a data set .npz (steps/datasets/data.py reads it back, class order
 and validation split included). numpy only.
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from steps.data import NPZ_CLASS_NAMES, Dataset, DatasetError, stratified_split
+from steps.datasets.data import NPZ_CLASS_NAMES, Dataset, DatasetError, stratified_split
 
 NEW_TEST_FRACTION = 0.3  # of the new samples: held out, the gate's new data
 NEW_VAL_FRACTION = 0.2  # of the rest: early stopping

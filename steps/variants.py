@@ -18,7 +18,7 @@ from steps import contract
 from steps.architectures import predicted_classes
 from steps.config import UsageError
 from steps.convert import to_tflite
-from steps.data import Dataset
+from steps.datasets.data import Dataset
 from steps.keras_io import load_keras_model, log_keras_model, require_fit
 from steps.lineage import baseline_of, recipe_of, set_lineage_tags, source_run_id
 from steps.measure import Baseline, measure_deployable

@@ -15,7 +15,7 @@ import pytest
 from conftest import run_command
 from serve_support import tiny_tflite
 from steps import contract
-from steps.data import load_dataset
+from steps.datasets.data import load_dataset
 from steps.registry import register_deployable
 from steps.serve.predlog import PredictionLog
 from steps.serve.runtime import ModelRef

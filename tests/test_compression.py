@@ -12,7 +12,7 @@ from steps import contract
 from steps.architectures import build_model, kernel_sparsity
 from steps.compression import M_BY_N, cluster_model, prune_model, qat_scheme_name, quantize
 from steps.convert import to_tflite
-from steps.data import load_dataset
+from steps.datasets.data import load_dataset
 from steps.keras_io import ModelLoadError, log_keras_model
 from steps.lineage import set_lineage_tags
 from steps.litert_runtime import LiteRTClassifier

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from steps.data import DatasetError, load_dataset
+from steps.datasets.data import DatasetError, load_dataset
 
 
 def _save_npz(path, n_train=60, n_test=20, shape=(6, 6), classes=3, dtype=np.uint8, **overrides):

@@ -22,6 +22,7 @@ import steps.drift
 import steps.drift_rates
 from conftest import run_command
 from steps import contract
+from steps.datasets.corruptions import DEFAULT_SEVERITY, SEVERITY_MEANING, apply_drift
 from steps.drift import (
     ARRAYS_FILE,
     DEFAULT_ALPHA,
@@ -44,7 +45,6 @@ from steps.drift import (
     verdict,
 )
 from steps.drift_rates import WINDOW, measure
-from steps.shifts import DEFAULT_SEVERITY, SEVERITY_MEANING, apply_drift
 
 LIVE = 200  # samples in a window of the fast tests (the rates below are measured on windows of WINDOW)
 # Most clean windows of 7 that may alarm, per alpha: what a true rate at the Bonferroni bound (alpha) exceeds in
@@ -230,7 +230,8 @@ def test_traffic_that_does_not_fit_the_reference_is_refused(reference):
 def test_drift_and_shifts_need_numpy_and_scipy_only():
     """`monitor` and `simulate` run them in light processes: nothing beyond what numpy and scipy load themselves."""
     probe = (
-        "import sys, numpy, scipy.stats, scipy.ndimage; before = set(sys.modules); import steps.drift, steps.shifts; "
+        "import sys, numpy, scipy.stats, scipy.ndimage; before = set(sys.modules); "
+        "import steps.drift, steps.datasets.corruptions; "
         "print(sorted({m.split('.')[0] for m in set(sys.modules) - before} - set(sys.stdlib_module_names)))"
     )
     result = run_command([sys.executable, "-c", probe])
@@ -432,7 +433,7 @@ def deployable():
     """A digits cnn trained as `train` trains it (fewer epochs), run by LiteRT as the server runs it."""
     from steps.architectures import build_model
     from steps.convert import to_tflite
-    from steps.data import load_dataset
+    from steps.datasets.data import load_dataset
     from steps.litert_runtime import LiteRTClassifier
     from steps.settings import TrainConfig
     from steps.training import train

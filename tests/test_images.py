@@ -1,4 +1,4 @@
-"""Image files become model inputs by one set of rules, shared by training and serving (steps.images).
+"""Image files become model inputs by one set of rules, shared by training and serving (steps.datasets.images).
 
 Each test builds an image, computes the pixels it must give by hand (numpy,
 not the code under test), and compares: gray and colour, 8 and 16 bits, alpha,
@@ -16,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from steps.data import load_dataset
-from steps.images import ImageError, decode_image
+from steps.datasets.data import load_dataset
+from steps.datasets.images import ImageError, decode_image
 
 RNG = np.random.default_rng(3)
 

@@ -88,7 +88,7 @@ def test_promote_and_rollback_run_through_the_gate_without_loading_tensorflow(tr
 
     from serve_support import tiny_tflite
     from steps import contract
-    from steps.data import load_dataset
+    from steps.datasets.data import load_dataset
     from steps.registry import register_deployable
     from steps.tracking import log_litert_model
 

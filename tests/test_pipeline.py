@@ -71,7 +71,7 @@ def test_both_models_load_back_in_a_fresh_process_and_agree(first_main):
     script = f"""
 import json, mlflow, numpy as np
 import steps
-from steps.data import load_dataset
+from steps.datasets.data import load_dataset
 data = load_dataset("digits")
 keras_model = mlflow.tensorflow.load_model("runs:/{run_id}/{contract.KERAS_MODEL}")
 keras_pyfunc = mlflow.pyfunc.load_model("runs:/{run_id}/{contract.KERAS_MODEL}")

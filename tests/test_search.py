@@ -22,7 +22,7 @@ from PIL import Image
 from conftest import PROJECT, entry_point_runs, mlflow_run, store_in
 from steps import contract
 from steps.core.selection import BUDGET_SLACK, within_budget
-from steps.data import load_dataset
+from steps.datasets.data import load_dataset
 from steps.registry import version_by_alias
 from steps.search import (
     FIRST_CLUSTERS,

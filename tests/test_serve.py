@@ -32,7 +32,7 @@ from steps import contract
 from steps.architectures import build_model
 from steps.convert import to_tflite
 from steps.core.sqlite_files import read_only
-from steps.data import load_dataset
+from steps.datasets.data import load_dataset
 from steps.serve.oip import grpc_predict_v2_pb2 as pb
 from steps.serve.oip import grpc_predict_v2_pb2_grpc as pb_grpc
 from steps.serve.registry import LookupFailed, alias_lookup
@@ -90,7 +90,7 @@ def test_the_serving_process_never_imports_tensorflow_mlflow_or_pandas(registry)
     grpc only when grpc_port asks for it."""
     heavy = ("tensorflow", "tf_keras", "keras", "mlflow", "pandas", "grpc")
     script = (
-        "import sys; from steps.serve import app, cli, dataplane, runtime, server; import steps.images; "
+        "import sys; from steps.serve import app, cli, dataplane, runtime, server; import steps.datasets.images; "
         f"m = runtime.fetch('models:/{MODEL}/1').model; m.warm(4); "
         f"print(sorted(k for k in sys.modules if k.split('.')[0] in {heavy!r}))"
     )

@@ -26,7 +26,7 @@ from serve_support import (
     MlflowInProcess,
     tiny_tflite,
 )
-from steps.data import Dataset
+from steps.datasets.data import Dataset
 from steps.tracking import log_litert_model
 
 RNG = np.random.default_rng(7)

@@ -36,7 +36,7 @@ from conftest import entry_point_runs, mlflow_run
 from serve_support import tiny_tflite
 from server_process import ServerProcess, wait_for
 from steps import contract, registry
-from steps.data import load_dataset
+from steps.datasets.data import load_dataset
 from steps.lineage import variant_rows_of_pipeline
 from steps.tracking import experiment_id, log_litert_model
 

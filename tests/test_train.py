@@ -12,7 +12,7 @@ from PIL import Image
 from conftest import mlflow_run
 from steps import contract
 from steps.architectures import build_model
-from steps.data import load_dataset
+from steps.datasets.data import load_dataset
 from steps.keras_io import ModelLoadError, initial_model
 from steps.settings import TrainConfig
 from steps.train import main

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from steps.data import Dataset, DatasetError, load_dataset
+from steps.datasets.data import Dataset, DatasetError, load_dataset
 from steps.labelled import NOT_A_CLASS, NOT_KEPT, WRONG_SHAPE, labelled_samples
 from steps.serve.predlog import PredictionLog
 from steps.serve.runtime import ModelRef

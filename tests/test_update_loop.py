@@ -21,7 +21,7 @@ import pytest
 from conftest import mlflow_run
 from server_process import free_port
 from steps import contract
-from steps.data import load_dataset
+from steps.datasets.data import load_dataset
 
 pytestmark = pytest.mark.e2e
 MODEL = "updated-digits"  # its own registered model: other e2e tests move digits-classifier's aliases

@@ -5,7 +5,7 @@ object with exactly one of `instances`, `inputs`, `dataframe_split`,
 `dataframe_records` (plus optional `params`), or CSV with a header row; it
 answers `{"predictions": [[p_class0, p_class1, ...], ...]}`. `/predict`
 takes one PNG/JPEG image, decoded as training decoded its images
-(`steps.images`), and answers labels. Tables are read without pandas, which
+(`steps.datasets.images`), and answers labels. Tables are read without pandas, which
 would add 50 MB to the server for two list conversions. Every failure is a
 `ServeError` naming what the client should change.
 """
@@ -114,13 +114,13 @@ def format_predictions(probabilities: np.ndarray) -> bytes:
 
 
 def image_input(data: bytes, sample_shape: tuple[int, ...]) -> np.ndarray:
-    """One PNG/JPEG -> a batch of one for the model, decoded as in training (`steps.images`)."""
+    """One PNG/JPEG -> a batch of one for the model, decoded as in training (`steps.datasets.images`)."""
     if len(sample_shape) != 3 or sample_shape[-1] not in (1, 3):
         raise BadRequest(
             f"/predict takes images for models of 1 or 3 channels; this one takes {sample_shape}: "
             "send its pixels to /invocations"
         )
-    from steps.images import ImageError, decode_image  # Pillow (3 MB) only in servers that get images
+    from steps.datasets.images import ImageError, decode_image  # Pillow (3 MB) only in servers that get images
 
     try:
         return decode_image(data, sample_shape, max_pixels=MAX_IMAGE_PIXELS)[np.newaxis]

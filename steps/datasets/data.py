@@ -192,7 +192,7 @@ def _indexed_labels(labels: dict[str, np.ndarray], class_names: np.ndarray, what
 
 
 def _load_image_folder(folder: Path, image_size: int, seed: int) -> Dataset:
-    from steps.images import ImageError, decode_image
+    from steps.datasets.images import ImageError, decode_image
 
     if image_size < 1:
         raise DatasetError(f"image_size must be >= 1, got {image_size}")

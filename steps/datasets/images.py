@@ -1,4 +1,4 @@
-"""Image files to model inputs: one decoding shared by training (`steps.data`) and serving (`/predict`).
+"""Image files to model inputs: one decoding shared by training (`steps.datasets.data`) and serving (`/predict`).
 
 numpy and Pillow only, so the server can import it. A PNG or JPEG becomes
 float32 pixels in [0, 1] shaped (height, width, channels), by the same rules on
