@@ -34,8 +34,8 @@ from results import write_readme_block, write_section  # noqa: E402
 from steps import contract  # noqa: E402
 from steps.core.timing import latency_percentiles_ms  # noqa: E402
 from steps.datasets.data import load_dataset  # noqa: E402
-from steps.litert_runtime import LiteRTClassifier  # noqa: E402
-from steps.measure import LATENCY_RUNS, LATENCY_WARMUP, single_sample_latency_ms  # noqa: E402
+from steps.modeling.litert_runtime import LiteRTClassifier  # noqa: E402
+from steps.modeling.measure import LATENCY_RUNS, LATENCY_WARMUP, single_sample_latency_ms  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parents[1]
 KERAS_RUNS = 200  # model.predict costs tens of ms a call: fewer runs than LiteRT's

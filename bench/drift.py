@@ -32,12 +32,12 @@ ALPHAS = (DEFAULT_ALPHA, 0.05)
 
 def deployable():
     """The digits model `train` makes with its defaults, converted and run by LiteRT as the server runs it."""
-    from steps.architectures import build_model
-    from steps.convert import to_tflite
     from steps.datasets.data import load_dataset
-    from steps.litert_runtime import LiteRTClassifier
+    from steps.modeling.architectures import build_model
+    from steps.modeling.convert import to_tflite
+    from steps.modeling.litert_runtime import LiteRTClassifier
+    from steps.modeling.training import train
     from steps.settings import TrainConfig
-    from steps.training import train
 
     data = load_dataset("digits")
     config = TrainConfig()

@@ -8,7 +8,7 @@ whose input channels are not a multiple of four stay dense.
 Clustering: k-means++ centroids, at most `n_clusters` distinct values per
 kernel, so after quantization its bytes repeat and compress well; with
 `preserve_sparsity` a pruned parent's zeros stay zeros.
-Quantization: post-training modes convert directly (steps/convert.py); `qat`
+Quantization: post-training modes convert directly (steps/modeling/convert.py); `qat`
 fine-tunes with fake quantization first, using TFMOT's collaborative schemes
 (PQAT, CQAT, PCQAT) when the parent was pruned and/or clustered, so the zeros
 and shared values survive.
@@ -27,11 +27,11 @@ from tensorflow_model_optimization.python.core.clustering.keras.cluster_config i
 from tensorflow_model_optimization.python.core.clustering.keras.experimental import cluster as experimental_cluster
 
 from steps import contract
-from steps.architectures import kernel_sparsity
-from steps.convert import to_tflite
 from steps.datasets.data import Dataset
+from steps.modeling.architectures import kernel_sparsity
+from steps.modeling.convert import to_tflite
+from steps.modeling.training import fine_tune, independent_copy
 from steps.settings import ClusterConfig, PruneConfig, QuantizeConfig
-from steps.training import fine_tune, independent_copy
 
 M_BY_N = (2, 4)  # zeros, block length
 WEIGHT_LAYERS = (keras.layers.Conv2D, keras.layers.Dense)  # the layers pruned and clustered

@@ -4,7 +4,7 @@ Accuracy with its 95% interval, per-class precision/recall/F1 and the
 confusion matrix (scikit-learn), error types (error rate per true class) and
 error causes (the most frequent true -> predicted confusions, with example
 images), single-sample latency and batch throughput, peak memory of loading
-and predicting (measured by `steps.profile` in a fresh child process, so this
+and predicting (measured by `steps.modeling.profile` in a fresh child process, so this
 process's imports do not count), size and gzip size.
 """
 
@@ -29,8 +29,8 @@ from steps.config import parse_config, run_cli
 from steps.core.stats import Accuracy, accuracy
 from steps.datasets.data import Dataset, load_dataset
 from steps.lineage import check_model_reference, variant_of
-from steps.measure import sizes
-from steps.pyfunc import predict_classes
+from steps.modeling.measure import sizes
+from steps.modeling.pyfunc import predict_classes
 from steps.report import confusion_examples_figure, confusion_matrix_figure, error_rate_figure
 from steps.settings import EvaluateConfig
 from steps.tracking import log_config, log_dataset, set_variant_tags, step_run
@@ -101,12 +101,13 @@ def _top_confusions(confusion, predicted, truth, class_names, top: int, examples
 
 
 def profile_in_child(model_uri: str, x: np.ndarray, latency_runs: int) -> dict[str, float]:
-    """`python -m steps.profile` on the model: latency, throughput and peak memory of that process alone."""
+    """`python -m steps.modeling.profile` on the model: latency, throughput and peak memory of that process alone."""
     with tempfile.TemporaryDirectory() as folder:
         sample_path = Path(folder) / "sample.npy"
         np.save(sample_path, x[:PROFILE_SAMPLES].astype(np.float32))
         result = subprocess.run(
-            [sys.executable, "-m", "steps.profile", model_uri, str(sample_path), str(latency_runs), str(BATCH_SIZE)],
+            [sys.executable, "-m", "steps.modeling.profile", model_uri, str(sample_path), str(latency_runs),
+             str(BATCH_SIZE)],
             capture_output=True,
             text=True,
             timeout=PROFILE_TIMEOUT_SECONDS,

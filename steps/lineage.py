@@ -15,7 +15,7 @@ from steps import contract
 from steps.config import UsageError
 from steps.core.selection import VariantRow
 from steps.datasets.data import Dataset, load_dataset
-from steps.measure import Baseline
+from steps.modeling.measure import Baseline
 from steps.registry import get_version
 from steps.settings import TrainConfig
 from steps.tracking import check_store

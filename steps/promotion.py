@@ -15,7 +15,7 @@ from steps import contract
 from steps.datasets.data import Dataset
 from steps.gate import Verdict, decide
 from steps.lineage import data_of_run
-from steps.pyfunc import predict_classes
+from steps.modeling.pyfunc import predict_classes
 from steps.reference import reference_of
 from steps.registry import (
     describe,

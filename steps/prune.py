@@ -21,10 +21,10 @@ def main(argv: list[str] | None = None) -> None:
     data = load_dataset(config.dataset, image_size=config.image_size)
     check_model_reference(config.model_uri, "model_uri")
     # TensorFlow takes seconds and hundreds of MB to import: only once the settings and the data are usable.
-    from steps.architectures import kernel_sparsity
     from steps.compression import M_BY_N, prune_model
-    from steps.convert import to_tflite
-    from steps.training import epoch_callback
+    from steps.modeling.architectures import kernel_sparsity
+    from steps.modeling.convert import to_tflite
+    from steps.modeling.training import epoch_callback
     from steps.variants import load_parent, log_variant, start_variant_run
 
     parent = load_parent(config.model_uri, data)

@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     check_model_reference(config.model_uri, "model_uri")
     # TensorFlow takes seconds and hundreds of MB to import: only once the settings and the data are usable.
     from steps.compression import qat_scheme_name, quantize
-    from steps.training import epoch_callback
+    from steps.modeling.training import epoch_callback
     from steps.variants import load_parent, log_variant, start_variant_run
 
     parent = load_parent(config.model_uri, data)

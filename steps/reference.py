@@ -20,7 +20,7 @@ from mlflow.entities.model_registry import ModelVersion
 from steps import contract
 from steps.drift import ProfileError, Reference, calibrate, make_reference
 from steps.lineage import data_of_run
-from steps.litert_runtime import LiteRTClassifier
+from steps.modeling.litert_runtime import LiteRTClassifier
 
 
 def source_run_of(version: ModelVersion) -> str:

@@ -13,9 +13,9 @@ from __future__ import annotations
 import numpy as np
 import tf_keras as keras
 
-from steps.architectures import predicted_classes
 from steps.compression import WEIGHT_LAYERS, prune_model
 from steps.datasets.data import Dataset
+from steps.modeling.architectures import predicted_classes
 from steps.settings import PruneConfig
 
 SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)

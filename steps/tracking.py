@@ -22,9 +22,10 @@ from mlflow.models import ModelSignature
 from mlflow.types.schema import Schema, TensorSpec
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
-from steps import contract, litert_model, litert_runtime
+from steps import contract
 from steps.datasets.data import Dataset
-from steps.measure import Baseline, DeployableMeasurement, measure_deployable, variant_metrics
+from steps.modeling import litert_model, litert_runtime
+from steps.modeling.measure import Baseline, DeployableMeasurement, measure_deployable, variant_metrics
 
 # What a LiteRT deployable needs at serving time: no tensorflow.
 LITERT_REQUIREMENTS = [f"{name}=={version(name)}" for name in ("mlflow", "ai-edge-litert", "numpy", "pandas")]

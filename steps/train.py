@@ -2,7 +2,7 @@
 
 The float Keras model is the parent of every compressed variant; the float32
 .tflite is the baseline they are compared with. The work is
-`steps.training.train`; this module parses, checks the data and logs.
+`steps.modeling.training.train`; this module parses, checks the data and logs.
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ def main(argv: list[str] | None = None) -> None:
     else:
         check_store()
     # TensorFlow takes seconds and hundreds of MB to import: only once the settings and the data are usable.
-    from steps.architectures import kernel_sparsity
-    from steps.convert import to_tflite
-    from steps.keras_io import initial_model, log_keras_model
     from steps.lineage import set_lineage_tags
-    from steps.measure import Baseline
-    from steps.training import epoch_callback, train
+    from steps.modeling.architectures import kernel_sparsity
+    from steps.modeling.convert import to_tflite
+    from steps.modeling.keras_io import initial_model, log_keras_model
+    from steps.modeling.measure import Baseline
+    from steps.modeling.training import epoch_callback, train
 
     model = initial_model(config, data)
     with step_run(contract.TRAIN) as run:

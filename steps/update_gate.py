@@ -12,8 +12,8 @@ from mlflow.entities.model_registry import ModelVersion
 from steps import contract
 from steps.gate import Verdict, decide_update
 from steps.infra import serving_problem
+from steps.modeling.pyfunc import predict_classes
 from steps.promotion import announce_champion
-from steps.pyfunc import predict_classes
 from steps.reference import reference_of
 from steps.registry import (
     client,

@@ -15,13 +15,13 @@ import numpy as np
 import tf_keras as keras
 
 from steps import contract
-from steps.architectures import predicted_classes
 from steps.config import UsageError
-from steps.convert import to_tflite
 from steps.datasets.data import Dataset
-from steps.keras_io import load_keras_model, log_keras_model, require_fit
 from steps.lineage import baseline_of, recipe_of, set_lineage_tags, source_run_id
-from steps.measure import Baseline, measure_deployable
+from steps.modeling.architectures import predicted_classes
+from steps.modeling.convert import to_tflite
+from steps.modeling.keras_io import load_keras_model, log_keras_model, require_fit
+from steps.modeling.measure import Baseline, measure_deployable
 from steps.settings import FineTuneConfig
 from steps.tracking import log_config, log_dataset, log_deployable, set_variant_tags
 

@@ -30,8 +30,8 @@ def tiny_tflite(shape: tuple[int, int, int], n_classes: int) -> bytes:
     import tf_keras as keras
 
     import steps  # noqa: F401  (TF_USE_LEGACY_KERAS before tensorflow)
-    from steps.architectures import build_model
-    from steps.convert import to_tflite
+    from steps.modeling.architectures import build_model
+    from steps.modeling.convert import to_tflite
 
     keras.utils.set_random_seed(0)
     return to_tflite(build_model("cnn", shape, n_classes, width=4))

@@ -9,17 +9,17 @@ import numpy as np
 import pytest
 
 from steps import contract
-from steps.architectures import build_model, kernel_sparsity
 from steps.compression import M_BY_N, cluster_model, prune_model, qat_scheme_name, quantize
-from steps.convert import to_tflite
 from steps.datasets.data import load_dataset
-from steps.keras_io import ModelLoadError, log_keras_model
 from steps.lineage import set_lineage_tags
-from steps.litert_runtime import LiteRTClassifier
-from steps.measure import Baseline
+from steps.modeling.architectures import build_model, kernel_sparsity
+from steps.modeling.convert import to_tflite
+from steps.modeling.keras_io import ModelLoadError, log_keras_model
+from steps.modeling.litert_runtime import LiteRTClassifier
+from steps.modeling.measure import Baseline
+from steps.modeling.training import train
 from steps.settings import ClusterConfig, PruneConfig, QuantizeConfig, TrainConfig
 from steps.tracking import log_dataset, log_litert_model
-from steps.training import train
 from steps.variants import load_parent
 
 pytestmark = pytest.mark.e2e

@@ -431,12 +431,12 @@ def _centre(a, b):
 @pytest.fixture(scope="module")
 def deployable():
     """A digits cnn trained as `train` trains it (fewer epochs), run by LiteRT as the server runs it."""
-    from steps.architectures import build_model
-    from steps.convert import to_tflite
     from steps.datasets.data import load_dataset
-    from steps.litert_runtime import LiteRTClassifier
+    from steps.modeling.architectures import build_model
+    from steps.modeling.convert import to_tflite
+    from steps.modeling.litert_runtime import LiteRTClassifier
+    from steps.modeling.training import train
     from steps.settings import TrainConfig
-    from steps.training import train
 
     data = load_dataset("digits")
     config = TrainConfig(epochs=15)

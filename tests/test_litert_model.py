@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 import tf_keras as keras
 
-from steps.architectures import build_model
-from steps.convert import to_tflite
-from steps.litert_runtime import InputError, LiteRTClassifier, to_batch
+from steps.modeling.architectures import build_model
+from steps.modeling.convert import to_tflite
+from steps.modeling.litert_runtime import InputError, LiteRTClassifier, to_batch
 
 SHAPE = (8, 8, 1)
 

@@ -29,10 +29,10 @@ from PIL import Image
 from conftest import PROJECT, run_command, store_in
 from server_process import ServerProcess, free_port, wait_for
 from steps import contract
-from steps.architectures import build_model
-from steps.convert import to_tflite
 from steps.core.sqlite_files import read_only
 from steps.datasets.data import load_dataset
+from steps.modeling.architectures import build_model
+from steps.modeling.convert import to_tflite
 from steps.serve.oip import grpc_predict_v2_pb2 as pb
 from steps.serve.oip import grpc_predict_v2_pb2_grpc as pb_grpc
 from steps.serve.registry import LookupFailed, alias_lookup
@@ -507,7 +507,7 @@ def test_a_full_queue_answers_503_with_retry_after_instead_of_growing(registry, 
 
 def test_infra_validation_serves_a_version_in_a_fresh_process_and_names_what_stops_another(registry, digits):
     from steps.infra import serving_problem
-    from steps.pyfunc import predict_classes
+    from steps.modeling.pyfunc import predict_classes
 
     x = digits.x_test[:16]
     expected = predict_classes(f"models:/{MODEL}/1", x)

@@ -11,12 +11,12 @@ from PIL import Image
 
 from conftest import mlflow_run
 from steps import contract
-from steps.architectures import build_model
 from steps.datasets.data import load_dataset
-from steps.keras_io import ModelLoadError, initial_model
+from steps.modeling.architectures import build_model
+from steps.modeling.keras_io import ModelLoadError, initial_model
+from steps.modeling.training import make_optimizer, train
 from steps.settings import TrainConfig
 from steps.train import main
-from steps.training import make_optimizer, train
 
 TINY = ["--epochs", "2", "--width", "4"]
 

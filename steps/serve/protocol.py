@@ -18,7 +18,7 @@ import io
 import numpy as np
 import orjson
 
-from steps.litert_runtime import InputError, to_batch
+from steps.modeling.litert_runtime import InputError, to_batch
 from steps.serve.errors import BadRequest, UnsupportedMediaType
 
 INPUT_KEYS = ("instances", "inputs", "dataframe_split", "dataframe_records")

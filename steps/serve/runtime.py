@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from steps.litert_runtime import LiteRTClassifier
+from steps.modeling.litert_runtime import LiteRTClassifier
 
 WARMUP_CALLS = 20
 FETCH_TIMEOUT_SECONDS = 300

@@ -18,7 +18,7 @@ from math import prod
 
 import numpy as np
 
-from steps.litert_runtime import InputError, to_batch
+from steps.modeling.litert_runtime import InputError, to_batch
 from steps.serve.errors import BadRequest, NotFound
 from steps.serve.runtime import ServedModel
 

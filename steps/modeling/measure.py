@@ -16,7 +16,7 @@ from steps import contract
 from steps.core.stats import Accuracy, accuracy
 from steps.core.timing import latency_percentiles_ms
 from steps.datasets.data import Dataset
-from steps.litert_runtime import LiteRTClassifier
+from steps.modeling.litert_runtime import LiteRTClassifier
 
 LATENCY_WARMUP = 50  # first invocations allocate and fill caches: not what a server sees
 LATENCY_RUNS = 500

@@ -8,13 +8,13 @@ import mlflow
 import tf_keras as keras
 
 from steps import contract
-from steps.architectures import build_model
 from steps.config import UsageError, is_missing
 from steps.datasets.data import Dataset
 from steps.lineage import is_model_uri
+from steps.modeling.architectures import build_model
+from steps.modeling.training import seed_everything
 from steps.settings import TrainConfig
 from steps.tracking import example_input, model_signature
-from steps.training import seed_everything
 
 
 class ModelLoadError(UsageError):

@@ -1,6 +1,6 @@
 """Latency, throughput and peak memory of loading and using a model through pyfunc, in a process of its own.
 
-`evaluate` runs `python -m steps.profile <model_uri_or_folder> <sample.npy>
+`evaluate` runs `python -m steps.modeling.profile <model_uri_or_folder> <sample.npy>
 <latency_runs> <batch_size>` so that only the model's own cost is measured
 (its tensorflow, if it needs one), not the evaluating process's. Prints one
 JSON line keyed by the contract's metric names.
@@ -54,7 +54,8 @@ def profile(model_uri: str, x: np.ndarray, latency_runs: int, batch_size: int) -
 
 def main(argv: list[str]) -> None:
     if len(argv) != 4:
-        sys.exit("usage: python -m steps.profile <model_uri_or_folder> <sample.npy> <latency_runs> <batch_size>")
+        sys.exit("usage: python -m steps.modeling.profile <model_uri_or_folder> <sample.npy> <latency_runs> "
+                 "<batch_size>")
     model_uri, sample_path, runs, batch_size = argv
     print(json.dumps(profile(model_uri, np.load(sample_path), int(runs), int(batch_size))))
 

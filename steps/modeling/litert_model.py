@@ -14,7 +14,7 @@ import numpy as np
 try:  # in a logged deployable: the runtime copied beside this file, whatever rtdeploy is installed
     from litert_runtime import LiteRTClassifier
 except ImportError:  # inside the rtdeploy package (while logging)
-    from steps.litert_runtime import LiteRTClassifier
+    from steps.modeling.litert_runtime import LiteRTClassifier
 
 TFLITE_ARTIFACT = "tflite"  # key of the .tflite file in the pyfunc model's artifacts
 
