@@ -1,6 +1,6 @@
 """`cluster` entry point: TFMOT weight clustering (k-means++ centroids) of a parent Keras model, with fine-tuning.
 
-The work is `steps.compression.cluster_model`; this module parses, checks the
+The work is `steps.compress.compression.cluster_model`; this module parses, checks the
 data, and logs the variant.
 """
 
@@ -21,11 +21,11 @@ def main(argv: list[str] | None = None) -> None:
     data = load_dataset(config.dataset, image_size=config.image_size)
     check_model_reference(config.model_uri, "model_uri")
     # TensorFlow takes seconds and hundreds of MB to import: only once the settings and the data are usable.
-    from steps.compression import cluster_model
+    from steps.compress.compression import cluster_model
+    from steps.compress.variants import load_parent, log_variant, start_variant_run
     from steps.modeling.architectures import kernel_sparsity
     from steps.modeling.convert import to_tflite
     from steps.modeling.training import epoch_callback
-    from steps.variants import load_parent, log_variant, start_variant_run
 
     parent = load_parent(config.model_uri, data)
     with step_run(contract.CLUSTER):

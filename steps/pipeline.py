@@ -20,6 +20,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_PROJECT_ENTRY_POI
 from mlflow.utils.string_utils import quote
 
 from steps import contract
+from steps.compress.recipes import RECIPE_CONFIGS
 from steps.config import GateRefused, StepFailed, as_parameters, parse_configs, run_cli
 from steps.core.plan import plan_for
 from steps.core.selection import VariantRow, select_best
@@ -27,16 +28,11 @@ from steps.datasets.data import check_dataset
 from steps.lineage import check_model_reference, variant_row
 from steps.report import comparison_figure, comparison_table
 from steps.settings import (
-    ClusterConfig,
     PipelineConfig,
-    PruneConfig,
-    QuantizeConfig,
     RegisterConfig,
     TrainConfig,
 )
 from steps.tracking import log_config, step_run
-
-STEP_CONFIGS = {contract.PRUNE: PruneConfig, contract.CLUSTER: ClusterConfig, contract.QUANTIZE: QuantizeConfig}
 
 
 @functools.cache
@@ -145,7 +141,7 @@ def run_pipeline(pipeline: PipelineConfig, train: TrainConfig) -> dict[str, str]
     data_settings = {"dataset": train.dataset, "image_size": train.image_size, "seed": train.seed}
     for planned in plan_for(pipeline.variants):
         parent_uri = f"runs:/{step_runs[planned.parent]}/{contract.KERAS_MODEL}"
-        config = STEP_CONFIGS[planned.entry_point](model_uri=parent_uri, **data_settings, **planned.settings)
+        config = RECIPE_CONFIGS[planned.entry_point](model_uri=parent_uri, **data_settings, **planned.settings)
         step_runs[planned.key] = step(planned.entry_point, config)
     mlflow.set_tags({contract.TAG_STEP_RUN.format(step=key): run_id for key, run_id in step_runs.items()})
     report_variants([variant_row(run_id) for run_id in step_runs.values()], pipeline.max_accuracy_drop)

@@ -1,6 +1,6 @@
 """`quantize` entry point: a parent Keras model -> a .tflite deployable, post-training or quantization-aware.
 
-The work is `steps.compression.quantize` (QAT, or PQAT/CQAT/PCQAT read from
+The work is `steps.compress.compression.quantize` (QAT, or PQAT/CQAT/PCQAT read from
 the parent's recipe); this module parses, checks the data, and logs the variant.
 """
 
@@ -19,9 +19,9 @@ def main(argv: list[str] | None = None) -> None:
     data = load_dataset(config.dataset, image_size=config.image_size)
     check_model_reference(config.model_uri, "model_uri")
     # TensorFlow takes seconds and hundreds of MB to import: only once the settings and the data are usable.
-    from steps.compression import qat_scheme_name, quantize
+    from steps.compress.compression import qat_scheme_name, quantize
+    from steps.compress.variants import load_parent, log_variant, start_variant_run
     from steps.modeling.training import epoch_callback
-    from steps.variants import load_parent, log_variant, start_variant_run
 
     parent = load_parent(config.model_uri, data)
     with step_run(contract.QUANTIZE):

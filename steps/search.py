@@ -1,6 +1,6 @@
 """`search` entry point: the smallest deployable within the accuracy budget, found by an Optuna study.
 
-1. Sensitivity (`steps.sensitivity`): each large layer pruned alone at rising
+1. Sensitivity (`steps.compress.sensitivity`): each large layer pruned alone at rising
    sparsity gives its ceiling, the highest sparsity it tolerates by itself.
 2. Trials: one global scale times those ceilings sets every layer's sparsity
    (a sensitivity-scaled target, Deep Compression's recipe); clusters per layer
@@ -27,13 +27,13 @@ from __future__ import annotations
 import json
 import math
 import re
-import shlex
 import time
 from pathlib import Path
 
 import mlflow
 
 from steps import contract
+from steps.compress.recipes import FINE_TUNING, TRIAL_QUANTIZE_MODE, stage_epochs
 from steps.config import GateRefused, StepFailed, UsageError, parse_config, run_cli
 from steps.core.selection import within_budget
 from steps.datasets.data import Dataset, load_dataset
@@ -60,10 +60,8 @@ HOPELESS_DROP = 0.03  # pruned alone this far beyond the budget, clustering and 
 SENSITIVITY_ATTR = "sensitivity"  # study user attribute: the table, shared by every process of the study
 SETTINGS_ATTR = "fine_tuning"  # trial user attribute: what besides its parameters decides its result
 REPEATS_ATTR = "repeats"  # trial user attribute: the earlier trial whose result it took
-QUANTIZE_MODES = {"ptq": "int8", "qat": "qat"}  # a trial's quantization -> quantize's mode
 SQLITE_WAIT_SECONDS = 60  # how long a search process waits for another's write to a shared SQLite study
 STORAGE_ATTEMPTS = 3
-FINE_TUNING = ("model_uri", "dataset", "image_size", "learning_rate", "batch_size", "seed")  # every stage's
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -72,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     data = load_dataset(config.dataset, image_size=config.image_size)
     check_model_reference(config.model_uri, "model_uri")
     # TensorFlow takes seconds and hundreds of MB to import: only once the settings and the data are usable.
-    from steps.variants import load_parent
+    from steps.compress.variants import load_parent
 
     parent = load_parent(config.model_uri, data)
     verdict = None
@@ -176,8 +174,8 @@ def _constraint(trial) -> list[float]:
 
 def shared_sensitivity(study, parent, data: Dataset, config: SearchConfig) -> dict[str, float]:
     """Each large layer's ceiling: from the study if another process made it, else measured and kept there."""
+    from steps.compress.sensitivity import sensitivity_table, tolerated_sparsity
     from steps.report import sensitivity_figure
-    from steps.sensitivity import sensitivity_table, tolerated_sparsity
 
     rows = study.user_attrs.get(SENSITIVITY_ATTR)
     if rows is None:
@@ -210,9 +208,9 @@ def run_trial(trial, parent, data: Dataset, config: SearchConfig, tolerated: dic
     """Prune, cluster and quantize one candidate in a nested run; its gzip size (validation drop kept aside)."""
     import optuna
 
-    from steps.compression import cluster_model, prune_model, quantize
-    from steps.sensitivity import scaled_targets, val_accuracy
-    from steps.variants import log_variant, start_variant_run
+    from steps.compress.compression import cluster_model, prune_model, quantize
+    from steps.compress.sensitivity import scaled_targets, val_accuracy
+    from steps.compress.variants import log_variant, start_variant_run
 
     started = time.monotonic()
     scale = trial.suggest_float("prune_scale", *scale_range(tolerated), step=SCALE_STEP)
@@ -248,7 +246,7 @@ def run_trial(trial, parent, data: Dataset, config: SearchConfig, tolerated: dic
             if layer_clusters:
                 model = cluster_model(model, data, _cluster_config(config), layer_clusters=layer_clusters).model
                 steps.append({"step": contract.CLUSTER})
-            quantize_config = _quantize_config(config, QUANTIZE_MODES[quantization])
+            quantize_config = _quantize_config(config, TRIAL_QUANTIZE_MODE[quantization])
             tflite, kernel_sparsity = quantize(model, data, quantize_config, steps)
             metrics = log_variant(variant, None, tflite, data, parent, kernel_sparsity)
         mlflow.set_tag(contract.TAG_TRIAL_STATE, "pruned" if hopeless else "complete")  # the run itself FINISHED
@@ -305,7 +303,7 @@ def repeat(trial, twin) -> float:
 def scale_range(tolerated: dict[str, float]) -> tuple[float, float]:
     """SCALE_RANGE, cut at the first step where every layer has reached MAX_SPARSITY: a larger scale would give
     the same targets again (with ceilings of 98%, scales 1.05 to 1.2 were one trial four times over)."""
-    from steps.sensitivity import MAX_SPARSITY
+    from steps.compress.sensitivity import MAX_SPARSITY
 
     low, high = SCALE_RANGE
     ceilings = [ceiling for ceiling in tolerated.values() if ceiling > 0]
@@ -333,29 +331,10 @@ def first_trials(tolerated: dict[str, float], groups: dict[str, str], quantizati
 
 def layer_groups(model) -> dict[str, str]:
     """Clusterable layer -> its group for the search: conv or dense."""
-    from steps.compression import WEIGHT_LAYERS
+    from steps.compress.compression import WEIGHT_LAYERS
 
     return {layer.name: "dense" if type(layer).__name__ == "Dense" else "conv"
             for layer in model.layers if isinstance(layer, WEIGHT_LAYERS)}  # fmt: skip
-
-
-def stage_epochs(epochs: int) -> dict[str, int]:
-    """A trial's fine-tuning epochs per stage: pruning all of them, clustering and QAT half (at least one)."""
-    return {contract.PRUNE: epochs, contract.CLUSTER: max(1, epochs // 2), contract.QUANTIZE: max(1, epochs // 2)}
-
-
-def replay_steps(made: dict, params: dict[str, str]) -> list[dict]:
-    """A finished trial as the entry-point steps that make it again (how `update` re-runs a searched champion):
-    prune with its per-layer targets, cluster with its per-layer counts (if any), quantize as it did. made: the
-    trial's own recipe entry; params: its run's parameters (the search's fine-tuning settings), as recorded."""
-    shared = {key: params[key] for key in FINE_TUNING if key in params}  # model_uri and dataset: replaced
-    epochs = stage_epochs(int(made["epochs"]))
-    quoted = lambda value: shlex.quote(json.dumps(value))  # noqa: E731  (as `mlflow run` records a parameter)
-    steps = [(contract.PRUNE, {"layer_sparsity": quoted(made["layer_sparsity"])})]
-    if made["layer_clusters"]:
-        steps.append((contract.CLUSTER, {"layer_clusters": quoted(made["layer_clusters"])}))
-    steps.append((contract.QUANTIZE, {"mode": QUANTIZE_MODES[made["quantization"]]}))
-    return [{"step": step, "params": shared | own | {"epochs": str(epochs[step])}} for step, own in steps]
 
 
 def _prune_config(config: SearchConfig, epochs: int) -> PruneConfig:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import shlex
 import tempfile
 import time
 from pathlib import Path
@@ -38,20 +37,19 @@ import numpy as np
 from mlflow.entities.model_registry import ModelVersion
 
 from steps import contract
+from steps.compress.recipes import RECIPE_CONFIGS, recipe_config, replay_steps, unquoted
 from steps.config import GateRefused, StepFailed, as_parameters, parse_config, run_cli
 from steps.datasets.data import Dataset, DatasetError, load_dataset
 from steps.labelled import NOT_A_CLASS, labelled_samples
 from steps.lineage import data_of_run, lineage
 from steps.pipeline import detect_env_manager, project_commit, run_step
 from steps.registry import RegistryError, promoted_at, version_by_alias
-from steps.search import replay_steps
-from steps.settings import ClusterConfig, PruneConfig, QuantizeConfig, TrainConfig, UpdateConfig
+from steps.settings import TrainConfig, UpdateConfig
 from steps.tracking import log_config, step_run
 from steps.traffic import log_files, parse_time, read
 from steps.update_data import mix, samples_digest
 from steps.update_gate import gate_update
 
-RECIPE_CONFIGS = {contract.PRUNE: PruneConfig, contract.CLUSTER: ClusterConfig, contract.QUANTIZE: QuantizeConfig}
 DATA_ARTIFACT = "update_data"
 DATA_FILE = "update.npz"
 FEEDBACK_SOURCE = "feedback:"  # data_source of an update from labelled traffic: feedback:<logs>@<since>-<until>
@@ -179,20 +177,6 @@ def report_reused(previous: mlflow.entities.Run) -> str | None:
         f"settings): v{tags.get(contract.TAG_MODEL_VERSION, '?')} {status}; pass reuse_runs=false to run it again"
     )
     return tags.get(contract.VERSION_TAG_VALIDATION_REASON, "") if status == contract.VALIDATION_FAILED else None
-
-
-def unquoted(value: str) -> str:
-    """A parameter as `mlflow run` recorded it (shell-quoted, an empty value as ''), as it was given."""
-    return (shlex.split(value) or [""])[0]
-
-
-def recipe_config(entry: dict, parent_uri: str, data_uri: str):
-    """A recipe step's settings as its run recorded them, on the new parent and data."""
-    cls = RECIPE_CONFIGS[entry["step"]]
-    fields = {field.name for field in dataclasses.fields(cls)}
-    recorded = {key: unquoted(value) for key, value in entry["params"].items() if key in fields}
-    config = parse_config(cls, [f"--{key}={value}" for key, value in recorded.items()])
-    return dataclasses.replace(config, model_uri=parent_uri, dataset=data_uri)
 
 
 def run_children(config: UpdateConfig, origin: Origin, data_uri: str) -> list[str]:

@@ -21,6 +21,7 @@ from PIL import Image
 
 from conftest import PROJECT, entry_point_runs, mlflow_run, store_in
 from steps import contract
+from steps.compress.sensitivity import MAX_SPARSITY, SPARSITIES, scaled_targets, tolerated_sparsity
 from steps.core.selection import BUDGET_SLACK, within_budget
 from steps.datasets.data import load_dataset
 from steps.registry import version_by_alias
@@ -34,7 +35,6 @@ from steps.search import (
     nothing_within,
     scale_range,
 )
-from steps.sensitivity import MAX_SPARSITY, SPARSITIES, scaled_targets, tolerated_sparsity
 from steps.settings import SearchConfig
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import tf_keras as keras
 
-from steps.compression import WEIGHT_LAYERS, prune_model
+from steps.compress.compression import WEIGHT_LAYERS, prune_model
 from steps.datasets.data import Dataset
 from steps.modeling.architectures import predicted_classes
 from steps.settings import PruneConfig

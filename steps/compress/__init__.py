@@ -1,0 +1,3 @@
+"""Compression: TFMOT pruning, clustering and QAT, each layer's sensitivity, variants derived from a parent, and
+the recipes that make a variant again.
+"""
