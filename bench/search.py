@@ -36,7 +36,7 @@ import mlflow  # noqa: E402
 
 from results import write_readme_block, write_section  # noqa: E402
 from steps import contract  # noqa: E402
-from steps.registry import version_by_alias  # noqa: E402
+from steps.release.registry import version_by_alias  # noqa: E402
 from steps.settings import SearchConfig  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parents[1]

@@ -20,10 +20,10 @@ import mlflow
 from steps import contract
 from steps.config import StepFailed, as_parameters, parse_config, run_cli
 from steps.datasets.data import DatasetError
-from steps.lineage import data_of_run
-from steps.pipeline import detect_env_manager, run_step
+from steps.release.child_runs import child_env_manager, run_step
+from steps.release.lineage import data_of_run
+from steps.release.tracking import log_config, step_run
 from steps.settings import AutopilotConfig, MonitorConfig, UpdateConfig
-from steps.tracking import log_config, step_run
 from steps.traffic import LogError, log_files, time_range
 from steps.update import labelled_feedback, origin_of
 
@@ -142,7 +142,7 @@ def run_round(config: AutopilotConfig, number: int, env_manager: str) -> Round:
 
 def autopilot(config: AutopilotConfig) -> list[Round]:
     """Rounds until max_rounds or max_minutes; stops (StepFailed, exit 1) after max_failures failed in a row."""
-    env_manager = detect_env_manager() if config.env_manager == "auto" else config.env_manager
+    env_manager = child_env_manager(config.env_manager)
     deadline = time.monotonic() + config.max_minutes * 60
     rounds: list[Round] = []
     with step_run(contract.AUTOPILOT):

@@ -11,9 +11,9 @@ import mlflow
 from steps import contract
 from steps.config import parse_config, run_cli
 from steps.datasets.data import load_dataset
-from steps.lineage import check_model_reference
+from steps.release.lineage import check_model_reference
+from steps.release.tracking import log_epoch, step_run
 from steps.settings import ClusterConfig
-from steps.tracking import log_epoch, step_run
 
 
 def main(argv: list[str] | None = None) -> None:

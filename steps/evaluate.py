@@ -28,12 +28,12 @@ from steps import contract
 from steps.config import parse_config, run_cli
 from steps.core.stats import Accuracy, accuracy
 from steps.datasets.data import Dataset, load_dataset
-from steps.lineage import check_model_reference, variant_of
 from steps.modeling.measure import sizes
 from steps.modeling.pyfunc import predict_classes
+from steps.release.lineage import check_model_reference, variant_of
+from steps.release.tracking import log_config, log_dataset, set_variant_tags, step_run
 from steps.report import confusion_examples_figure, confusion_matrix_figure, error_rate_figure
 from steps.settings import EvaluateConfig
-from steps.tracking import log_config, log_dataset, set_variant_tags, step_run
 
 BATCH_SIZE = 32  # throughput is measured on batches of this size
 PROFILE_SAMPLES = 64  # test images handed to the profiling process

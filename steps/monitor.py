@@ -35,9 +35,9 @@ from steps.core.timing import percentiles_ms
 from steps.drift import DriftReport, Reference, drift_report
 from steps.monitor_report import figures_of, report_html
 from steps.reference import reference_of
-from steps.registry import get_version
+from steps.release.registry import get_version
+from steps.release.tracking import log_config, step_run
 from steps.settings import MonitorConfig
-from steps.tracking import log_config, step_run
 from steps.traffic import Traffic, labelled_rows, log_files, parse_time, read, time_range
 
 REFUSED = "refused.{kind}"  # metric: requests refused with that error kind in the window

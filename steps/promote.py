@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from steps import contract
 from steps.config import GateRefused, parse_config, run_cli
-from steps.promotion import force_promote, promote_if_passing
-from steps.registry import describe, get_version, model_uri
+from steps.release.promotion import force_promote, promote_if_passing
+from steps.release.registry import describe, get_version, model_uri
+from steps.release.tracking import log_config, set_variant_tags, step_run
 from steps.settings import PromoteConfig
-from steps.tracking import log_config, set_variant_tags, step_run
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,9 +9,9 @@ from __future__ import annotations
 from steps import contract
 from steps.config import parse_config, run_cli
 from steps.datasets.data import load_dataset
-from steps.lineage import check_model_reference
+from steps.release.lineage import check_model_reference
+from steps.release.tracking import log_epoch, step_run
 from steps.settings import QuantizeConfig
-from steps.tracking import log_epoch, step_run
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,8 +19,8 @@ from mlflow.entities.model_registry import ModelVersion
 
 from steps import contract
 from steps.drift import ProfileError, Reference, calibrate, make_reference
-from steps.lineage import data_of_run
 from steps.modeling.litert_runtime import LiteRTClassifier
+from steps.release.lineage import data_of_run
 
 
 def source_run_of(version: ModelVersion) -> str:

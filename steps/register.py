@@ -16,12 +16,12 @@ from mlflow.entities.model_registry import ModelVersion
 from steps import contract
 from steps.config import GateRefused, parse_config, run_cli
 from steps.core.selection import VariantRow, select_best
-from steps.gate import Verdict
-from steps.lineage import variant_rows_of_pipeline
-from steps.promotion import register_challenger
-from steps.registry import RegistryError, describe
+from steps.release.gate import Verdict
+from steps.release.lineage import variant_rows_of_pipeline
+from steps.release.promotion import register_challenger
+from steps.release.registry import RegistryError, describe
+from steps.release.tracking import log_config, step_run
 from steps.settings import RegisterConfig
-from steps.tracking import log_config, step_run
 
 
 def choose_variant(rows: list[VariantRow], max_accuracy_drop: float, objective: str) -> VariantRow:

@@ -6,9 +6,9 @@ import mlflow
 
 from steps import contract
 from steps.config import parse_config, run_cli
-from steps.registry import rollback
+from steps.release.registry import rollback
+from steps.release.tracking import log_config, step_run
 from steps.settings import RollbackConfig
-from steps.tracking import log_config, step_run
 
 
 def main(argv: list[str] | None = None) -> None:

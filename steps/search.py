@@ -37,9 +37,9 @@ from steps.compress.recipes import FINE_TUNING, TRIAL_QUANTIZE_MODE, stage_epoch
 from steps.config import GateRefused, StepFailed, UsageError, parse_config, run_cli
 from steps.core.selection import within_budget
 from steps.datasets.data import Dataset, load_dataset
-from steps.lineage import check_model_reference
+from steps.release.lineage import check_model_reference
+from steps.release.tracking import log_config, log_dataset, step_run
 from steps.settings import ClusterConfig, PruneConfig, QuantizeConfig, SearchConfig
-from steps.tracking import log_config, log_dataset, step_run
 
 SENSITIVITY_EPOCHS = 2  # fine-tuning per (layer, sparsity): enough to tell a layer that recovers (fewer if epochs is)
 SCALE_RANGE = (0.5, 1.2)  # times each layer's ceiling: below is too timid, above the ceilings rarely holds
@@ -411,8 +411,8 @@ def report_study(study, trials: list[dict], config: SearchConfig, baseline_gzip:
 
 def register_best(best: dict, config: SearchConfig):
     """The chosen trial through the same gate as main's choice, in a nested `register` run; the verdict."""
-    from steps.promotion import register_challenger
-    from steps.registry import describe
+    from steps.release.promotion import register_challenger
+    from steps.release.registry import describe
 
     with mlflow.start_run(nested=True, run_name=contract.REGISTER):
         mlflow.set_tag(contract.TAG_STEP, contract.REGISTER)

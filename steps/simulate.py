@@ -31,8 +31,8 @@ from steps.core.stats import Accuracy, proportion
 from steps.core.timing import percentiles_ms
 from steps.datasets.corruptions import DEFAULT_SEVERITY, apply_drift
 from steps.datasets.data import Dataset, load_dataset
+from steps.release.tracking import log_config, step_run
 from steps.settings import SimulateConfig
-from steps.tracking import log_config, step_run
 
 TIMEOUT_SECONDS = 30
 PROGRESS_EVERY = 0.1  # print a line each time this share of the requests is done

@@ -12,9 +12,17 @@ import mlflow
 from steps import contract
 from steps.config import parse_config, run_cli
 from steps.datasets.data import load_dataset
-from steps.lineage import check_model_reference
+from steps.release.lineage import check_model_reference
+from steps.release.tracking import (
+    check_store,
+    log_config,
+    log_dataset,
+    log_deployable,
+    log_epoch,
+    set_variant_tags,
+    step_run,
+)
 from steps.settings import TrainConfig
-from steps.tracking import check_store, log_config, log_dataset, log_deployable, log_epoch, set_variant_tags, step_run
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -25,12 +33,12 @@ def main(argv: list[str] | None = None) -> None:
     else:
         check_store()
     # TensorFlow takes seconds and hundreds of MB to import: only once the settings and the data are usable.
-    from steps.lineage import set_lineage_tags
     from steps.modeling.architectures import kernel_sparsity
     from steps.modeling.convert import to_tflite
     from steps.modeling.keras_io import initial_model, log_keras_model
     from steps.modeling.measure import Baseline
     from steps.modeling.training import epoch_callback, train
+    from steps.release.lineage import set_lineage_tags
 
     model = initial_model(config, data)
     with step_run(contract.TRAIN) as run:

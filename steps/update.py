@@ -15,7 +15,7 @@
 4. A nested `gate` run registers the result (alias challenger; version tags:
    parent version, new data source and digest), compares it with the champion
    on the old test split and on the new held-out samples, checks that a fresh
-   server process serves it (`steps/infra.py`), and promotes it only if all
+   server process serves it (`steps/release/infra.py`), and promotes it only if all
    pass. A refusal leaves champion and aliases as they were, is recorded on
    the version, and exits non-zero.
 
@@ -41,11 +41,11 @@ from steps.compress.recipes import RECIPE_CONFIGS, recipe_config, replay_steps, 
 from steps.config import GateRefused, StepFailed, as_parameters, parse_config, run_cli
 from steps.datasets.data import Dataset, DatasetError, load_dataset
 from steps.labelled import NOT_A_CLASS, labelled_samples
-from steps.lineage import data_of_run, lineage
-from steps.pipeline import detect_env_manager, project_commit, run_step
-from steps.registry import RegistryError, promoted_at, version_by_alias
+from steps.release.child_runs import child_env_manager, project_commit, run_step
+from steps.release.lineage import data_of_run, lineage
+from steps.release.registry import RegistryError, promoted_at, version_by_alias
+from steps.release.tracking import log_config, step_run
 from steps.settings import TrainConfig, UpdateConfig
-from steps.tracking import log_config, step_run
 from steps.traffic import log_files, parse_time, read
 from steps.update_data import mix, samples_digest
 from steps.update_gate import gate_update
@@ -181,7 +181,7 @@ def report_reused(previous: mlflow.entities.Run) -> str | None:
 
 def run_children(config: UpdateConfig, origin: Origin, data_uri: str) -> list[str]:
     """train on the update data from the float parent, then the recipe; returns the child run ids in order."""
-    env_manager = detect_env_manager() if config.env_manager == "auto" else config.env_manager
+    env_manager = child_env_manager(config.env_manager)
     params, defaults = origin.float_run["params"], TrainConfig()
     train = TrainConfig(
         dataset=data_uri,

@@ -10,12 +10,12 @@ import numpy as np
 from mlflow.entities.model_registry import ModelVersion
 
 from steps import contract
-from steps.gate import Verdict, decide_update
-from steps.infra import serving_problem
 from steps.modeling.pyfunc import predict_classes
-from steps.promotion import announce_champion
 from steps.reference import reference_of
-from steps.registry import (
+from steps.release.gate import Verdict, decide_update
+from steps.release.infra import serving_problem
+from steps.release.promotion import announce_champion
+from steps.release.registry import (
     client,
     describe,
     model_uri,

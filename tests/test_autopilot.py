@@ -16,10 +16,10 @@ from conftest import run_command
 from serve_support import tiny_tflite
 from steps import contract
 from steps.datasets.data import load_dataset
-from steps.registry import register_deployable
+from steps.release.registry import register_deployable
+from steps.release.tracking import log_litert_model
 from steps.serve.predlog import PredictionLog
 from steps.serve.runtime import ModelRef
-from steps.tracking import log_litert_model
 
 pytestmark = pytest.mark.e2e
 MODEL = "watched"

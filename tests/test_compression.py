@@ -12,15 +12,15 @@ from steps import contract
 from steps.compress.compression import M_BY_N, cluster_model, prune_model, qat_scheme_name, quantize
 from steps.compress.variants import load_parent
 from steps.datasets.data import load_dataset
-from steps.lineage import set_lineage_tags
 from steps.modeling.architectures import build_model, kernel_sparsity
 from steps.modeling.convert import to_tflite
 from steps.modeling.keras_io import ModelLoadError, log_keras_model
 from steps.modeling.litert_runtime import LiteRTClassifier
 from steps.modeling.measure import Baseline
 from steps.modeling.training import train
+from steps.release.lineage import set_lineage_tags
+from steps.release.tracking import log_dataset, log_litert_model
 from steps.settings import ClusterConfig, PruneConfig, QuantizeConfig, TrainConfig
-from steps.tracking import log_dataset, log_litert_model
 
 pytestmark = pytest.mark.e2e
 PARENT = "runs:/parent/keras_model"  # plain functions take the model itself; the URI only satisfies the config

@@ -13,7 +13,7 @@ from steps import contract
 from steps.core.plan import COMPRESSION_PLAN, plan_for
 from steps.core.selection import VariantRow, pareto_front, select_best, within_budget
 from steps.core.stats import proportion
-from steps.gate import decide, decide_update
+from steps.release.gate import decide, decide_update
 from steps.settings import GateConfig
 
 

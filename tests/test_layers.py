@@ -14,7 +14,7 @@ from PIL import Image
 from conftest import run_command
 
 NO_TENSORFLOW = (
-    "steps.registry",
+    "steps.release.registry",
     "steps.promote",
     "steps.rollback",
     "steps.register",
@@ -30,7 +30,7 @@ import importlib, json, sys
 def heavy():
     return sorted(name for name in ("tensorflow", "tf_keras") if name in sys.modules)
 report = {}
-import steps.registry, steps.promote, steps.rollback  # the check, first, in a clean interpreter
+import steps.release.registry, steps.promote, steps.rollback  # the check, first, in a clean interpreter
 report["alias commands"] = heavy()
 report["entry points"] = {}
 for name in sys.argv[2].split(","):
@@ -89,8 +89,8 @@ def test_promote_and_rollback_run_through_the_gate_without_loading_tensorflow(tr
     from serve_support import tiny_tflite
     from steps import contract
     from steps.datasets.data import load_dataset
-    from steps.registry import register_deployable
-    from steps.tracking import log_litert_model
+    from steps.release.registry import register_deployable
+    from steps.release.tracking import log_litert_model
 
     digits = load_dataset("digits")
     for number in (1, 2):  # two deployables, each its own run, registered by rtdeploy's own function

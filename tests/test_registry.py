@@ -13,7 +13,7 @@ import pytest
 from conftest import entry_point_runs, mlflow_run
 from steps import contract
 from steps.datasets.data import load_dataset
-from steps.lineage import lineage
+from steps.release.lineage import lineage
 
 pytestmark = pytest.mark.e2e
 MODEL = "digits-classifier"

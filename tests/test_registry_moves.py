@@ -18,7 +18,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import BAD_REQUEST, INTERNAL_ERROR, RESOURCE_DOES_NOT_EXIST
 
 from conftest import store_in
-from steps import contract, registry
+from steps import contract
+from steps.release import registry
 
 modelS = (f"moves-{i}" for i in itertools.count())
 

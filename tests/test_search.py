@@ -24,7 +24,7 @@ from steps import contract
 from steps.compress.sensitivity import MAX_SPARSITY, SPARSITIES, scaled_targets, tolerated_sparsity
 from steps.core.selection import BUDGET_SLACK, within_budget
 from steps.datasets.data import load_dataset
-from steps.registry import version_by_alias
+from steps.release.registry import version_by_alias
 from steps.search import (
     FIRST_CLUSTERS,
     SCALE_RANGE,

@@ -33,10 +33,10 @@ from steps.core.sqlite_files import read_only
 from steps.datasets.data import load_dataset
 from steps.modeling.architectures import build_model
 from steps.modeling.convert import to_tflite
+from steps.release.tracking import log_litert_model
 from steps.serve.oip import grpc_predict_v2_pb2 as pb
 from steps.serve.oip import grpc_predict_v2_pb2_grpc as pb_grpc
 from steps.serve.registry import LookupFailed, alias_lookup
-from steps.tracking import log_litert_model
 from steps.traffic import log_files
 
 pytestmark = pytest.mark.e2e  # every test here starts processes
@@ -506,8 +506,8 @@ def test_a_full_queue_answers_503_with_retry_after_instead_of_growing(registry, 
 
 
 def test_infra_validation_serves_a_version_in_a_fresh_process_and_names_what_stops_another(registry, digits):
-    from steps.infra import serving_problem
     from steps.modeling.pyfunc import predict_classes
+    from steps.release.infra import serving_problem
 
     x = digits.x_test[:16]
     expected = predict_classes(f"models:/{MODEL}/1", x)

@@ -27,7 +27,7 @@ from serve_support import (
     tiny_tflite,
 )
 from steps.datasets.data import Dataset
-from steps.tracking import log_litert_model
+from steps.release.tracking import log_litert_model
 
 RNG = np.random.default_rng(7)
 

@@ -35,10 +35,11 @@ from tracking_server import TrackingServer, skip_reason
 from conftest import entry_point_runs, mlflow_run
 from serve_support import tiny_tflite
 from server_process import ServerProcess, wait_for
-from steps import contract, registry
+from steps import contract
 from steps.datasets.data import load_dataset
-from steps.lineage import variant_rows_of_pipeline
-from steps.tracking import experiment_id, log_litert_model
+from steps.release import registry
+from steps.release.lineage import variant_rows_of_pipeline
+from steps.release.tracking import experiment_id, log_litert_model
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 MODEL = "team-digits"
@@ -224,7 +225,7 @@ def start_replicas(model_uri: str, folder: Path, count: int) -> list[ServerProce
 RACER = """
 import sys
 import mlflow
-from steps import registry
+from steps.release import registry
 name, source = sys.argv[1], sys.argv[2]
 print("ready", flush=True)
 sys.stdin.readline()  # the test's go, sent to all four at once

@@ -7,7 +7,7 @@ import mlflow
 import pytest
 
 from steps import contract
-from steps.registry import RegistryError
+from steps.release.registry import RegistryError
 from steps.settings import ClusterConfig, PruneConfig, QuantizeConfig, UpdateConfig
 from steps.update import origin_of, recipe_config, replayed, update_key
 

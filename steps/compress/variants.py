@@ -17,13 +17,13 @@ import tf_keras as keras
 from steps import contract
 from steps.config import UsageError
 from steps.datasets.data import Dataset
-from steps.lineage import baseline_of, recipe_of, set_lineage_tags, source_run_id
 from steps.modeling.architectures import predicted_classes
 from steps.modeling.convert import to_tflite
 from steps.modeling.keras_io import load_keras_model, log_keras_model, require_fit
 from steps.modeling.measure import Baseline, measure_deployable
+from steps.release.lineage import baseline_of, recipe_of, set_lineage_tags, source_run_id
+from steps.release.tracking import log_config, log_dataset, log_deployable, set_variant_tags
 from steps.settings import FineTuneConfig
-from steps.tracking import log_config, log_dataset, log_deployable, set_variant_tags
 
 EXTERNAL_VARIANT = "external"  # a parent that no rtdeploy run made (a model file)
 

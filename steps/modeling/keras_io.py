@@ -10,11 +10,11 @@ import tf_keras as keras
 from steps import contract
 from steps.config import UsageError, is_missing
 from steps.datasets.data import Dataset
-from steps.lineage import is_model_uri
 from steps.modeling.architectures import build_model
 from steps.modeling.training import seed_everything
+from steps.release.lineage import is_model_uri
+from steps.release.tracking import example_input, model_signature
 from steps.settings import TrainConfig
-from steps.tracking import example_input, model_signature
 
 
 class ModelLoadError(UsageError):

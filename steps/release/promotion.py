@@ -13,11 +13,11 @@ from mlflow.entities.model_registry import ModelVersion
 
 from steps import contract
 from steps.datasets.data import Dataset
-from steps.gate import Verdict, decide
-from steps.lineage import data_of_run
 from steps.modeling.pyfunc import predict_classes
 from steps.reference import reference_of
-from steps.registry import (
+from steps.release.gate import Verdict, decide
+from steps.release.lineage import data_of_run
+from steps.release.registry import (
     describe,
     model_uri,
     move_champion,

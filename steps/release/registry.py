@@ -29,7 +29,7 @@ from mlflow.exceptions import MlflowException
 
 from steps import contract
 from steps.config import REFUSALS, StepFailed, UsageError
-from steps.gate import Verdict
+from steps.release.gate import Verdict
 
 
 class RegistryError(UsageError):

@@ -16,9 +16,9 @@ from steps.config import UsageError
 from steps.core.selection import VariantRow
 from steps.datasets.data import Dataset, load_dataset
 from steps.modeling.measure import Baseline
-from steps.registry import get_version
+from steps.release.registry import get_version
+from steps.release.tracking import check_store
 from steps.settings import TrainConfig
-from steps.tracking import check_store
 
 
 def is_model_uri(reference: str) -> bool:
