@@ -24,8 +24,9 @@ import steps  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before tensorflow)
 from results import write_readme_block, write_section  # noqa: E402
 from steps import contract  # noqa: E402
 from steps.datasets.corruptions import DEFAULT_SEVERITY, SEVERITY_MEANING  # noqa: E402
-from steps.drift import DEFAULT_ALPHA, calibrate, make_reference  # noqa: E402
-from steps.drift_rates import WINDOW, measure, rates_of  # noqa: E402
+from steps.monitoring.drift_rates import WINDOW, measure, rates_of  # noqa: E402
+from steps.monitoring.drift_statistics import DEFAULT_ALPHA  # noqa: E402
+from steps.monitoring.reference_profile import calibrate, make_reference  # noqa: E402
 
 ALPHAS = (DEFAULT_ALPHA, 0.05)
 

@@ -20,11 +20,11 @@ import mlflow
 from steps import contract
 from steps.config import StepFailed, as_parameters, parse_config, run_cli
 from steps.datasets.data import DatasetError
+from steps.monitoring.traffic import LogError, log_files, time_range
 from steps.release.child_runs import child_env_manager, run_step
 from steps.release.lineage import data_of_run
 from steps.release.tracking import log_config, step_run
 from steps.settings import AutopilotConfig, MonitorConfig, UpdateConfig
-from steps.traffic import LogError, log_files, time_range
 from steps.update import labelled_feedback, origin_of
 
 

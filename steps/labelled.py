@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from steps.traffic import Traffic, labelled_rows
+from steps.monitoring.traffic import Traffic, labelled_rows
 
 NOT_A_CLASS = "label is not one of the model's classes"
 NOT_KEPT = "input not kept by the server (log_inputs below 1)"

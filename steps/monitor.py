@@ -10,7 +10,7 @@ seen judges each window that holds at least `min_samples` predicted samples:
     the live accuracy with its 95% Wilson interval, errors per true class and the
     most frequent confusions with their input images;
   - drift of predictions and inputs against the version's reference profile
-    (steps/drift.py: three tests, Bonferroni, measured false-alarm rate).
+    (steps/monitoring/reference_profile.py: three tests, Bonferroni, measured false-alarm rate).
 A reason (latency, accuracy, drift, errors) alerts when `consecutive` judged
 windows in a row break its threshold. One run in the `monitoring` experiment:
 window-level metrics and the HTML report on it, one nested run per version with
@@ -32,13 +32,13 @@ from steps import contract
 from steps.config import StepFailed, UsageError, parse_config, run_cli
 from steps.core.stats import proportion
 from steps.core.timing import percentiles_ms
-from steps.drift import DriftReport, Reference, drift_report
 from steps.monitor_report import figures_of, report_html
-from steps.reference import reference_of
+from steps.monitoring.reference_profile import DriftReport, ReferenceProfile, drift_report
+from steps.monitoring.traffic import Traffic, labelled_rows, log_files, parse_time, read, time_range
+from steps.monitoring.version_profiles import reference_of
 from steps.release.registry import get_version
 from steps.release.tracking import log_config, step_run
 from steps.settings import MonitorConfig
-from steps.traffic import Traffic, labelled_rows, log_files, parse_time, read, time_range
 
 REFUSED = "refused.{kind}"  # metric: requests refused with that error kind in the window
 REPORT_FILE = "monitor_report.html"  # artifact of the monitor run: everything on one self-contained page
@@ -86,7 +86,7 @@ class Verdict:
     def judged_windows(self) -> int:
         return sum(window.judged for windows in self.versions.values() for window in windows)
 
-    def require_references(self, references: dict[str, Reference]) -> None:
+    def require_references(self, references: dict[str, ReferenceProfile]) -> None:
         """A version judged without its reference profile had its drift unchecked: monitoring_incomplete."""
         unchecked = [
             v for v, windows in self.versions.items() if v not in references and any(w.judged for w in windows)
@@ -126,7 +126,7 @@ def judge_version_window(
     labelled: pd.DataFrame,
     rows: np.ndarray,
     predictions: pd.DataFrame,
-    reference: Reference | None,
+    reference: ReferenceProfile | None,
     names: tuple[str, ...],
     config: MonitorConfig,
     seconds: float,
@@ -176,7 +176,7 @@ def judge(
     traffic: Traffic,
     start: float,
     end: float,
-    references: dict[str, Reference],
+    references: dict[str, ReferenceProfile],
     class_names: dict[str, tuple[str, ...]] | None = None,
 ) -> Verdict:
     """Every window of every version, the window-level errors, and the alerts.

@@ -41,12 +41,12 @@ from steps.compress.recipes import RECIPE_CONFIGS, recipe_config, replay_steps, 
 from steps.config import GateRefused, StepFailed, as_parameters, parse_config, run_cli
 from steps.datasets.data import Dataset, DatasetError, load_dataset
 from steps.labelled import NOT_A_CLASS, labelled_samples
+from steps.monitoring.traffic import log_files, parse_time, read
 from steps.release.child_runs import child_env_manager, project_commit, run_step
 from steps.release.lineage import data_of_run, lineage
 from steps.release.registry import RegistryError, promoted_at, version_by_alias
 from steps.release.tracking import log_config, step_run
 from steps.settings import TrainConfig, UpdateConfig
-from steps.traffic import log_files, parse_time, read
 from steps.update_data import mix, samples_digest
 from steps.update_gate import gate_update
 

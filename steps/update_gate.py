@@ -11,7 +11,7 @@ from mlflow.entities.model_registry import ModelVersion
 
 from steps import contract
 from steps.modeling.pyfunc import predict_classes
-from steps.reference import reference_of
+from steps.monitoring.version_profiles import reference_of
 from steps.release.gate import Verdict, decide_update
 from steps.release.infra import serving_problem
 from steps.release.promotion import announce_champion

@@ -18,33 +18,35 @@ import numpy as np
 import pytest
 from scipy.stats import binom, kstest, norm
 
-import steps.drift
-import steps.drift_rates
+import steps.monitoring.drift_rates
+import steps.monitoring.reference_profile
 from conftest import run_command
 from steps import contract
 from steps.datasets.corruptions import DEFAULT_SEVERITY, SEVERITY_MEANING, apply_drift
-from steps.drift import (
-    ARRAYS_FILE,
+from steps.monitoring.drift_rates import WINDOW, measure
+from steps.monitoring.drift_statistics import (
     DEFAULT_ALPHA,
-    JSON_FILE,
-    MIN_PIXEL_IMAGES,
     PERMUTATIONS,
-    ProfileError,
-    Reference,
-    calibrate,
     class_test,
-    disjoint_windows,
     downsample,
-    drift_report,
-    make_reference,
     median_distance,
     mmd_test,
-    pixel_heatmap,
-    rate_interval,
     softmax_test,
     verdict,
 )
-from steps.drift_rates import WINDOW, measure
+from steps.monitoring.reference_profile import (
+    ARRAYS_FILE,
+    JSON_FILE,
+    MIN_PIXEL_IMAGES,
+    ProfileError,
+    ReferenceProfile,
+    calibrate,
+    disjoint_windows,
+    drift_report,
+    make_reference,
+    pixel_heatmap,
+    rate_interval,
+)
 
 LIVE = 200  # samples in a window of the fast tests (the rates below are measured on windows of WINDOW)
 # Most clean windows of 7 that may alarm, per alpha: what a true rate at the Bonferroni bound (alpha) exceeds in
@@ -231,7 +233,7 @@ def test_drift_and_shifts_need_numpy_and_scipy_only():
     """`monitor` and `simulate` run them in light processes: nothing beyond what numpy and scipy load themselves."""
     probe = (
         "import sys, numpy, scipy.stats, scipy.ndimage; before = set(sys.modules); "
-        "import steps.drift, steps.datasets.corruptions; "
+        "import steps.monitoring.reference_profile, steps.datasets.corruptions; "
         "print(sorted({m.split('.')[0] for m in set(sys.modules) - before} - set(sys.stdlib_module_names)))"
     )
     result = run_command([sys.executable, "-c", probe])
@@ -295,14 +297,14 @@ def test_within_one_rate_no_sample_is_in_two_windows(reference, monkeypatch, rat
     """The windows are independent trials only if they share no sample: watch every window the tests are run on."""
     rng = np.random.default_rng(19)
     probabilities, labels, images = synthetic(rng, 360)
-    tested, real = [], steps.drift.drift_report
+    tested, real = [], steps.monitoring.reference_profile.drift_report
 
     def watched(profile, window_probabilities, window_images, **kwargs):
         tested.append(np.round(np.asarray(window_images).reshape(len(window_images), -1) * 255))
         return real(profile, window_probabilities, window_images, **kwargs)
 
-    monkeypatch.setattr(steps.drift, "drift_report", watched)
-    monkeypatch.setattr(steps.drift_rates, "drift_report", watched)
+    monkeypatch.setattr(steps.monitoring.reference_profile, "drift_report", watched)
+    monkeypatch.setattr(steps.monitoring.drift_rates, "drift_report", watched)
     if rate == "calibration":
         calibrate(reference, probabilities, images, window_sizes=(WINDOW,), rng=rng)
     else:  # dimmed to a half: each image stays distinct
@@ -334,7 +336,7 @@ def test_the_profile_round_trips_through_json_and_npz(reference, tmp_path):
     probabilities, _, images = synthetic(rng, 120)
     calibrated = calibrate(reference, probabilities, images, window_sizes=(50,), source="test split")
     calibrated.save(tmp_path / "reference")
-    loaded = Reference.load(tmp_path / "reference")
+    loaded = ReferenceProfile.load(tmp_path / "reference")
     for name in ("probabilities", "labels", "image_mean", "image_std", "pixels", "pixel_mean", "pixel_var"):
         assert np.array_equal(getattr(loaded, name), getattr(calibrated, name)), name
     for name in ("image_shape", "bandwidth", "class_names", "latency", "source", "calibration_source"):
@@ -354,12 +356,12 @@ def test_the_profile_round_trips_through_json_and_npz(reference, tmp_path):
 
 def test_a_missing_or_foreign_profile_is_refused_with_what_to_do(reference, tmp_path):
     with pytest.raises(ProfileError, match=ARRAYS_FILE):
-        Reference.load(tmp_path / "nothing")
+        ReferenceProfile.load(tmp_path / "nothing")
     reference.save(tmp_path / "reference")
     meta = json.loads((tmp_path / "reference" / JSON_FILE).read_text())
     (tmp_path / "reference" / JSON_FILE).write_text(json.dumps({**meta, "format": 99}))
     with pytest.raises(ProfileError, match="format"):
-        Reference.load(tmp_path / "reference")
+        ReferenceProfile.load(tmp_path / "reference")
 
 
 # ---------------------------------------------------------------- simulated drift

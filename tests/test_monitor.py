@@ -18,13 +18,13 @@ import pytest
 from conftest import run_command
 from steps import contract, monitor
 from steps.config import UsageError
-from steps.drift import make_reference
 from steps.labelled import labelled_samples
 from steps.monitor import consecutive_alerts, judge, window_edges
+from steps.monitoring.reference_profile import make_reference
+from steps.monitoring.traffic import LogError, Traffic, log_files, parse_time, read, time_range
 from steps.serve.predlog import PredictionLog
 from steps.serve.runtime import ModelRef
 from steps.settings import MonitorConfig
-from steps.traffic import LogError, Traffic, log_files, parse_time, read, time_range
 
 N_CLASSES = 3
 NAMES = ("a", "b", "c")

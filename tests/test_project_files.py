@@ -72,7 +72,7 @@ def test_mlproject_parameters_and_defaults_equal_the_step_config(entry_point):
 
 
 def test_the_monitor_default_drift_level_is_the_one_the_drift_tests_are_calibrated_at():
-    from steps.drift import DEFAULT_ALPHA  # settings stays pure: it cannot import scipy's drift module
+    from steps.monitoring.drift_statistics import DEFAULT_ALPHA  # settings stays pure: it cannot import scipy
 
     assert MonitorConfig().drift_alpha == DEFAULT_ALPHA
 

@@ -33,11 +33,11 @@ from steps.core.sqlite_files import read_only
 from steps.datasets.data import load_dataset
 from steps.modeling.architectures import build_model
 from steps.modeling.convert import to_tflite
+from steps.monitoring.traffic import log_files
 from steps.release.tracking import log_litert_model
 from steps.serve.oip import grpc_predict_v2_pb2 as pb
 from steps.serve.oip import grpc_predict_v2_pb2_grpc as pb_grpc
 from steps.serve.registry import LookupFailed, alias_lookup
-from steps.traffic import log_files
 
 pytestmark = pytest.mark.e2e  # every test here starts processes
 

@@ -28,8 +28,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from serve_support import GRAY_CLASSES, GRAY_SHAPE, InProcessServer, StandInRegistry, tiny_tflite
+from steps.monitoring.traffic import decode_input
 from steps.serve import protocol
-from steps.traffic import decode_input
 
 JSON = {"Content-Type": "application/json"}
 SAMPLE = np.linspace(0, 1, 64, dtype=np.float32).reshape(1, *GRAY_SHAPE)

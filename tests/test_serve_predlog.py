@@ -31,12 +31,12 @@ import pytest
 from serve_support import StandInRegistry
 from steps import contract
 from steps.config import UsageError
+from steps.monitoring.traffic import decode_input
 from steps.serve.predlog import PredictionLog
 from steps.serve.runtime import ModelRef
 from steps.serve.server import Server
 from steps.serve.workers import worker_config
 from steps.settings import ServeConfig
-from steps.traffic import decode_input
 
 REPLICA = "127.0.0.1:8080:4242"
 CLASSES = ["cat", "dog", "emu"]

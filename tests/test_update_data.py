@@ -11,9 +11,9 @@ import pytest
 
 from steps.datasets.data import Dataset, DatasetError, load_dataset
 from steps.labelled import NOT_A_CLASS, NOT_KEPT, WRONG_SHAPE, labelled_samples
+from steps.monitoring.traffic import log_files, read
 from steps.serve.predlog import PredictionLog
 from steps.serve.runtime import ModelRef
-from steps.traffic import log_files, read
 from steps.update_data import MIN_NEW_SAMPLES, load_new_test, mix, samples_digest
 
 CLASSES = ("cat", "dog", "emu")

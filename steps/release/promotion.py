@@ -14,7 +14,7 @@ from mlflow.entities.model_registry import ModelVersion
 from steps import contract
 from steps.datasets.data import Dataset
 from steps.modeling.pyfunc import predict_classes
-from steps.reference import reference_of
+from steps.monitoring.version_profiles import reference_of
 from steps.release.gate import Verdict, decide
 from steps.release.lineage import data_of_run
 from steps.release.registry import (

@@ -4,7 +4,7 @@
 It is made when a version is registered (and, for a version registered some
 other way, the first time `monitor` needs it): the deployable predicts the
 validation split of the version's data set, and the test split's clean windows
-measure the false-alarm rate of the drift tests (steps/drift.py). It is logged
+measure the false-alarm rate of the drift tests (steps/monitoring/reference_profile.py). It is logged
 as the `reference/` artifact of the version's source run, next to the
 deployable it describes. LiteRT and MLflow only: no tensorflow.
 """
@@ -18,8 +18,8 @@ import mlflow
 from mlflow.entities.model_registry import ModelVersion
 
 from steps import contract
-from steps.drift import ProfileError, Reference, calibrate, make_reference
 from steps.modeling.litert_runtime import LiteRTClassifier
+from steps.monitoring.reference_profile import ProfileError, ReferenceProfile, calibrate, make_reference
 from steps.release.lineage import data_of_run
 
 
@@ -27,7 +27,7 @@ def source_run_of(version: ModelVersion) -> str:
     return version.tags.get(contract.VERSION_TAG_SOURCE_RUN) or version.run_id
 
 
-def reference_of(version: ModelVersion) -> Reference:
+def reference_of(version: ModelVersion) -> ReferenceProfile:
     """The version's profile, made and logged first if its run has none yet. Only a run with no profile gets one
     made: a profile that cannot be downloaded (the store down, refused credentials) is an error, never replaced."""
     run_id = source_run_of(version)
@@ -36,13 +36,13 @@ def reference_of(version: ModelVersion) -> Reference:
     with tempfile.TemporaryDirectory() as folder:
         local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=contract.REFERENCE, dst_path=folder)
         try:
-            return Reference.load(local)
+            return ReferenceProfile.load(local)
         except ProfileError as error:  # written by an older rtdeploy: the profile is derived data, make it anew
             print(f"reference: run {run_id}: {error}")
             return log_reference(run_id)
 
 
-def log_reference(run_id: str) -> Reference:
+def log_reference(run_id: str) -> ReferenceProfile:
     """Make the profile of the deployable logged by `run_id` and log it there as `reference/`."""
     reference = make_profile(run_id)
     with tempfile.TemporaryDirectory() as folder:
@@ -54,7 +54,7 @@ def log_reference(run_id: str) -> Reference:
     return reference
 
 
-def make_profile(run_id: str) -> Reference:
+def make_profile(run_id: str) -> ReferenceProfile:
     """The deployable's outputs on the validation split (the profile) and on the test split (its calibration)."""
     data = data_of_run(run_id)
     classifier = deployable_of(run_id)

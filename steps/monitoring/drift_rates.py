@@ -16,7 +16,8 @@ import numpy as np
 
 from steps import contract
 from steps.datasets.corruptions import apply_drift
-from steps.drift import DEFAULT_ALPHA, Reference, disjoint_windows, drift_report, rate_interval, verdict
+from steps.monitoring.drift_statistics import DEFAULT_ALPHA, verdict
+from steps.monitoring.reference_profile import ReferenceProfile, disjoint_windows, drift_report, rate_interval
 
 WINDOW = 50  # samples per window: the digits test split (360) makes 7 disjoint windows of it
 Predict = Callable[[np.ndarray], np.ndarray]
@@ -47,7 +48,7 @@ class Rate:
 
 def measure(
     predict: Predict,
-    reference: Reference,
+    reference: ReferenceProfile,
     x: np.ndarray,
     y: np.ndarray,
     kind: str,

@@ -1,47 +1,14 @@
-"""Drift of live traffic against a deployable's reference profile: three tests, one verdict, measured false alarms.
+"""A deployable's reference profile: its behaviour on held-out data, which live windows are tested against.
 
-The reference is the deployable's own behaviour on held-out data (the
-validation split: never trained on, though early stopping looked at its loss).
-A window of live traffic is compared with it by three two-sample tests, each
-asking "could these come from the same distribution?":
-
-- predicted classes: chi-square test of homogeneity of the reference's and the
-  window's predicted-class counts (needs no labels; sees a class-prior shift);
-- softmax outputs: a two-sample Kolmogorov-Smirnov test per class on that
-  class's probability, Bonferroni over classes (sees a model growing unsure
-  before its predictions change);
-- pixels: maximum mean discrepancy (RBF kernel, bandwidth by the median
-  heuristic on the reference) between downsampled images, with a permutation
-  p-value (1 + k) / (1 + PERMUTATIONS) (sees inputs change even where the
-  model's answers do not). One multivariate test, not one per pixel: 64
-  per-pixel tests at 1% would raise a false alarm in about half the windows;
-  the per-pixel differences are returned as a heatmap for a figure, never an alert.
-
-Verdict: Bonferroni over the tests that ran. A window drifted when any
-p-value is below alpha / (tests run), so under no drift the chance of an alarm
-is at most alpha. Windows without images run two tests, not a missing third.
-
-Calibration measures that chance instead of trusting it: held-out samples
-that did not make the reference (the test split) are cut into disjoint clean
-windows of each size (`disjoint_windows`: no sample in two windows of one
-size), each goes through the same report, and their p-values are stored in the
-profile, so `monitor` can state the false-alarm rate at any alpha for a window
-of about its size. Given the reference, windows of samples drawn independently
-are independent trials, so the count of alarms is binomial and its 95%
-Clopper-Pearson interval holds (`rate_interval`). It is wide: the 360 test
-samples of digits make 7 windows of 50, 3 of 100 and 1 of 200, and 0 alarms in
-7 windows bounds the rate only below 41%. Overlapping windows (say 100 draws of
-200 from the same 360) would print a narrower interval that is not true: in
-simulations their Wilson interval held the true rate in 33-41% of pools, not
-95% (disjoint windows of 50 with Clopper-Pearson: 98-99%). The
-rate is this profile's, on traffic like its held-out data; the guarantee to
-lean on for small rates is the Bonferroni bound (at most alpha for valid
-tests), which the measurement checks rather than replaces.
-
-The softmax of an int8 deployable takes at most 256 values; the ties make the
-KS tests conservative there (fewer alarms, and less power, than on float32).
-
-numpy and scipy only: `monitor` loads this in a process without tensorflow or mlflow.
+Made from the deployable's outputs on the validation split (never trained on), with the images themselves.
+Calibration measures the verdict's false-alarm rate instead of trusting it: held-out samples that did not
+make the profile (the test split) are cut into disjoint clean windows per size (no sample in two windows of
+one size), each goes through the same report, and their p-values are kept in the profile. Given the profile,
+such windows are independent trials, so the count of alarms is binomial and its 95% Clopper-Pearson interval
+holds (`rate_interval`); overlapping windows would print a narrower interval that is not true (in simulations
+a Wilson interval over 100 overlapping draws of 200 from 360 samples held the true rate in 33-41% of pools).
+The softmax of an int8 deployable takes at most 256 values: the ties make the KS tests conservative there.
+Saved as reference.json (the scalars, for people) and reference.npz. numpy and scipy only.
 """
 
 from __future__ import annotations
@@ -54,15 +21,24 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import binomtest, chi2_contingency, ks_2samp
+from scipy.stats import binomtest
 
 from steps.contract import DRIFT_P_CLASSES, DRIFT_P_PIXELS, DRIFT_P_SOFTMAX, DRIFT_STATISTICS
+from steps.monitoring.drift_statistics import (
+    DEFAULT_ALPHA,
+    PERMUTATIONS,
+    PIXEL_GRID,
+    VERDICT_RULE,
+    class_test,
+    downsample,
+    median_distance,
+    mmd_test,
+    softmax_test,
+    verdict,
+)
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ALPHA = 0.01  # family-wise false-alarm rate per window: Bonferroni gives each of three tests alpha / 3
-PERMUTATIONS = 2000  # smallest MMD p-value 1/2001, well below alpha / 3 = 0.0033; 30-70 ms per window of 200
-PIXEL_GRID = 8  # images are block-averaged to at most 8x8 per channel: 8x8 digits as they are, 28x28 to 8x8
 MAX_REFERENCE_PIXELS = 500  # reference images kept for the pixel test (the kernel matrix grows with the square)
 MAX_WINDOW_PIXELS = 500  # window images tested; a larger window is subsampled
 MIN_PIXEL_IMAGES = 10  # fewer window images: the pixel test is not run
@@ -72,10 +48,6 @@ SEED = 0  # permutations are seeded unless the caller passes a generator: the sa
 FORMAT = 2  # of the saved profile; format 1 stored overlapping calibration windows, read as if independent
 JSON_FILE = "reference.json"  # human-readable scalars
 ARRAYS_FILE = "reference.npz"  # the samples the tests compare with
-VERDICT_RULE = (
-    "drift when any test that ran has p < alpha / (number of tests run): Bonferroni over the predicted-class "
-    "chi-square test, the per-class softmax KS tests (themselves Bonferroni over classes) and the pixel MMD test"
-)
 
 
 class ProfileError(ValueError):
@@ -108,7 +80,7 @@ class FalseAlarms:
 
 
 @dataclass(frozen=True, eq=False)
-class Reference:
+class ReferenceProfile:
     """A deployable's behaviour on held-out data, which live windows are tested against."""
 
     probabilities: np.ndarray  # (n, K) its softmax outputs on the held-out samples
@@ -225,7 +197,7 @@ class Reference:
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path) -> "Reference":
+    def load(cls, folder: str | Path) -> "ReferenceProfile":
         folder = Path(folder)
         try:
             meta = json.loads((folder / JSON_FILE).read_text())
@@ -256,7 +228,7 @@ class Reference:
         except (OSError, ValueError, KeyError, TypeError) as error:  # missing, truncated or foreign files alike
             raise ProfileError(
                 f"cannot read a reference profile in {folder} ({type(error).__name__}: {error}); it needs "
-                f"{JSON_FILE} and {ARRAYS_FILE} as written by steps.drift.Reference.save: make it again"
+                f"{JSON_FILE} and {ARRAYS_FILE} as written by ReferenceProfile.save: make it again"
             ) from error
 
 
@@ -293,7 +265,7 @@ def make_reference(
     latency: dict[str, float] | None = None,
     source: str = "",
     rng: np.random.Generator | None = None,
-) -> Reference:
+) -> ReferenceProfile:
     """The profile of a deployable from its outputs on held-out samples, their labels and the images themselves."""
     probabilities = _as_probabilities(probabilities)
     labels = np.asarray(labels, np.int64).reshape(-1)
@@ -314,7 +286,7 @@ def make_reference(
     pixels = downsample(images[keep])
     brightness = images.mean(axis=-1)
     flat = images.reshape(len(images), -1)
-    return Reference(
+    return ReferenceProfile(
         probabilities=probabilities,
         labels=labels,
         image_mean=flat.mean(axis=1),
@@ -331,7 +303,7 @@ def make_reference(
 
 
 def drift_report(
-    reference: Reference,
+    reference: ReferenceProfile,
     probabilities: np.ndarray,
     images: np.ndarray | None = None,
     alpha: float = DEFAULT_ALPHA,
@@ -392,23 +364,15 @@ def drift_report(
     )
 
 
-def verdict(p_values: Sequence[float | None], alpha: float) -> tuple[bool, float, list[bool]]:
-    """Bonferroni over the tests that ran (None or NaN = not run): (drifted, threshold, which are below it)."""
-    ran = [p for p in p_values if p is not None and not math.isnan(p)]
-    threshold = alpha / max(len(ran), 1)
-    below = [p is not None and not math.isnan(p) and p < threshold for p in p_values]
-    return any(below), threshold, below
-
-
 def calibrate(
-    reference: Reference,
+    reference: ReferenceProfile,
     probabilities: np.ndarray,
     images: np.ndarray,
     *,
     window_sizes: Sequence[int] = CALIBRATION_SIZES,
     source: str = "",
     rng: np.random.Generator | None = None,
-) -> Reference:
+) -> ReferenceProfile:
     """The reference with the p-values of clean windows stored per size: its measured false-alarm rates.
 
     probabilities and images are the deployable's outputs on held-out samples that did NOT make the reference
@@ -453,50 +417,7 @@ def rate_interval(flagged: int, windows: int) -> tuple[float, float]:
     return float(interval.low), float(interval.high)
 
 
-def class_test(reference_counts: np.ndarray, window_counts: np.ndarray) -> float:
-    """Chi-square test of homogeneity of two count vectors over classes (classes absent from both dropped)."""
-    table = np.stack([reference_counts, window_counts]).astype(np.float64)
-    table = table[:, table.sum(axis=0) > 0]
-    if table.shape[1] < 2 or (table.sum(axis=1) == 0).any():
-        return 1.0  # one class, or an empty side: nothing to compare
-    return float(chi2_contingency(table).pvalue)
-
-
-def softmax_test(reference: np.ndarray, window: np.ndarray) -> tuple[float, np.ndarray]:
-    """Two-sample KS test of each class's probability; (Bonferroni-adjusted smallest p, per-class p-values)."""
-    per_class = np.atleast_1d(ks_2samp(reference, window, axis=0).pvalue).astype(np.float64)
-    return float(min(1.0, per_class.min() * len(per_class))), per_class
-
-
-def mmd_test(
-    reference: np.ndarray, window: np.ndarray, bandwidth: float, rng: np.random.Generator, permutations=PERMUTATIONS
-) -> tuple[float, float]:
-    """(squared MMD, permutation p-value (1 + k) / (1 + permutations)) of two samples of row vectors.
-
-    Every permutation is a random split of the pooled rows into groups of the original sizes; all of them are
-    scored at once as quadratic forms of 0/1 membership vectors with one kernel matrix, so a window of 200
-    against 288 reference images with 2000 permutations takes tens of milliseconds.
-    """
-    pooled = np.concatenate([reference, window]).astype(np.float32)  # pixels need no more; BLAS runs twice as fast
-    n, m = len(reference), len(window)
-    kernel = np.exp(_squared_distances(pooled, pooled) / np.float32(-2 * bandwidth**2))
-    # Row 0 is the observed split; every other row puts the window's label on m random rows of the pool
-    # (the m smallest of uniform keys; float64 keys, so ties that would enlarge a group are practically impossible).
-    keys = rng.random((permutations, n + m))
-    kth = np.partition(keys, m - 1, axis=1)[:, m - 1 : m]
-    membership = np.concatenate([np.r_[np.zeros(n), np.ones(m)][None], keys <= kth]).astype(np.float32)
-    row_sums = kernel.sum(axis=1, dtype=np.float64)
-    everything = row_sums.sum()
-    within_window = np.einsum("pi,pi->p", membership @ kernel, membership, dtype=np.float64)
-    window_rows = membership.astype(np.float64) @ row_sums
-    between = window_rows - within_window
-    within_reference = everything - 2 * window_rows + within_window
-    statistic = within_window / m**2 + within_reference / n**2 - 2 * between / (n * m)
-    exceed = int(np.count_nonzero(statistic[1:] >= statistic[0]))
-    return float(statistic[0]), (1 + exceed) / (1 + permutations)
-
-
-def pixel_heatmap(reference: Reference, images: np.ndarray) -> np.ndarray:
+def pixel_heatmap(reference: ReferenceProfile, images: np.ndarray) -> np.ndarray:
     """Welch z of each pixel's mean brightness, window minus reference: where the inputs changed (a figure only)."""
     brightness = images.mean(axis=-1)
     n = len(reference.image_mean)
@@ -504,31 +425,6 @@ def pixel_heatmap(reference: Reference, images: np.ndarray) -> np.ndarray:
     spread = np.sqrt(reference.pixel_var / n + window_var / len(images))
     difference = brightness.mean(axis=0) - reference.pixel_mean
     return np.divide(difference, spread, out=np.zeros_like(difference), where=spread > 0)
-
-
-def downsample(images: np.ndarray, grid: int = PIXEL_GRID) -> np.ndarray:
-    """(n, H, W, C) -> (n, D): block averages on a grid of at most grid x grid per channel, flattened."""
-    n, height, width, channels = images.shape
-    rows, cols = _block_starts(height, grid), _block_starts(width, grid)
-    summed = np.add.reduceat(np.add.reduceat(images, rows, axis=1), cols, axis=2)
-    areas = np.diff(np.r_[rows, height])[:, None] * np.diff(np.r_[cols, width])[None, :]
-    return (summed / areas[None, :, :, None]).reshape(n, -1).astype(np.float32)
-
-
-def median_distance(rows: np.ndarray) -> float:
-    """Median Euclidean distance between distinct rows (1.0 when they are all equal): the kernel bandwidth."""
-    distances = np.sqrt(_squared_distances(rows, rows)[np.triu_indices(len(rows), k=1)])
-    median = float(np.median(distances)) if distances.size else 0.0
-    return median if median > 0 else 1.0
-
-
-def _squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    squared = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T
-    return np.maximum(squared, 0.0)
-
-
-def _block_starts(side: int, grid: int) -> np.ndarray:
-    return np.floor(np.linspace(0, side, min(grid, side) + 1)[:-1]).astype(np.intp)
 
 
 def _as_probabilities(probabilities) -> np.ndarray:

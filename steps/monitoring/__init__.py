@@ -1,0 +1,3 @@
+"""Served traffic read back and judged: the prediction logs, drift tests and reference profiles, their measured
+rates.
+"""
