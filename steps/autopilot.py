@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 import mlflow
 
 from steps import contract
+from steps.adapt.new_data import labelled_feedback
+from steps.adapt.origin import origin_of
 from steps.config import StepFailed, as_parameters, parse_config, run_cli
 from steps.datasets.data import DatasetError
 from steps.monitoring.traffic import LogError, log_files, time_range
@@ -25,7 +27,6 @@ from steps.release.child_runs import child_env_manager, run_step
 from steps.release.lineage import data_of_run
 from steps.release.tracking import log_config, step_run
 from steps.settings import AutopilotConfig, MonitorConfig, UpdateConfig
-from steps.update import labelled_feedback, origin_of
 
 
 def child_runs(parent_id: str, step: str) -> list[mlflow.entities.Run]:

@@ -4,9 +4,9 @@
    and the compression recipe that made the deployable from it.
 2. New samples: a data set (all its splits), or the labelled traffic in the
    prediction logs since the champion was promoted; each labelled sample is
-   taken or refused with a reason (`steps/labelled.py`). They are split and
+   taken or refused with a reason (`steps/adapt/labelled.py`). They are split and
    mixed with a class-balanced replay of the float parent's training data
-   (`steps/update_data.py`) and logged as this run's `update_data/update.npz`,
+   (`steps/adapt/update_data.py`) and logged as this run's `update_data/update.npz`,
    the data set every child step loads.
 3. Child runs, as `main` makes them: `train` fine-tunes the float parent
    (warm start, early stopping on the new validation samples), then each step
@@ -25,129 +25,27 @@ reached a verdict is not run again (reuse_runs=false forces it).
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import mlflow
-import numpy as np
-from mlflow.entities.model_registry import ModelVersion
 
 from steps import contract
-from steps.compress.recipes import RECIPE_CONFIGS, recipe_config, replay_steps, unquoted
+from steps.adapt.new_data import new_samples
+from steps.adapt.origin import Origin, origin_of
+from steps.adapt.update_data import mix, samples_digest
+from steps.adapt.update_gate import gate_update
+from steps.compress.recipes import recipe_config, unquoted
 from steps.config import GateRefused, StepFailed, as_parameters, parse_config, run_cli
-from steps.datasets.data import Dataset, DatasetError, load_dataset
-from steps.labelled import NOT_A_CLASS, labelled_samples
-from steps.monitoring.traffic import log_files, parse_time, read
 from steps.release.child_runs import child_env_manager, project_commit, run_step
-from steps.release.lineage import data_of_run, lineage
-from steps.release.registry import RegistryError, promoted_at, version_by_alias
+from steps.release.lineage import data_of_run
 from steps.release.tracking import log_config, step_run
 from steps.settings import TrainConfig, UpdateConfig
-from steps.update_data import mix, samples_digest
-from steps.update_gate import gate_update
 
 DATA_ARTIFACT = "update_data"
 DATA_FILE = "update.npz"
-FEEDBACK_SOURCE = "feedback:"  # data_source of an update from labelled traffic: feedback:<logs>@<since>-<until>
-
-
-@dataclasses.dataclass(frozen=True)
-class Origin:
-    """What the champion was made from: its float parent's train run, and the recipe steps after it."""
-
-    champion: ModelVersion
-    float_run: dict  # a lineage entry (run_id, step, variant, parent_model, params)
-    recipe: list[dict]  # lineage entries from the float parent up to the deployable, in the order they ran
-    first_train: dict  # the train run the lineage starts from (the float parent itself before any update)
-
-    @property
-    def float_model_uri(self) -> str:
-        return f"runs:/{self.float_run['run_id']}/{contract.KERAS_MODEL}"
-
-    @property
-    def image_size(self) -> int:
-        """The side image folders were resized to for the float parent (new image folders get the same)."""
-        return int(float(self.float_run["params"].get("image_size", TrainConfig().image_size)))
-
-
-@dataclasses.dataclass(frozen=True)
-class NewSamples:
-    x: np.ndarray
-    y: np.ndarray  # indices into the champion's classes
-    source: str  # the path, or the prediction logs and time range
-    refused: dict[str, int]  # reason -> labelled samples refused
-
-
-def origin_of(model_name: str) -> Origin:
-    champion = version_by_alias(model_name, contract.CHAMPION)
-    if champion is None:
-        raise RegistryError(f"model {model_name!r} has no {contract.CHAMPION}: run `mlflow run .` (main) first")
-    if contract.VERSION_TAG_SOURCE_RUN not in champion.tags:
-        raise RegistryError(
-            f"{model_name} v{champion.version} has no lineage (no {contract.VERSION_TAG_SOURCE_RUN!r} tag): it was "
-            "not registered by rtdeploy, so there is no float parent or recipe to update; register a model made "
-            "by `mlflow run .` instead"
-        )
-    chain = lineage(model_name, champion.version)  # from the deployable back to the first float model
-    position = next((i for i, entry in enumerate(chain) if entry["step"] == contract.TRAIN), None)
-    if position is None:
-        raise RegistryError(
-            f"the lineage of {model_name} v{champion.version} has no train run "
-            f"({' <- '.join(str(entry['step']) for entry in chain)}): no float parent to fine-tune"
-        )
-    recipe = [step for entry in reversed(chain[:position]) for step in replayed(entry)]
-    unknown = [entry["step"] for entry in recipe if entry["step"] not in RECIPE_CONFIGS]
-    if unknown:
-        raise RegistryError(
-            f"the lineage of {model_name} v{champion.version} has steps update cannot re-run: {unknown}"
-        )
-    first_train = [entry for entry in chain if entry["step"] == contract.TRAIN][-1]
-    return Origin(champion, chain[position], recipe, first_train)
-
-
-def replayed(entry: dict) -> list[dict]:
-    """A lineage entry as the steps that make it again: itself, or a search trial's prune, cluster, quantize."""
-    return replay_steps(entry["made"], entry["params"]) if entry["step"] == contract.SEARCH_TRIAL else [entry]
-
-
-def new_samples(config: UpdateConfig, origin: Origin, old: Dataset) -> NewSamples:
-    if config.new_data == contract.NEW_DATA_FEEDBACK:
-        return labelled_feedback(config, origin, old)
-    data = load_dataset(config.new_data, image_size=origin.image_size)
-    if data.input_shape != old.input_shape:
-        raise DatasetError(f"{config.new_data} has images shaped {data.input_shape}; the model takes {old.input_shape}")
-    x = np.concatenate([data.x_train, data.x_val, data.x_test])
-    names = np.array(data.class_names)[np.concatenate([data.y_train, data.y_val, data.y_test])]
-    index = {name: i for i, name in enumerate(old.class_names)}
-    known = np.array([name in index for name in names], bool)
-    if not known.any():
-        raise DatasetError(
-            f"no sample of {config.new_data} has one of the model's classes ({', '.join(old.class_names)}) as its "
-            f"label (it has {', '.join(data.class_names)}); all {len(names)} refused"
-        )
-    refused = {} if known.all() else {NOT_A_CLASS: int((~known).sum())}
-    y = np.array([index[name] for name in names[known]], np.int64)
-    return NewSamples(x[known], y, data.source, refused)
-
-
-def labelled_feedback(config: UpdateConfig, origin: Origin, old: Dataset) -> NewSamples:
-    files = log_files(config.prediction_log)
-    since = parse_time(config.since, "since") or promoted_at(origin.champion)
-    until = parse_time(config.until, "until") or time.time()
-    labelled = labelled_samples(read(files, since, until), config.model_name, old.class_names, old.input_shape)
-    print(f"update: {labelled.describe()} from {', '.join(map(str, files))} since {since:.0f}")
-    if len(labelled.y) == 0:
-        raise DatasetError(
-            f"no labelled traffic of {config.model_name} in {config.prediction_log} between {since:.0f} and "
-            f"{until:.0f} (unix seconds; {labelled.describe()}): send true labels to the server's /feedback, "
-            "widen since/until, or pass a data set as new_data"
-        )
-    source = f"{FEEDBACK_SOURCE}{','.join(map(str, files))}@{since:.3f}-{until:.3f}"
-    return NewSamples(labelled.x, labelled.y, source, labelled.refused)
 
 
 def update_key(config: UpdateConfig, champion: str, digest: str, commit: str | None) -> str:

@@ -17,7 +17,7 @@ from conftest import entry_point_runs, mlflow_run, run_command
 from steps import contract
 from steps.config import as_parameters
 from steps.core.plan import COMPRESSION_PLAN
-from steps.pipeline import run_step
+from steps.release.child_runs import run_step
 from steps.settings import TrainConfig
 
 pytestmark = pytest.mark.e2e

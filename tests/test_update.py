@@ -7,9 +7,11 @@ import mlflow
 import pytest
 
 from steps import contract
+from steps.adapt.origin import origin_of, replayed
+from steps.compress.recipes import recipe_config
 from steps.release.registry import RegistryError
 from steps.settings import ClusterConfig, PruneConfig, QuantizeConfig, UpdateConfig
-from steps.update import origin_of, recipe_config, replayed, update_key
+from steps.update import update_key
 
 NAME = "pets"
 

@@ -9,12 +9,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from steps.adapt.labelled import NOT_A_CLASS, NOT_KEPT, WRONG_SHAPE, labelled_samples
+from steps.adapt.update_data import MIN_NEW_SAMPLES, load_new_test, mix, samples_digest
 from steps.datasets.data import Dataset, DatasetError, load_dataset
-from steps.labelled import NOT_A_CLASS, NOT_KEPT, WRONG_SHAPE, labelled_samples
 from steps.monitoring.traffic import log_files, read
 from steps.serve.predlog import PredictionLog
 from steps.serve.runtime import ModelRef
-from steps.update_data import MIN_NEW_SAMPLES, load_new_test, mix, samples_digest
 
 CLASSES = ("cat", "dog", "emu")
 SHAPE = (2, 2, 1)

@@ -10,6 +10,7 @@ import numpy as np
 from mlflow.entities.model_registry import ModelVersion
 
 from steps import contract
+from steps.adapt.update_data import UpdateData
 from steps.modeling.pyfunc import predict_classes
 from steps.monitoring.version_profiles import reference_of
 from steps.release.gate import Verdict, decide_update
@@ -27,7 +28,6 @@ from steps.release.registry import (
     version_by_alias,
 )
 from steps.settings import UpdateConfig
-from steps.update_data import UpdateData
 
 
 def gate_update(
