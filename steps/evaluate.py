@@ -32,7 +32,7 @@ from steps.modeling.measure import sizes
 from steps.modeling.pyfunc import predict_classes
 from steps.release.lineage import check_model_reference, variant_of
 from steps.release.tracking import log_config, log_dataset, set_variant_tags, step_run
-from steps.report import confusion_examples_figure, confusion_matrix_figure, error_rate_figure
+from steps.reports.figures import confusion_examples_figure, confusion_matrix_figure, error_rate_figure
 from steps.settings import EvaluateConfig
 
 BATCH_SIZE = 32  # throughput is measured on batches of this size

@@ -16,7 +16,7 @@ from steps.datasets.data import check_dataset
 from steps.release.child_runs import child_env_manager, run_step
 from steps.release.lineage import check_model_reference, variant_row
 from steps.release.tracking import log_config, step_run
-from steps.report import comparison_figure, comparison_table
+from steps.reports.figures import comparison_figure, comparison_table
 from steps.settings import (
     PipelineConfig,
     RegisterConfig,

@@ -175,7 +175,7 @@ def _constraint(trial) -> list[float]:
 def shared_sensitivity(study, parent, data: Dataset, config: SearchConfig) -> dict[str, float]:
     """Each large layer's ceiling: from the study if another process made it, else measured and kept there."""
     from steps.compress.sensitivity import sensitivity_table, tolerated_sparsity
-    from steps.report import sensitivity_figure
+    from steps.reports.figures import sensitivity_figure
 
     rows = study.user_attrs.get(SENSITIVITY_ATTR)
     if rows is None:
@@ -383,7 +383,7 @@ def nothing_within(trials: list[dict], config: SearchConfig) -> str:
 
 def report_study(study, trials: list[dict], config: SearchConfig, baseline_gzip: int) -> dict | None:
     """The study's history and trade-off plots, its trials as a table, and the choice, on the active run."""
-    from steps.report import study_figure
+    from steps.reports.figures import study_figure
 
     best = best_trial(trials, config.max_accuracy_drop)
     if trials:

@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import confusion_matrix
 
 from steps import contract
-from steps.report import confusion_examples_figure, confusion_matrix_figure, error_rate_figure, plt
+from steps.reports.figures import confusion_examples_figure, confusion_matrix_figure, error_rate_figure, plt
 
 TOP_CONFUSIONS = 5
 EXAMPLES_PER_CONFUSION = 4

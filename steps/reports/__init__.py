@@ -1,0 +1,2 @@
+"""Figures and the monitor's HTML page (matplotlib).
+"""
