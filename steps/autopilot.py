@@ -20,9 +20,9 @@ import mlflow
 from steps import contract
 from steps.adapt.new_data import labelled_feedback
 from steps.adapt.origin import origin_of
-from steps.config import StepFailed, as_parameters, parse_config, run_cli
 from steps.datasets.data import DatasetError
 from steps.monitoring.traffic import LogError, log_files, time_range
+from steps.parameters import StepFailed, as_parameters, parse_config, run_cli
 from steps.release.child_runs import child_env_manager, run_step
 from steps.release.lineage import data_of_run
 from steps.release.tracking import log_config, step_run

@@ -25,11 +25,11 @@ import pandas as pd
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from steps import contract
-from steps.config import parse_config, run_cli
 from steps.core.stats import Accuracy, accuracy
 from steps.datasets.data import Dataset, load_dataset
 from steps.modeling.measure import sizes
 from steps.modeling.pyfunc import predict_classes
+from steps.parameters import parse_config, run_cli
 from steps.release.lineage import check_model_reference, variant_of
 from steps.release.tracking import log_config, log_dataset, set_variant_tags, step_run
 from steps.reports.figures import confusion_examples_figure, confusion_matrix_figure, error_rate_figure

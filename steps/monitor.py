@@ -29,12 +29,12 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 
 from steps import contract
-from steps.config import StepFailed, UsageError, parse_config, run_cli
 from steps.core.stats import proportion
 from steps.core.timing import percentiles_ms
 from steps.monitoring.reference_profile import DriftReport, ReferenceProfile, drift_report
 from steps.monitoring.traffic import Traffic, labelled_rows, log_files, parse_time, read, time_range
 from steps.monitoring.version_profiles import reference_of
+from steps.parameters import StepFailed, UsageError, parse_config, run_cli
 from steps.release.registry import get_version
 from steps.release.tracking import log_config, step_run
 from steps.reports.monitor_page import figures_of, report_html

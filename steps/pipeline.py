@@ -9,10 +9,10 @@ import mlflow
 
 from steps import contract
 from steps.compress.recipes import RECIPE_CONFIGS
-from steps.config import GateRefused, StepFailed, as_parameters, parse_configs, run_cli
 from steps.core.plan import plan_for
 from steps.core.selection import VariantRow, select_best
 from steps.datasets.data import check_dataset
+from steps.parameters import GateRefused, StepFailed, as_parameters, parse_configs, run_cli
 from steps.release.child_runs import child_env_manager, run_step
 from steps.release.lineage import check_model_reference, variant_row
 from steps.release.tracking import log_config, step_run

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from steps import contract
-from steps.config import GateRefused, parse_config, run_cli
+from steps.parameters import GateRefused, parse_config, run_cli
 from steps.release.promotion import force_promote, promote_if_passing
 from steps.release.registry import describe, get_version, model_uri
 from steps.release.tracking import log_config, set_variant_tags, step_run

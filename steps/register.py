@@ -14,8 +14,8 @@ from __future__ import annotations
 from mlflow.entities.model_registry import ModelVersion
 
 from steps import contract
-from steps.config import GateRefused, parse_config, run_cli
 from steps.core.selection import VariantRow, select_best
+from steps.parameters import GateRefused, parse_config, run_cli
 from steps.release.gate import Verdict
 from steps.release.lineage import variant_rows_of_pipeline
 from steps.release.promotion import register_challenger

@@ -5,7 +5,7 @@ from __future__ import annotations
 import mlflow
 
 from steps import contract
-from steps.config import parse_config, run_cli
+from steps.parameters import parse_config, run_cli
 from steps.release.registry import rollback
 from steps.release.tracking import log_config, step_run
 from steps.settings import RollbackConfig

@@ -34,9 +34,9 @@ import mlflow
 
 from steps import contract
 from steps.compress.recipes import FINE_TUNING, TRIAL_QUANTIZE_MODE, stage_epochs
-from steps.config import GateRefused, StepFailed, UsageError, parse_config, run_cli
 from steps.core.selection import within_budget
 from steps.datasets.data import Dataset, load_dataset
+from steps.parameters import GateRefused, StepFailed, UsageError, parse_config, run_cli
 from steps.release.lineage import check_model_reference
 from steps.release.tracking import log_config, log_dataset, step_run
 from steps.settings import ClusterConfig, PruneConfig, QuantizeConfig, SearchConfig

@@ -12,8 +12,8 @@ import json
 from dataclasses import dataclass
 
 from steps import contract
-from steps.config import require_choice, require_positive, setting
 from steps.core.plan import ALL_VARIANTS, plan_for
+from steps.parameters import require_choice, require_positive, setting
 
 ENV_MANAGERS = ("auto", "local", "virtualenv", "uv", "conda")
 MAX_SIMULATED_REQUESTS = 1_000_000  # simulate is bounded: it is a test tool, not a load generator left running

@@ -26,11 +26,11 @@ import mlflow
 import numpy as np
 
 from steps import contract
-from steps.config import UsageError, parse_config, run_cli
 from steps.core.stats import Accuracy, proportion
 from steps.core.timing import percentiles_ms
 from steps.datasets.corruptions import DEFAULT_SEVERITY, apply_drift
 from steps.datasets.data import Dataset, load_dataset
+from steps.parameters import UsageError, parse_config, run_cli
 from steps.release.tracking import log_config, step_run
 from steps.settings import SimulateConfig
 

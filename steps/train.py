@@ -10,8 +10,8 @@ from __future__ import annotations
 import mlflow
 
 from steps import contract
-from steps.config import parse_config, run_cli
 from steps.datasets.data import load_dataset
+from steps.parameters import parse_config, run_cli
 from steps.release.lineage import check_model_reference
 from steps.release.tracking import (
     check_store,

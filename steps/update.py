@@ -38,7 +38,7 @@ from steps.adapt.origin import Origin, origin_of
 from steps.adapt.update_data import mix, samples_digest
 from steps.adapt.update_gate import gate_update
 from steps.compress.recipes import recipe_config, unquoted
-from steps.config import GateRefused, StepFailed, as_parameters, parse_config, run_cli
+from steps.parameters import GateRefused, StepFailed, as_parameters, parse_config, run_cli
 from steps.release.child_runs import child_env_manager, project_commit, run_step
 from steps.release.lineage import data_of_run
 from steps.release.tracking import log_config, step_run

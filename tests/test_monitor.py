@@ -18,10 +18,10 @@ import pytest
 from conftest import run_command
 from steps import contract, monitor
 from steps.adapt.labelled import labelled_samples
-from steps.config import UsageError
 from steps.monitor import consecutive_alerts, judge, window_edges
 from steps.monitoring.reference_profile import make_reference
 from steps.monitoring.traffic import LogError, Traffic, log_files, parse_time, read, time_range
+from steps.parameters import UsageError
 from steps.serve.predlog import PredictionLog
 from steps.serve.runtime import ModelRef
 from steps.settings import MonitorConfig

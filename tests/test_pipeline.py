@@ -15,8 +15,8 @@ from PIL import Image
 
 from conftest import entry_point_runs, mlflow_run, run_command
 from steps import contract
-from steps.config import as_parameters
 from steps.core.plan import COMPRESSION_PLAN
+from steps.parameters import as_parameters
 from steps.release.child_runs import run_step
 from steps.settings import TrainConfig
 

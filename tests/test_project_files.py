@@ -12,7 +12,7 @@ import yaml
 
 from conftest import PROJECT
 from steps import contract
-from steps.config import parse_config, parse_configs
+from steps.parameters import parse_config, parse_configs
 from steps.settings import (
     AutopilotConfig,
     ClusterConfig,

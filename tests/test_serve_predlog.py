@@ -30,8 +30,8 @@ import pytest
 
 from serve_support import StandInRegistry
 from steps import contract
-from steps.config import UsageError
 from steps.monitoring.traffic import decode_input
+from steps.parameters import UsageError
 from steps.serve.predlog import PredictionLog
 from steps.serve.runtime import ModelRef
 from steps.serve.server import Server

@@ -12,7 +12,7 @@ import json
 import shlex
 
 from steps import contract
-from steps.config import parse_config
+from steps.parameters import parse_config
 from steps.settings import ClusterConfig, PruneConfig, QuantizeConfig
 
 RECIPE_CONFIGS = {contract.PRUNE: PruneConfig, contract.CLUSTER: ClusterConfig, contract.QUANTIZE: QuantizeConfig}

@@ -15,12 +15,12 @@ import numpy as np
 import tf_keras as keras
 
 from steps import contract
-from steps.config import UsageError
 from steps.datasets.data import Dataset
 from steps.modeling.architectures import predicted_classes
 from steps.modeling.convert import to_tflite
 from steps.modeling.keras_io import load_keras_model, log_keras_model, require_fit
 from steps.modeling.measure import Baseline, measure_deployable
+from steps.parameters import UsageError
 from steps.release.lineage import baseline_of, recipe_of, set_lineage_tags, source_run_id
 from steps.release.tracking import log_config, log_dataset, log_deployable, set_variant_tags
 from steps.settings import FineTuneConfig

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from steps import contract
-from steps.config import require_choice
+from steps.parameters import require_choice
 
 BUDGET_SLACK = 1e-12  # a drop exactly at the budget is within it, despite float rounding
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from steps.config import UsageError, is_missing
+from steps.parameters import UsageError, is_missing
 
 log = logging.getLogger(__name__)
 

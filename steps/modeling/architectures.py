@@ -7,8 +7,8 @@ import math
 import numpy as np
 import tf_keras as keras
 
-from steps.config import require_choice
 from steps.contract import ARCHITECTURES
+from steps.parameters import require_choice
 
 FLATTEN_TARGET = 4  # pool until the feature map is about this wide, so the dense head stays modest
 

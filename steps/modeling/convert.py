@@ -11,8 +11,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from steps.config import require_choice
 from steps.contract import CONVERSION_MODES
+from steps.parameters import require_choice
 
 
 def to_tflite(model: keras.Model, mode: str = "none", representative: np.ndarray | None = None) -> bytes:

@@ -8,10 +8,10 @@ import mlflow
 import tf_keras as keras
 
 from steps import contract
-from steps.config import UsageError, is_missing
 from steps.datasets.data import Dataset
 from steps.modeling.architectures import build_model
 from steps.modeling.training import seed_everything
+from steps.parameters import UsageError, is_missing
 from steps.release.lineage import is_model_uri
 from steps.release.tracking import example_input, model_signature
 from steps.settings import TrainConfig

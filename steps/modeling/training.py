@@ -13,9 +13,9 @@ import tensorflow as tf
 import tf_keras as keras
 
 from steps import contract
-from steps.config import require_choice
 from steps.datasets.data import Dataset
 from steps.modeling.architectures import predicted_classes
+from steps.parameters import require_choice
 from steps.settings import FineTuneConfig, TrainConfig
 
 MOMENTUM = 0.9  # the classic value for SGD with momentum

@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 
 from steps import contract
-from steps.config import UsageError
 from steps.core.sqlite_files import read_only
+from steps.parameters import UsageError
 
 TABLES = ("predictions", "samples", "feedback", "refusals", "heartbeats")
 

@@ -21,7 +21,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_PROJECT_ENTRY_POI
 from mlflow.utils.string_utils import quote
 
 from steps import contract
-from steps.config import StepFailed
+from steps.parameters import StepFailed
 
 AUTO = "auto"  # env_manager=auto: the one `mlflow run` gave this process
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import mlflow
 
 from steps import contract
-from steps.config import UsageError
 from steps.core.selection import VariantRow
 from steps.datasets.data import Dataset, load_dataset
 from steps.modeling.measure import Baseline
+from steps.parameters import UsageError
 from steps.release.registry import get_version
 from steps.release.tracking import check_store
 from steps.settings import TrainConfig

@@ -28,7 +28,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from steps import contract
-from steps.config import REFUSALS, StepFailed, UsageError
+from steps.parameters import REFUSALS, StepFailed, UsageError
 from steps.release.gate import Verdict
 
 

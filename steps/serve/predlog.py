@@ -46,8 +46,8 @@ from pathlib import Path
 import numpy as np
 
 from steps import contract
-from steps.config import UsageError
 from steps.core.sqlite_files import read_only
+from steps.parameters import UsageError
 from steps.serve.runtime import ModelRef, ServedModel
 
 log = logging.getLogger("rtdeploy.serve")

@@ -25,8 +25,8 @@ import sys
 import tempfile
 import time
 
-from steps.config import UsageError
 from steps.contract import worker_log_path
+from steps.parameters import UsageError
 from steps.serve.metrics import METRICS_DIR_ENV
 from steps.settings import ServeConfig
 
