@@ -26,7 +26,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ from websockets.sync.client import connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from steps import contract  # noqa: E402
+from steps.release.infra import free_port  # noqa: E402
 
 DOCS = Path(__file__).resolve().parent
 WIDTH = 1600
@@ -321,12 +321,6 @@ def child_runs(main_run) -> list:
         order_by=["attributes.start_time ASC"],
         output_format="list",
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_ui(tracking_uri: str) -> tuple[subprocess.Popen, str]:

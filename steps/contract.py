@@ -138,6 +138,7 @@ PREDICTION_LOG_LAYOUT = 2
 LOG_SYNC_NORMAL = "normal"  # WAL, synchronous=NORMAL: survives a crash or kill -9 of the server, not a power loss
 LOG_SYNC_FULL = "full"  # WAL, synchronous=FULL: an fsync per commit group, survives a power loss too
 LOG_SYNC_MODES = (LOG_SYNC_NORMAL, LOG_SYNC_FULL)
+DEFAULT_PREDICTION_LOG = "predictions.db"  # where serve writes its log, and where monitor, update, autopilot look
 # With `serve -P workers=N`, worker i writes its own log beside the named one: predictions.db -> predictions.worker1.db
 WORKER_LOG_INFIX = ".worker"
 

@@ -21,7 +21,6 @@ its metrics per window (one metric step per window). Tag `rtdeploy.alert` is
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
 import mlflow
 import numpy as np
@@ -32,7 +31,7 @@ from steps import contract
 from steps.core.stats import proportion
 from steps.core.timing import percentiles_ms
 from steps.monitoring.reference_profile import DriftReport, ReferenceProfile, drift_report
-from steps.monitoring.traffic import Traffic, labelled_rows, log_files, parse_time, read, time_range
+from steps.monitoring.traffic import Traffic, labelled_rows, log_files, parse_time, read, time_range, utc
 from steps.monitoring.version_profiles import reference_of
 from steps.parameters import StepFailed, UsageError, parse_config, run_cli
 from steps.release.registry import get_version
@@ -61,7 +60,7 @@ class VersionWindow:
 
 
 @dataclass
-class Verdict:
+class MonitoringVerdict:
     """The whole range: every version's windows, the window-level error series, and the alerts."""
 
     start: float  # the range judged
@@ -178,7 +177,7 @@ def judge(
     end: float,
     references: dict[str, ReferenceProfile],
     class_names: dict[str, tuple[str, ...]] | None = None,
-) -> Verdict:
+) -> MonitoringVerdict:
     """Every window of every version, the window-level errors, and the alerts.
 
     class_names: per version, for versions without a reference (default: "0", "1", ...).
@@ -222,7 +221,7 @@ def judge(
         for e in errors
     ]
     alerts["all"] = consecutive_alerts(error_breaches, config.consecutive)
-    return Verdict(start, end, edges, versions, errors, {k: v for k, v in alerts.items() if v}, notes, names)
+    return MonitoringVerdict(start, end, edges, versions, errors, {k: v for k, v in alerts.items() if v}, notes, names)
 
 
 def window_errors(predictions: int, refused: pd.DataFrame) -> dict[str, float]:
@@ -265,7 +264,7 @@ def model_size(config: MonitorConfig, version: str) -> float | None:
     return run.data.metrics.get(contract.SIZE_BYTES)
 
 
-def log_verdict(config: MonitorConfig, verdict: Verdict, traffic: Traffic) -> None:
+def log_verdict(config: MonitorConfig, verdict: MonitoringVerdict, traffic: Traffic) -> None:
     """Window-level metrics and the report on the active run; one nested run per version."""
     mlflow.set_tags({
         contract.TAG_MODEL_NAME: config.model_name,
@@ -302,11 +301,7 @@ def rss_mb(heartbeats: pd.DataFrame, window: tuple[float, float]) -> float | Non
     return float(beats["rss_bytes"].max()) / 2**20 if len(beats) else None
 
 
-def utc(seconds: float) -> str:
-    return f"{datetime.fromtimestamp(seconds, timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
-
-
-def summary(verdict: Verdict, start: float, end: float) -> str:
+def summary(verdict: MonitoringVerdict, start: float, end: float) -> str:
     lines = [f"monitor: {len(verdict.windows)} window(s) from {utc(start)} to {utc(end)}; alert: {verdict.alert}"]
     for version, windows in verdict.versions.items():
         for w in windows:

@@ -7,18 +7,15 @@ the parent's recipe); this module parses, checks the data, and logs the variant.
 from __future__ import annotations
 
 from steps import contract
-from steps.datasets.data import load_dataset
 from steps.parameters import parse_config, run_cli
-from steps.release.lineage import check_model_reference
+from steps.release.lineage import checked_inputs
 from steps.release.tracking import log_epoch, step_run
 from steps.settings import QuantizeConfig
 
 
 def main(argv: list[str] | None = None) -> None:
     config = parse_config(QuantizeConfig, argv)
-    data = load_dataset(config.dataset, image_size=config.image_size)
-    check_model_reference(config.model_uri, "model_uri")
-    # TensorFlow takes seconds and hundreds of MB to import: only once the settings and the data are usable.
+    data = checked_inputs(config.dataset, config.image_size, config.model_uri, "model_uri")
     from steps.compress.compression import qat_scheme_name, quantize
     from steps.compress.variants import load_parent, log_variant, start_variant_run
     from steps.modeling.training import epoch_callback

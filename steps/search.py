@@ -35,9 +35,9 @@ import mlflow
 from steps import contract
 from steps.compress.recipes import FINE_TUNING, TRIAL_QUANTIZE_MODE, stage_epochs
 from steps.core.selection import within_budget
-from steps.datasets.data import Dataset, load_dataset
+from steps.datasets.data import Dataset
 from steps.parameters import GateRefused, StepFailed, UsageError, parse_config, run_cli
-from steps.release.lineage import check_model_reference
+from steps.release.lineage import checked_inputs
 from steps.release.tracking import log_config, log_dataset, step_run
 from steps.settings import ClusterConfig, PruneConfig, QuantizeConfig, SearchConfig
 
@@ -67,9 +67,7 @@ STORAGE_ATTEMPTS = 3
 def main(argv: list[str] | None = None) -> None:
     config = parse_config(SearchConfig, argv)
     check_storage(config.storage)  # a mistyped URL would otherwise surface only after TensorFlow and the model
-    data = load_dataset(config.dataset, image_size=config.image_size)
-    check_model_reference(config.model_uri, "model_uri")
-    # TensorFlow takes seconds and hundreds of MB to import: only once the settings and the data are usable.
+    data = checked_inputs(config.dataset, config.image_size, config.model_uri, "model_uri")
     from steps.compress.variants import load_parent
 
     parent = load_parent(config.model_uri, data)

@@ -15,7 +15,10 @@ from steps import contract
 from steps.core.plan import ALL_VARIANTS, plan_for
 from steps.parameters import require_choice, require_positive, setting
 
-ENV_MANAGERS = ("auto", "local", "virtualenv", "uv", "conda")
+AUTO = "auto"  # a setting this step works out: env_manager (the one `mlflow run` gave it), learning_rate
+ENV_MANAGERS = (AUTO, "local", "virtualenv", "uv", "conda")
+ENV_MANAGER_HELP = f"environment of the child runs: {', '.join(ENV_MANAGERS)} (auto = this run's)"
+LOGS_HELP = "the servers' prediction logs: a path, a comma-separated list or a glob (one file per replica)"
 MAX_SIMULATED_REQUESTS = 1_000_000  # simulate is bounded: it is a test tool, not a load generator left running
 
 
@@ -264,7 +267,7 @@ class ServeConfig:
     )
     max_queue: int = setting(256, "prediction requests in progress at most; more are answered 503 (Retry-After)")
     max_body_bytes: int = setting(4 * 1024 * 1024, "largest request body accepted (413 above)")
-    prediction_log: str = setting("predictions.db", "SQLite file of the durable prediction and feedback log")
+    prediction_log: str = setting(contract.DEFAULT_PREDICTION_LOG, "SQLite file of the prediction and feedback log")
     log_inputs: float = setting(
         1.0, "share of requests whose preprocessed input images are kept in the log (probabilities always are)"
     )
@@ -296,7 +299,7 @@ class ServeConfig:
 class MonitorConfig:
     """Judge the served model's recent traffic: performance, errors, live accuracy and drift, with alerts."""
 
-    prediction_log: str = setting("predictions.db", "the server's log: a path, a comma-separated list or a glob")
+    prediction_log: str = setting(contract.DEFAULT_PREDICTION_LOG, LOGS_HELP)
     model_name: str = setting(contract.DEFAULT_MODEL_NAME, "registered model whose traffic to judge")
     window_minutes: float = setting(60.0, "length of each window the range is cut into")
     since: str = setting("", "start of the range: ISO time (2026-11-29T10:00, UTC) or unix seconds; empty: first row")
@@ -360,7 +363,7 @@ class PipelineConfig:
     max_accuracy_drop: float = setting(
         0.005, "largest validation-accuracy loss vs the float baseline a chosen variant may have"
     )
-    env_manager: str = setting("auto", f"environment of the child runs: {', '.join(ENV_MANAGERS)} (auto = this run's)")
+    env_manager: str = setting(AUTO, ENV_MANAGER_HELP)
     variants: str = setting(ALL_VARIANTS, "which compression variants to make: all, or plan keys like int8,pruned-int8")
     reuse_runs: bool = setting(True, "reuse a finished child run with the same entry point, parameters and git commit")
 
@@ -375,7 +378,6 @@ def require_budget(max_accuracy_drop: float) -> None:
         raise ValueError(f"max_accuracy_drop must be in [0, 1), got {max_accuracy_drop}")
 
 
-AUTO = "auto"
 QUANTIZATIONS = ("ptq", "qat")  # what search may choose: post-training int8, or quantization-aware int8
 
 
@@ -423,7 +425,7 @@ class UpdateConfig:
         "", f"'{contract.NEW_DATA_FEEDBACK}' (labelled traffic in prediction_log), a .npz file or an image folder"
     )
     model_name: str = setting(contract.DEFAULT_MODEL_NAME, "registered model whose champion to update")
-    prediction_log: str = setting("predictions.db", "with new_data=feedback: the servers' logs (path, list or glob)")
+    prediction_log: str = setting(contract.DEFAULT_PREDICTION_LOG, f"with new_data=feedback: {LOGS_HELP}")
     since: str = setting("", "with new_data=feedback: start of the labelled traffic; empty: the champion's promotion")
     until: str = setting("", "with new_data=feedback: end of the labelled traffic; empty: now")
     learning_rate: str = setting(AUTO, f"fine-tuning step size, or '{AUTO}': a tenth of the original training's")
@@ -437,7 +439,7 @@ class UpdateConfig:
     )
     max_old_drop: float = setting(0.01, "most the challenger may lose against the champion on the old test split")
     seed: int = setting(42, "the new data's split, the replay draw, and training")
-    env_manager: str = setting("auto", f"environment of the child runs: {', '.join(ENV_MANAGERS)} (auto = this run's)")
+    env_manager: str = setting(AUTO, ENV_MANAGER_HELP)
     reuse_runs: bool = setting(True, "an update with the same commit, model, new data and settings is not run again")
 
     def __post_init__(self):
@@ -474,7 +476,7 @@ class AutopilotConfig:
     update it from that traffic. Bounded in rounds and time."""
 
     model_name: str = setting(contract.DEFAULT_MODEL_NAME, "registered model to watch and update")
-    prediction_log: str = setting("predictions.db", "the servers' logs: a path, a comma-separated list or a glob")
+    prediction_log: str = setting(contract.DEFAULT_PREDICTION_LOG, LOGS_HELP)
     interval_minutes: float = setting(60.0, "time between rounds; each monitor window is this long")
     consecutive: int = setting(2, "windows in a row that must break a threshold before a round alerts")
     min_samples: int = setting(100, "windows with fewer predicted samples are not judged")
@@ -484,7 +486,7 @@ class AutopilotConfig:
     max_failures: int = setting(
         1, "failed rounds in a row (a step that exits 1 or 2, or monitoring_incomplete) after which it exits 1"
     )
-    env_manager: str = setting("auto", f"environment of the child runs: {', '.join(ENV_MANAGERS)} (auto = this run's)")
+    env_manager: str = setting(AUTO, ENV_MANAGER_HELP)
 
     def __post_init__(self):
         require_choice("env_manager", self.env_manager, ENV_MANAGERS)

@@ -43,7 +43,7 @@ class ServerUnreachable(UsageError):
 
 
 @dataclass
-class Traffic:
+class SentTraffic:
     """What happened to the simulated requests."""
 
     sent: int = 0
@@ -121,10 +121,10 @@ class Client:
         )
 
 
-def simulate(config: SimulateConfig, data: Dataset, progress=print) -> Traffic:
+def simulate(config: SimulateConfig, data: Dataset, progress=print) -> SentTraffic:
     """Send the traffic and the feedback; returns what happened."""
     x, y = drifted_samples(data, config)
-    client, traffic, lock = Client(config.url), Traffic(), threading.Lock()
+    client, traffic, lock = Client(config.url), SentTraffic(), threading.Lock()
     rng = np.random.default_rng(config.seed + 1)
     send_feedback = rng.random(len(y)) < config.feedback_fraction
     milestones = {max(1, round(config.requests * share)) for share in np.arange(PROGRESS_EVERY, 1.0001, PROGRESS_EVERY)}
@@ -160,7 +160,7 @@ def simulate(config: SimulateConfig, data: Dataset, progress=print) -> Traffic:
     return traffic
 
 
-def summary(config: SimulateConfig, traffic: Traffic) -> str:
+def summary(config: SimulateConfig, traffic: SentTraffic) -> str:
     errors = {status: count for status, count in sorted(traffic.statuses.items()) if status != 200}
     p50, _, p99 = percentiles_ms(np.array(traffic.latencies))
     accuracy = traffic.accuracy

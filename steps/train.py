@@ -10,11 +10,9 @@ from __future__ import annotations
 import mlflow
 
 from steps import contract
-from steps.datasets.data import load_dataset
 from steps.parameters import parse_config, run_cli
-from steps.release.lineage import check_model_reference
+from steps.release.lineage import checked_inputs, set_lineage_tags
 from steps.release.tracking import (
-    check_store,
     log_config,
     log_dataset,
     log_deployable,
@@ -27,18 +25,12 @@ from steps.settings import TrainConfig
 
 def main(argv: list[str] | None = None) -> None:
     config = parse_config(TrainConfig, argv)
-    data = load_dataset(config.dataset, image_size=config.image_size)
-    if config.base_model:
-        check_model_reference(config.base_model, "base_model")
-    else:
-        check_store()
-    # TensorFlow takes seconds and hundreds of MB to import: only once the settings and the data are usable.
+    data = checked_inputs(config.dataset, config.image_size, config.base_model, "base_model")
     from steps.modeling.architectures import kernel_sparsity
     from steps.modeling.convert import to_tflite
     from steps.modeling.keras_io import initial_model, log_keras_model
     from steps.modeling.measure import Baseline
     from steps.modeling.training import epoch_callback, train
-    from steps.release.lineage import set_lineage_tags
 
     model = initial_model(config, data)
     with step_run(contract.TRAIN) as run:

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from steps.serve.registry import LookupFailed, alias_lookup
+from steps.serve.alias_lookup import LookupFailed, alias_lookup
 
 MODEL = "tiny"
 REGISTRY_URI = "stand-in://registry"

@@ -6,16 +6,11 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from steps.release.infra import free_port
 
 
 def wait_for(condition, timeout: float = 30) -> bool:

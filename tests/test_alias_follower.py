@@ -9,9 +9,9 @@ import pytest
 
 from serve_support import GRAY_CLASSES, GRAY_SHAPE, MODEL, StandInRegistry, tiny_tflite
 from server_process import free_port, wait_for
+from steps.serve.alias_lookup import LookupFailed, _mlflow_lookup
 from steps.serve.batching import InferenceEngine
 from steps.serve.metrics import ServerMetrics
-from steps.serve.registry import LookupFailed, _mlflow_lookup
 from steps.serve.reload import AliasFollower, ModelHolder
 
 

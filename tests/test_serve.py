@@ -35,9 +35,9 @@ from steps.modeling.architectures import build_model
 from steps.modeling.convert import to_tflite
 from steps.monitoring.traffic import log_files
 from steps.release.tracking import log_litert_model
+from steps.serve.alias_lookup import LookupFailed, alias_lookup
 from steps.serve.oip import grpc_predict_v2_pb2 as pb
 from steps.serve.oip import grpc_predict_v2_pb2_grpc as pb_grpc
-from steps.serve.registry import LookupFailed, alias_lookup
 
 pytestmark = pytest.mark.e2e  # every test here starts processes
 

@@ -12,7 +12,7 @@ SIDE_FILES = ("-wal", "-shm")
 
 
 @contextlib.contextmanager
-def read_only(path: str | os.PathLike) -> Iterator[sqlite3.Connection]:
+def read_only(path: str | os.PathLike, timeout: float = 5.0) -> Iterator[sqlite3.Connection]:
     """A read-only connection; the WAL index files it had to make are removed again when it closes.
 
     Read-only, because a read-write connection to a WAL file left by a killed
@@ -23,7 +23,8 @@ def read_only(path: str | os.PathLike) -> Iterator[sqlite3.Connection]:
     """
     path = os.fspath(path)
     made = [path + suffix for suffix in SIDE_FILES if not os.path.exists(path + suffix)]
-    connection = sqlite3.connect(f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro", uri=True)
+    uri = f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro"
+    connection = sqlite3.connect(uri, uri=True, timeout=timeout)
     try:
         yield connection
     finally:

@@ -157,7 +157,7 @@ def _load_npz(path: Path, seed: int, source: str | None = None) -> Dataset:
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if len(x) != len(y):
             raise DatasetError(f"{path}: x_{split} has {len(x)} samples but y_{split} has {len(y)}; they must match")
-    images = {split: _as_images(arrays[f"x_{split}"], f"{path}: x_{split}") for split in splits}
+    images = {split: _image_array(arrays[f"x_{split}"], f"{path}: x_{split}") for split in splits}
     for split in splits[1:]:
         if images[split].shape[1:] != images["train"].shape[1:]:
             raise DatasetError(
@@ -225,7 +225,7 @@ def _load_image_folder(folder: Path, image_size: int, seed: int) -> Dataset:
     return _with_validation(folder.name, str(folder.resolve()), x_rest, y_rest, x_test, y_test, names, seed)
 
 
-def _as_images(x: np.ndarray, what: str) -> np.ndarray:
+def _image_array(x: np.ndarray, what: str) -> np.ndarray:
     if x.ndim == 3:
         x = x[..., np.newaxis]
     if x.ndim != 4 or x.shape[-1] not in (1, 3):

@@ -269,7 +269,7 @@ def make_reference(
     """The profile of a deployable from its outputs on held-out samples, their labels and the images themselves."""
     probabilities = _as_probabilities(probabilities)
     labels = np.asarray(labels, np.int64).reshape(-1)
-    images = _as_images(images)
+    images = _on_log_grid(images)
     if not len(probabilities) == len(labels) == len(images):
         raise ValueError(
             f"a reference needs one label and one image per output: {len(probabilities)} outputs, "
@@ -334,7 +334,7 @@ def drift_report(
     p_values[DRIFT_P_SOFTMAX], class_p = softmax_test(reference.probabilities, probabilities)
 
     mmd, heatmap, used = None, None, 0
-    images = None if images is None or len(images) == 0 else _as_images(images, reference.image_shape)
+    images = None if images is None or len(images) == 0 else _on_log_grid(images, reference.image_shape)
     if images is None:
         not_run[DRIFT_P_PIXELS] = "no input images in the window (the server logged none)"
     elif len(images) < MIN_PIXEL_IMAGES:
@@ -380,7 +380,7 @@ def calibrate(
     (`disjoint_windows`), so the windows are independent trials; a size larger than the pool is skipped.
     """
     probabilities = _as_probabilities(probabilities)
-    images = _as_images(images, reference.image_shape)
+    images = _on_log_grid(images, reference.image_shape)
     if len(images) != len(probabilities):
         raise ValueError(f"calibration needs one image per output: {len(probabilities)} outputs, {len(images)} images")
     rng = np.random.default_rng(SEED) if rng is None else rng
@@ -434,7 +434,7 @@ def _as_probabilities(probabilities) -> np.ndarray:
     return probabilities
 
 
-def _as_images(images, shape: tuple[int, ...] | None = None) -> np.ndarray:
+def _on_log_grid(images, shape: tuple[int, ...] | None = None) -> np.ndarray:
     """Float32 in [0, 1] on the prediction log's uint8 grid, so held-out and logged images compare alike."""
     images = np.asarray(images)
     if images.dtype == np.uint8:

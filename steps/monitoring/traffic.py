@@ -46,6 +46,11 @@ class Traffic:
     heartbeats: pd.DataFrame
 
 
+def utc(seconds: float) -> str:
+    """Unix seconds as people read them in reports: 2026-11-29 10:00:00 UTC."""
+    return f"{datetime.fromtimestamp(seconds, timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
+
+
 def parse_time(text: str, name: str) -> float | None:
     """Unix seconds, or an ISO time (UTC unless it says otherwise); empty: no bound."""
     if not text:

@@ -22,8 +22,7 @@ from mlflow.utils.string_utils import quote
 
 from steps import contract
 from steps.parameters import StepFailed
-
-AUTO = "auto"  # env_manager=auto: the one `mlflow run` gave this process
+from steps.settings import AUTO
 
 
 @functools.cache

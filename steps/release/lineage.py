@@ -40,6 +40,17 @@ def check_model_reference(reference: str, name: str) -> None:
         )
 
 
+def checked_inputs(dataset: str, image_size: int, model: str, name: str) -> Dataset:
+    """A stage's data set loaded and its model found (with no model, the store asked once), before the stage
+    imports TensorFlow (seconds and hundreds of MB): a mistake in either is told at once, in one line."""
+    data = load_dataset(dataset, image_size=image_size)
+    if model:
+        check_model_reference(model, name)
+    else:
+        check_store()
+    return data
+
+
 def source_run_id(uri: str) -> str | None:
     """The run that logged the model at `uri`, or None for a plain file."""
     if not is_model_uri(uri):

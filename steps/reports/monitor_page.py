@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-from datetime import datetime, timezone
 
 import numpy as np
 import pandas as pd
@@ -20,6 +19,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import confusion_matrix
 
 from steps import contract
+from steps.monitoring.traffic import utc
 from steps.reports.figures import confusion_examples_figure, confusion_matrix_figure, error_rate_figure, plt
 
 TOP_CONFUSIONS = 5
@@ -133,21 +133,21 @@ def report_html(config, verdict, figures: dict[str, dict[str, Figure]]) -> str:
     colour = "#2e7d32" if verdict.alert == contract.ALERT_NONE else "#c62828"
     parts = [
         f"<h1>rtdeploy monitor: {html.escape(config.model_name)}</h1>",
-        f"<p>{len(verdict.windows)} window(s) of {config.window_minutes:g} min from {_utc(verdict.start)} "
-        f"to {_utc(verdict.end)}. Alert: <b style='color:{colour}'>{alert}</b>. Thresholds: p99 ≤ "
+        f"<p>{len(verdict.windows)} window(s) of {config.window_minutes:g} min from {utc(verdict.start)} "
+        f"to {utc(verdict.end)}. Alert: <b style='color:{colour}'>{alert}</b>. Thresholds: p99 ≤ "
         f"{config.max_p99_ms:g} ms, live accuracy ≥ {config.min_accuracy:g} (upper 95% bound), refused ≤ "
         f"{config.max_error_rate:g}, drift α = {config.drift_alpha:g}; an alert needs {config.consecutive} judged "
         f"window(s) in a row; windows under {config.min_samples} samples are not judged.</p>",
     ]
     if verdict.notes:
         parts.append("<ul>" + "".join(f"<li>{html.escape(note)}</li>" for note in verdict.notes) + "</ul>")
-    errors = [{"window": i, "start": _utc(low)} | {k: v for k, v in e.items() if k != "refused_share"}
+    errors = [{"window": i, "start": utc(low)} | {k: v for k, v in e.items() if k != "refused_share"}
               for i, ((low, _), e) in enumerate(zip(verdict.windows, verdict.errors))]  # fmt: skip
     parts.append("<h2>Requests and refusals, all versions</h2>" + _table(errors))
     for version, windows in verdict.versions.items():
         parts.append(f"<h2>Version {html.escape(version)}</h2>")
         rows = [
-            {"window": w.index, "start": _utc(w.start), "samples": w.samples, "judged": w.judged,
+            {"window": w.index, "start": utc(w.start), "samples": w.samples, "judged": w.judged,
              "breaks": ", ".join(sorted(w.breaches)) or "-", **w.metrics}
             for w in windows
         ]  # fmt: skip
@@ -168,5 +168,3 @@ def _table(rows: list[dict]) -> str:
     return frame.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-", border=0)
 
 
-def _utc(seconds: float) -> str:
-    return f"{datetime.fromtimestamp(seconds, timezone.utc):%Y-%m-%d %H:%M:%S} UTC"

@@ -27,7 +27,7 @@ from steps.serve.dataplane import DataPlane
 from steps.serve.errors import BadRequest, ServeError
 from steps.serve.metrics import ServerMetrics
 from steps.serve.oip import rest as oip_rest
-from steps.serve.reading import REQUEST_ID, header, positive_int_query, read_body, read_image
+from steps.serve.reading import REQUEST_ID, header, plane_of, positive_int_query, read_body, read_image
 from steps.serve.runtime import ServedModel
 from steps.serve.server import Server
 
@@ -35,10 +35,6 @@ log = logging.getLogger("rtdeploy.serve")
 ERROR_KIND = "rtdeploy.error_kind"  # scope key set by RequestContext and handle_error
 DEFAULT_TOP_K = 3
 FEEDBACK_BODY_LIMIT = 64 * 1024
-
-
-def plane_of(request: Request) -> DataPlane:
-    return request.app.plane
 
 
 async def invocations(request: Request) -> Response:

@@ -9,8 +9,8 @@ import sys
 
 from steps.contract import SERVE, worker_log_path
 from steps.parameters import UsageError, parse_config, run_cli
+from steps.serve.alias_lookup import parse_model_uri
 from steps.serve.predlog import check_layout, check_writable
-from steps.serve.registry import parse_model_uri
 from steps.serve.workers import run_workers
 from steps.settings import ServeConfig
 

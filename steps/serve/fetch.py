@@ -4,7 +4,7 @@ Importing mlflow costs a process about 110 MB of resident memory and 3 s of
 CPU. The server needs it only when the model changes, so it runs this module
 as `python -m steps.serve.fetch <model_uri> <folder>` and reads one JSON line:
 the version it resolved to, the .tflite path, the class names, the registry
-URI the server then polls without mlflow (`steps.serve.registry`), and this
+URI the server then polls without mlflow (`steps.serve.alias_lookup`), and this
 child's peak resident memory, which the server reports as part of its own.
 """
 
@@ -31,7 +31,7 @@ def fetch(model_uri: str, folder: str | Path) -> dict:
     from mlflow.exceptions import MlflowException
     from mlflow.models.model import MLMODEL_FILE_NAME
 
-    from steps.serve.registry import parse_model_uri
+    from steps.serve.alias_lookup import parse_model_uri
 
     name, alias, version = parse_model_uri(model_uri)
     client = mlflow.MlflowClient()

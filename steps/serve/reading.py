@@ -12,9 +12,15 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
 from steps.serve import protocol
+from steps.serve.dataplane import DataPlane
 from steps.serve.errors import BadRequest, PayloadTooLarge
 
 REQUEST_ID = "rtdeploy.request_id"  # the scope key of the request's id (the app's RequestContext sets it)
+
+
+def plane_of(request: Request) -> DataPlane:
+    """The server's one data plane, which every protocol's handlers call."""
+    return request.app.plane
 
 
 def header(scope, name: bytes) -> str | None:

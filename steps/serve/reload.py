@@ -17,9 +17,9 @@ from __future__ import annotations
 import logging
 import threading
 
+from steps.serve.alias_lookup import LookupFailed, alias_lookup, parse_model_uri
 from steps.serve.batching import InferenceEngine
 from steps.serve.metrics import ServerMetrics
-from steps.serve.registry import LookupFailed, alias_lookup, parse_model_uri
 from steps.serve.runtime import Fetched, ModelLoadFailed, ServedModel, fetch, fetch_in_child
 
 log = logging.getLogger("rtdeploy.serve")

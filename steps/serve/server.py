@@ -7,11 +7,11 @@ import contextlib
 import gc
 import logging
 
+from steps.serve.alias_lookup import alias_lookup
 from steps.serve.batching import InferenceEngine
 from steps.serve.dataplane import DataPlane
 from steps.serve.metrics import ServerMetrics
 from steps.serve.predlog import PredictionLog, replica_name
-from steps.serve.registry import alias_lookup
 from steps.serve.reload import AliasFollower, ModelHolder
 from steps.serve.runtime import fetch_in_child
 from steps.settings import ServeConfig

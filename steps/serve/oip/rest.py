@@ -15,11 +15,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from steps.serve.dataplane import DataPlane
 from steps.serve.errors import BadRequest
 from steps.serve.oip import tensors
 from steps.serve.oip.tensors import InputTensor, OutputTensor
-from steps.serve.reading import REQUEST_ID, header, read_body
+from steps.serve.reading import REQUEST_ID, header, plane_of, read_body
 from steps.serve.runtime import ServedModel
 
 PREFIX = "/v2"
@@ -27,10 +26,6 @@ HEADER_LENGTH = b"inference-header-content-length"
 BINARY_DATA = "binary_data"  # an output's parameter: answer it raw
 BINARY_DATA_OUTPUT = "binary_data_output"  # the request's parameter: answer every output raw
 BINARY_DATA_SIZE = "binary_data_size"  # an input's or output's parameter: its raw bytes in the body
-
-
-def plane_of(request: Request) -> DataPlane:
-    return request.app.plane
 
 
 async def v2_live(request: Request) -> Response:

@@ -17,6 +17,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from steps.core.sqlite_files import read_only
 from steps.parameters import REFUSALS
 
 MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
@@ -57,8 +58,7 @@ def _sqlite_lookup(registry_uri: str):
 
     def version_of(name: str, alias: str) -> str:
         try:
-            read_only = f"file:{urllib.parse.quote(path)}?mode=ro"
-            with sqlite3.connect(read_only, uri=True, timeout=TIMEOUT_SECONDS) as connection:
+            with read_only(path, timeout=TIMEOUT_SECONDS) as connection:
                 rows = connection.execute(
                     "SELECT version FROM registered_model_aliases WHERE name = ? AND alias = ?", (name, alias)
                 ).fetchall()
