@@ -42,7 +42,7 @@ def child_runs(parent_id: str, step: str) -> list[mlflow.entities.Run]:
 def labelled_since_promotion(config: AutopilotConfig) -> int:
     """Labelled samples the next update would take (the same reading update does); an unreadable log raises."""
     origin = origin_of(config.model_name)
-    old = data_of_run(origin.float_run["run_id"])
+    old = data_of_run(origin.float_run.run_id)
     settings = UpdateConfig(
         new_data=contract.NEW_DATA_FEEDBACK, model_name=config.model_name, prediction_log=config.prediction_log
     )

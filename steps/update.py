@@ -80,14 +80,14 @@ def report_reused(previous: mlflow.entities.Run) -> str | None:
 def run_children(config: UpdateConfig, origin: Origin, data_uri: str) -> list[str]:
     """train on the update data from the float parent, then the recipe; returns the child run ids in order."""
     env_manager = child_env_manager(config.env_manager)
-    params, defaults = origin.float_run["params"], TrainConfig()
+    params, defaults = origin.float_run.params, TrainConfig()
     train = TrainConfig(
         dataset=data_uri,
         image_size=origin.image_size,
         optimizer=unquoted(params.get("optimizer", defaults.optimizer)),
         # a tenth of the original training's rate, not of the last update's (a tenth of a tenth...)
         learning_rate=config.fine_tuning_rate(
-            float(origin.first_train["params"].get("learning_rate", defaults.learning_rate))
+            float(origin.first_train.params.get("learning_rate", defaults.learning_rate))
         ),
         epochs=config.epochs,
         batch_size=config.batch_size,
@@ -96,17 +96,17 @@ def run_children(config: UpdateConfig, origin: Origin, data_uri: str) -> list[st
         base_model=origin.float_model_uri,
     )
     run_ids = [run_step(contract.TRAIN, as_parameters(train), env_manager=env_manager, reuse=config.reuse_runs)]
-    for entry in origin.recipe:
+    for step in origin.recipe:
         parent = f"runs:/{run_ids[-1]}/{contract.KERAS_MODEL}"
-        step = recipe_config(entry, parent, data_uri)
-        run_ids.append(run_step(entry["step"], as_parameters(step), env_manager=env_manager, reuse=config.reuse_runs))
+        settings = recipe_config(step, parent, data_uri)
+        run_ids.append(run_step(step.step, as_parameters(settings), env_manager=env_manager, reuse=config.reuse_runs))
     return run_ids
 
 
 def update(config: UpdateConfig) -> None:
     """Run (or find) the update in a run of its own; GateRefused (the run FAILED) if its challenger was refused."""
     origin = origin_of(config.model_name)
-    old = data_of_run(origin.float_run["run_id"])
+    old = data_of_run(origin.float_run.run_id)
     new = new_samples(config, origin, old)
     digest = samples_digest(new.x, new.y)
     key = update_key(config, origin.champion.version, digest, project_commit())

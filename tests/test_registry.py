@@ -45,10 +45,10 @@ def test_main_makes_the_smallest_variant_within_budget_the_champion(first_main):
 def test_a_version_leads_back_to_its_float_baseline_with_its_recipe(first_main):
     _, train = first_main
     chain = lineage(MODEL, alias(contract.CHAMPION))
-    assert chain[-1]["run_id"] == train.info.run_id and chain[-1]["step"] == "train"
+    assert chain[-1].run_id == train.info.run_id and chain[-1].step == "train"
     recipe = json.loads(version_tags(alias(contract.CHAMPION))[contract.VERSION_TAG_RECIPE])
-    assert [step["step"] for step in recipe] == [link["step"] for link in reversed(chain[:-1])]
-    assert all(link["params"] for link in chain)  # each step's settings, to re-apply the recipe
+    assert [step["step"] for step in recipe] == [link.step for link in reversed(chain[:-1])]
+    assert all(link.params for link in chain)  # each step's settings, to re-apply the recipe
 
 
 def test_degraded_challenger_is_refused_then_forced_then_rolled_back(first_main):

@@ -8,7 +8,8 @@ import pytest
 
 from steps import contract
 from steps.adapt.origin import origin_of, replayed
-from steps.compress.recipes import recipe_config
+from steps.compress.recipes import RecipeStep, recipe_config
+from steps.release.lineage import LineageEntry
 from steps.release.registry import RegistryError
 from steps.settings import ClusterConfig, PruneConfig, QuantizeConfig, UpdateConfig
 from steps.update import update_key
@@ -43,11 +44,15 @@ def test_a_recipe_step_runs_again_with_its_recorded_settings_on_the_new_parent_a
     recorded = {"model_uri": "runs:/old/keras_model", "dataset": "digits", "image_size": "28", "epochs": "4",
                 "learning_rate": "0.0001", "batch_size": "32", "seed": "42", "n_clusters": "16",
                 "preserve_sparsity": "True", "unrelated": "x"}  # fmt: skip
-    config = recipe_config({"step": contract.CLUSTER, "params": recorded}, "runs:/new/keras_model", "runs:/u/d.npz")
+    config = recipe_config(RecipeStep(contract.CLUSTER, recorded), "runs:/new/keras_model", "runs:/u/d.npz")
     assert config == ClusterConfig(model_uri="runs:/new/keras_model", dataset="runs:/u/d.npz", n_clusters=16)
     quoted = {"model_uri": "runs:/old/keras_model", "mode": "qat", "dataset": "''"}  # as mlflow run records them
-    quantize = recipe_config({"step": contract.QUANTIZE, "params": quoted}, "runs:/new/keras_model", "d.npz")
+    quantize = recipe_config(RecipeStep(contract.QUANTIZE, quoted), "runs:/new/keras_model", "d.npz")
     assert quantize == QuantizeConfig(model_uri="runs:/new/keras_model", dataset="d.npz", mode="qat")
+
+
+def trial_entry(made: dict, params: dict[str, str]) -> LineageEntry:
+    return LineageEntry("trial-run", contract.SEARCH_TRIAL, "t41", "runs:/old/keras_model", params, made)
 
 
 def test_a_search_trial_is_replayed_as_prune_cluster_quantize_with_its_per_layer_targets():
@@ -56,8 +61,8 @@ def test_a_search_trial_is_replayed_as_prune_cluster_quantize_with_its_per_layer
             "layer_clusters": {"conv0b": 3, "dense": 8}, "quantization": "ptq", "epochs": 6}  # fmt: skip
     params = {"model_uri": "runs:/old/keras_model", "dataset": "digits", "learning_rate": "0.0001", "batch_size": "32",
               "seed": "42", "n_trials": "40", "epochs": "6"}  # fmt: skip
-    steps = replayed({"step": contract.SEARCH_TRIAL, "made": made, "params": params})
-    assert [step["step"] for step in steps] == [contract.PRUNE, contract.CLUSTER, contract.QUANTIZE]
+    steps = replayed(trial_entry(made, params))
+    assert [step.step for step in steps] == [contract.PRUNE, contract.CLUSTER, contract.QUANTIZE]
     parent, data = "runs:/new/keras_model", "runs:/u/d.npz"
     prune, cluster, quantize = (recipe_config(step, parent, data) for step in steps)
     assert prune.per_layer == {"conv0b": 0.93, "dense": 0.9} and prune.epochs == 6
@@ -65,9 +70,8 @@ def test_a_search_trial_is_replayed_as_prune_cluster_quantize_with_its_per_layer
                                 layer_sparsity=prune.layer_sparsity)  # fmt: skip
     assert cluster.per_layer == {"conv0b": 3, "dense": 8} and cluster.epochs == 3
     assert quantize == QuantizeConfig(model_uri=parent, dataset=data, epochs=3, mode="int8")
-    unclustered = replayed({"step": contract.SEARCH_TRIAL, "made": made | {"layer_clusters": {}, "quantization": "qat"},
-                            "params": params})  # fmt: skip
-    assert [(step["step"], step["params"].get("mode")) for step in unclustered] == [
+    unclustered = replayed(trial_entry(made | {"layer_clusters": {}, "quantization": "qat"}, params))
+    assert [(step.step, step.params.get("mode")) for step in unclustered] == [
         (contract.PRUNE, None), (contract.QUANTIZE, "qat")]  # fmt: skip
     other = {"step": contract.PRUNE, "params": {}, "made": {}}
     assert replayed(other) == [other]

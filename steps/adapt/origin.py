@@ -8,8 +8,8 @@ import dataclasses
 from mlflow.entities.model_registry import ModelVersion
 
 from steps import contract
-from steps.compress.recipes import RECIPE_CONFIGS, replay_steps
-from steps.release.lineage import lineage
+from steps.compress.recipes import RECIPE_CONFIGS, RecipeStep, replay_steps
+from steps.release.lineage import LineageEntry, lineage
 from steps.release.registry import RegistryError, version_by_alias
 from steps.settings import TrainConfig
 
@@ -19,18 +19,18 @@ class Origin:
     """What the champion was made from: its float parent's train run, and the recipe steps after it."""
 
     champion: ModelVersion
-    float_run: dict  # a lineage entry (run_id, step, variant, parent_model, params)
-    recipe: list[dict]  # lineage entries from the float parent up to the deployable, in the order they ran
-    first_train: dict  # the train run the lineage starts from (the float parent itself before any update)
+    float_run: LineageEntry  # its float parent's train run
+    recipe: list[RecipeStep]  # the steps from the float parent up to the deployable, in the order they ran
+    first_train: LineageEntry  # the train run the lineage starts from (the float parent itself before any update)
 
     @property
     def float_model_uri(self) -> str:
-        return f"runs:/{self.float_run['run_id']}/{contract.KERAS_MODEL}"
+        return f"runs:/{self.float_run.run_id}/{contract.KERAS_MODEL}"
 
     @property
     def image_size(self) -> int:
         """The side image folders were resized to for the float parent (new image folders get the same)."""
-        return int(float(self.float_run["params"].get("image_size", TrainConfig().image_size)))
+        return int(float(self.float_run.params.get("image_size", TrainConfig().image_size)))
 
 
 def origin_of(model_name: str) -> Origin:
@@ -44,22 +44,24 @@ def origin_of(model_name: str) -> Origin:
             "by `mlflow run .` instead"
         )
     chain = lineage(model_name, champion.version)  # from the deployable back to the first float model
-    position = next((i for i, entry in enumerate(chain) if entry["step"] == contract.TRAIN), None)
+    position = next((i for i, entry in enumerate(chain) if entry.step == contract.TRAIN), None)
     if position is None:
         raise RegistryError(
             f"the lineage of {model_name} v{champion.version} has no train run "
-            f"({' <- '.join(str(entry['step']) for entry in chain)}): no float parent to fine-tune"
+            f"({' <- '.join(entry.step for entry in chain)}): no float parent to fine-tune"
         )
     recipe = [step for entry in reversed(chain[:position]) for step in replayed(entry)]
-    unknown = [entry["step"] for entry in recipe if entry["step"] not in RECIPE_CONFIGS]
+    unknown = [step.step for step in recipe if step.step not in RECIPE_CONFIGS]
     if unknown:
         raise RegistryError(
             f"the lineage of {model_name} v{champion.version} has steps update cannot re-run: {unknown}"
         )
-    first_train = [entry for entry in chain if entry["step"] == contract.TRAIN][-1]
+    first_train = [entry for entry in chain if entry.step == contract.TRAIN][-1]
     return Origin(champion, chain[position], recipe, first_train)
 
 
-def replayed(entry: dict) -> list[dict]:
+def replayed(entry: LineageEntry) -> list[RecipeStep]:
     """A lineage entry as the steps that make it again: itself, or a search trial's prune, cluster, quantize."""
-    return replay_steps(entry["made"], entry["params"]) if entry["step"] == contract.SEARCH_TRIAL else [entry]
+    if entry.step == contract.SEARCH_TRIAL:
+        return replay_steps(entry.made, entry.params)
+    return [RecipeStep(entry.step, entry.params)]

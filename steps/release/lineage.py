@@ -7,6 +7,7 @@ pipeline use it as much as the compression steps do.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -101,23 +102,29 @@ def variant_of(model_uri: str) -> str:
     return mlflow.get_run(run_id).data.tags.get(contract.TAG_VARIANT, "") if run_id else ""
 
 
-def lineage(name: str, version: str | int) -> list[dict]:
+@dataclass(frozen=True)
+class LineageEntry:
+    """One run in a version's ancestry."""
+
+    run_id: str
+    step: str  # its rtdeploy.step: train, prune, cluster, quantize, trial
+    variant: str
+    parent_model: str  # the model URI it was made from ("" for a train run from scratch)
+    params: dict[str, str]  # its parameters, as `mlflow run` recorded them (shell-quoted)
+    made: dict  # the step's own entry of its recipe tag, as it recorded it
+
+
+def lineage(name: str, version: str | int) -> list[LineageEntry]:
     """From a version back to the float baseline: each step's run, variant, parent model and settings."""
     run_id = get_version(name, version).tags[contract.VERSION_TAG_SOURCE_RUN]
     chain = []
     while run_id:
         run = mlflow.get_run(run_id)
-        parent_uri = run.data.tags.get(contract.TAG_PARENT_MODEL, "")
-        chain.append(
-            {
-                "run_id": run_id,
-                "step": run.data.tags.get(contract.TAG_STEP),
-                "variant": run.data.tags.get(contract.TAG_VARIANT),
-                "parent_model": parent_uri,
-                "params": dict(run.data.params),
-                "made": (recipe_of(run.data.tags) or [{}])[-1],  # the step's own recipe entry, as it recorded it
-            }
-        )
+        tags = run.data.tags
+        parent_uri = tags.get(contract.TAG_PARENT_MODEL, "")
+        made = (recipe_of(tags) or [{}])[-1]
+        chain.append(LineageEntry(run_id, tags.get(contract.TAG_STEP, ""), tags.get(contract.TAG_VARIANT, ""),
+                                  parent_uri, dict(run.data.params), made))
         run_id = (source_run_id(parent_uri) or "") if parent_uri else ""
     return chain
 
