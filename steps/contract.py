@@ -132,8 +132,6 @@ ACCURACY_CHANGE = "accuracy_change_vs_champion"  # challenger minus champion, on
 MCNEMAR_P_VALUE = "mcnemar_p_value"  # exact McNemar test of that difference (paired, same samples)
 
 
-# The prediction log's layout (`PRAGMA user_version`): the server writes it, monitor and update read it
-PREDICTION_LOG_LAYOUT = 2
 # How hard the server's log holds an answered prediction (`serve -P log_sync`): SQLite's synchronous level
 LOG_SYNC_NORMAL = "normal"  # WAL, synchronous=NORMAL: survives a crash or kill -9 of the server, not a power loss
 LOG_SYNC_FULL = "full"  # WAL, synchronous=FULL: an fsync per commit group, survives a power loss too

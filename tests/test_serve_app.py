@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from serve_support import GRAY_CLASSES, GRAY_SHAPE, InProcessServer, StandInRegistry, tiny_tflite
-from steps.monitoring.traffic import decode_input
+from steps.core.log_format import decode_input
 from steps.serve import protocol
 
 JSON = {"Content-Type": "application/json"}

@@ -30,7 +30,7 @@ import pytest
 
 from serve_support import StandInRegistry
 from steps import contract
-from steps.monitoring.traffic import decode_input
+from steps.core.log_format import decode_input
 from steps.parameters import UsageError
 from steps.serve.predlog import PredictionLog
 from steps.serve.runtime import ModelRef

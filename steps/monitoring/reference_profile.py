@@ -24,6 +24,7 @@ import numpy as np
 from scipy.stats import binomtest
 
 from steps.contract import DRIFT_P_CLASSES, DRIFT_P_PIXELS, DRIFT_P_SOFTMAX, DRIFT_STATISTICS
+from steps.core.log_format import from_pixels, to_pixels
 from steps.monitoring.drift_statistics import (
     DEFAULT_ALPHA,
     PERMUTATIONS,
@@ -438,14 +439,14 @@ def _on_log_grid(images, shape: tuple[int, ...] | None = None) -> np.ndarray:
     """Float32 in [0, 1] on the prediction log's uint8 grid, so held-out and logged images compare alike."""
     images = np.asarray(images)
     if images.dtype == np.uint8:
-        images = images.astype(np.float32) / 255
+        images = from_pixels(images)
     if shape is not None and images.ndim >= 2 and math.prod(images.shape[1:]) == math.prod(shape):
         images = images.reshape(len(images), *shape)  # flattened rows, or grey images without a channel axis
     if shape is not None and tuple(images.shape[1:]) != tuple(shape):
         raise ProfileError(f"window images are shaped {images.shape[1:]} but the reference's {tuple(shape)}")
     if images.ndim != 4:
         raise ValueError(f"images must be shaped (n, H, W, C); got {images.shape}")
-    return (np.round(np.clip(images.astype(np.float32), 0.0, 1.0) * 255) / 255).astype(np.float32)
+    return from_pixels(to_pixels(images.astype(np.float32)))
 
 
 def _number(value: float) -> float | None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import glob
 import sqlite3
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -22,10 +21,9 @@ import numpy as np
 import pandas as pd
 
 from steps import contract
+from steps.core.log_format import LAYOUT, TABLES, decode_input, decode_probabilities
 from steps.core.sqlite_files import read_only
 from steps.parameters import UsageError
-
-TABLES = ("predictions", "samples", "feedback", "refusals", "heartbeats")
 
 
 class LogError(UsageError):
@@ -104,7 +102,7 @@ def read(files: list[Path], since: float | None = None, until: float | None = No
                      "input_shape"]],
         left_on=["log", "prediction_id"], right_on=["log", "id"], how="inner",
     ).sort_values(["time", "sample_index"], kind="stable", ignore_index=True)  # fmt: skip
-    probabilities = _stack(samples["probabilities"])
+    probabilities = decode_probabilities(samples["probabilities"])
     inputs = [decode_input(blob, shape) for blob, shape in zip(samples["input"], samples["input_shape"])]
     feedback = (
         frames["feedback"]
@@ -187,24 +185,10 @@ def _open(path: Path) -> Iterator[sqlite3.Connection]:
             ) from error
         if not tables:
             raise LogError(f"{path} is empty (no tables): pass the file the server writes (--prediction_log of serve)")
-        if layout != contract.PREDICTION_LOG_LAYOUT or not set(TABLES) <= tables:
+        if layout != LAYOUT or not set(TABLES) <= tables:
             raise LogError(
                 f"{path} is a prediction log of another layout (version {layout}, tables {sorted(tables)}); "
-                f"monitor reads layout {contract.PREDICTION_LOG_LAYOUT}, written by this version's server: "
+                f"monitor reads layout {LAYOUT}, written by this version's server: "
                 "serve again with a new --prediction_log"
             )
         yield connection
-
-
-def _stack(blobs: pd.Series) -> np.ndarray:
-    if len(blobs) == 0:
-        return np.zeros((0, 0), np.float32)
-    return np.stack([np.frombuffer(blob, dtype="<f4") for blob in blobs])
-
-
-def decode_input(blob: bytes | None, shape: str) -> np.ndarray | None:
-    """A logged input back as float32 pixels in [0, 1], shaped as the model's sample ("8,8,1"); None if not kept."""
-    if blob is None:
-        return None
-    pixels = np.frombuffer(zlib.decompress(blob), dtype=np.uint8)
-    return (pixels.astype(np.float32) / 255.0).reshape(tuple(int(side) for side in shape.split(",")))
