@@ -7,12 +7,12 @@ from __future__ import annotations
 import mlflow
 import pytest
 
-from serve_support import GRAY_CLASSES, GRAY_SHAPE, MODEL, StandInRegistry, tiny_tflite
-from server_process import free_port, wait_for
 from steps.serve.alias_lookup import LookupFailed, _mlflow_lookup
 from steps.serve.batching import InferenceEngine
 from steps.serve.metrics import ServerMetrics
 from steps.serve.reload import AliasFollower, ModelHolder
+from tests.support.server_process import free_port, wait_for
+from tests.support.serving import GRAY_CLASSES, GRAY_SHAPE, MODEL, StandInRegistry, tiny_tflite
 
 
 def test_a_store_that_answers_is_reachable_even_when_the_alias_is_unset(tracking):

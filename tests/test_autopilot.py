@@ -12,14 +12,14 @@ import mlflow
 import numpy as np
 import pytest
 
-from conftest import run_command
-from serve_support import tiny_tflite
 from steps import contract
 from steps.datasets.data import load_dataset
 from steps.release.registry import register_deployable
 from steps.release.tracking import log_litert_model
 from steps.serve.predlog import PredictionLog
 from steps.serve.runtime import ModelRef
+from tests.support.commands import run_command
+from tests.support.serving import tiny_tflite
 
 pytestmark = pytest.mark.e2e
 MODEL = "watched"

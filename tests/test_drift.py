@@ -20,7 +20,6 @@ from scipy.stats import binom, kstest, norm
 
 import steps.monitoring.drift_rates
 import steps.monitoring.reference_profile
-from conftest import run_command
 from steps import contract
 from steps.datasets.corruptions import DEFAULT_SEVERITY, SEVERITY_MEANING, apply_drift
 from steps.monitoring.drift_rates import WINDOW, measure
@@ -47,6 +46,7 @@ from steps.monitoring.reference_profile import (
     pixel_heatmap,
     rate_interval,
 )
+from tests.support.commands import run_command
 
 LIVE = 200  # samples in a window of the fast tests (the rates below are measured on windows of WINDOW)
 # Most clean windows of 7 that may alarm, per alpha: what a true rate at the Bonferroni bound (alpha) exceeds in

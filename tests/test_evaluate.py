@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import entry_point_runs, mlflow_run
 from steps import contract
 from steps.evaluate import analyse_predictions
+from tests.support.commands import entry_point_runs, mlflow_run
 
 FIGURES = ("confusion_matrix.png", "error_rate_per_class.png", "top_confusions.png")
 

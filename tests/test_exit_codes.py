@@ -20,9 +20,10 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from conftest import store_in
-from server_process import free_port, wait_for
 from steps import contract
+from tests.support.commands import PROJECT
+from tests.support.server_process import free_port, wait_for
+from tests.support.stores import store_in
 
 pytestmark = pytest.mark.e2e
 
@@ -124,7 +125,7 @@ PROBE = textwrap.dedent(
 
 def run_case(case: Case, folder: Path, auth_env: dict[str, str]) -> Outcome:
     marker = folder / f"tf-{abs(hash(case))}.txt"
-    env = os.environ | {"RTDEPLOY_TF_MARKER": str(marker), "PYTHONPATH": str(Path(__file__).parents[1])}
+    env = os.environ | {"RTDEPLOY_TF_MARKER": str(marker), "PYTHONPATH": str(PROJECT)}
     if case.refused_credentials:
         env |= auth_env | {"MLFLOW_TRACKING_PASSWORD": "not-the-password"}
     try:

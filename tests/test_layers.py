@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import run_command
+from tests.support.commands import run_command
 
 NO_TENSORFLOW = (
     "steps.release.registry",
@@ -86,11 +86,11 @@ def test_promote_and_rollback_run_through_the_gate_without_loading_tensorflow(tr
     """Not only imported: promote predicts the test split with both LiteRT deployables and moves the aliases."""
     import mlflow
 
-    from serve_support import tiny_tflite
     from steps import contract
     from steps.datasets.data import load_dataset
     from steps.release.registry import register_deployable
     from steps.release.tracking import log_litert_model
+    from tests.support.serving import tiny_tflite
 
     digits = load_dataset("digits")
     for number in (1, 2):  # two deployables, each its own run, registered by rtdeploy's own function

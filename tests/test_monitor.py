@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import run_command
 from steps import contract, monitor
 from steps.adapt.labelled import labelled_samples
 from steps.monitor import consecutive_alerts, judge, window_edges
@@ -25,6 +24,7 @@ from steps.parameters import UsageError
 from steps.serve.predlog import PredictionLog
 from steps.serve.runtime import ModelRef
 from steps.settings import MonitorConfig
+from tests.support.commands import run_command
 
 N_CLASSES = 3
 NAMES = ("a", "b", "c")

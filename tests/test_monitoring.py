@@ -15,9 +15,9 @@ import urllib.request
 import mlflow
 import pytest
 
-from conftest import mlflow_run
-from server_process import free_port
 from steps import contract
+from tests.support.commands import mlflow_run
+from tests.support.server_process import free_port
 
 pytestmark = pytest.mark.e2e
 MODEL = contract.DEFAULT_MODEL_NAME

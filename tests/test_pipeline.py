@@ -13,12 +13,12 @@ import pytest
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from PIL import Image
 
-from conftest import entry_point_runs, mlflow_run, run_command
 from steps import contract
 from steps.core.plan import COMPRESSION_PLAN
 from steps.parameters import as_parameters
 from steps.release.child_runs import run_step
 from steps.settings import TrainConfig
+from tests.support.commands import entry_point_runs, mlflow_run, run_command
 
 pytestmark = pytest.mark.e2e
 TARGET_ACCURACY = 0.97

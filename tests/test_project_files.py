@@ -10,7 +10,6 @@ import tomllib
 import pytest
 import yaml
 
-from conftest import PROJECT
 from steps import contract
 from steps.parameters import parse_config, parse_configs
 from steps.settings import (
@@ -30,6 +29,7 @@ from steps.settings import (
     TrainConfig,
     UpdateConfig,
 )
+from tests.support.commands import PROJECT
 
 ENTRY_POINT_CONFIGS = {
     contract.TRAIN: (TrainConfig,),

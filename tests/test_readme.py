@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from conftest import PROJECT
+from tests.support.commands import PROJECT
 
 BLOCK = re.compile(r"<!-- bench:(?P<name>[\w-]+) -->\n(?P<body>.*?)<!-- /bench:(?P=name) -->", re.DOTALL)
 # A figure someone measured: a time, a rate, a size, a ratio, an accuracy with decimals or its interval

@@ -10,10 +10,10 @@ import mlflow
 import numpy as np
 import pytest
 
-from conftest import entry_point_runs, mlflow_run
 from steps import contract
 from steps.datasets.data import load_dataset
 from steps.release.lineage import lineage
+from tests.support.commands import entry_point_runs, mlflow_run
 
 pytestmark = pytest.mark.e2e
 MODEL = "digits-classifier"

@@ -17,9 +17,9 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import BAD_REQUEST, INTERNAL_ERROR, RESOURCE_DOES_NOT_EXIST
 
-from conftest import store_in
 from steps import contract
 from steps.release import registry
+from tests.support.stores import store_in
 
 modelS = (f"moves-{i}" for i in itertools.count())
 

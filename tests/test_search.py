@@ -19,7 +19,6 @@ import optuna
 import pytest
 from PIL import Image
 
-from conftest import PROJECT, entry_point_runs, mlflow_run, store_in
 from steps import contract
 from steps.compress.sensitivity import MAX_SPARSITY, SPARSITIES, scaled_targets, tolerated_sparsity
 from steps.core.selection import BUDGET_SLACK, within_budget
@@ -36,6 +35,8 @@ from steps.search import (
     scale_range,
 )
 from steps.settings import SearchConfig
+from tests.support.commands import PROJECT, entry_point_runs, mlflow_run
+from tests.support.stores import store_in
 
 
 def rows(layer: str, drops: list[float]) -> list[dict]:

@@ -26,8 +26,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import PROJECT, run_command, store_in
-from server_process import ServerProcess, free_port, wait_for
 from steps import contract
 from steps.core.sqlite_files import read_only
 from steps.datasets.data import load_dataset
@@ -38,6 +36,9 @@ from steps.release.tracking import log_litert_model
 from steps.serve.alias_lookup import LookupFailed, alias_lookup
 from steps.serve.oip import grpc_predict_v2_pb2 as pb
 from steps.serve.oip import grpc_predict_v2_pb2_grpc as pb_grpc
+from tests.support.commands import PROJECT, run_command
+from tests.support.server_process import ServerProcess, free_port, wait_for
+from tests.support.stores import store_in
 
 pytestmark = pytest.mark.e2e  # every test here starts processes
 
@@ -159,7 +160,7 @@ def test_tritons_clients_over_rest_and_grpc_get_the_pyfunc_classes_and_protocol_
     grpc_port = free_port()
     server = serve(registry, tmp_path / "p.db", "--grpc_port", str(grpc_port))
     try:
-        result = run_command([sys.executable, str(PROJECT / "tests" / "oip_clients.py"), f"127.0.0.1:{server.port}",
+        result = run_command([sys.executable, str(PROJECT / "tests" / "support" / "oip_clients.py"), f"127.0.0.1:{server.port}",
                               f"127.0.0.1:{grpc_port}", MODEL, str(tmp_path / "pixels.npy")])  # fmt: skip
         assert result.returncode == 0, result.stderr[-3000:]
         seen = json.loads(result.stdout.strip().splitlines()[-1])

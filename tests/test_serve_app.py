@@ -27,9 +27,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from serve_support import GRAY_CLASSES, GRAY_SHAPE, InProcessServer, StandInRegistry, tiny_tflite
 from steps.core.log_format import decode_input
 from steps.serve import protocol
+from tests.support.serving import GRAY_CLASSES, GRAY_SHAPE, InProcessServer, StandInRegistry, tiny_tflite
 
 JSON = {"Content-Type": "application/json"}
 SAMPLE = np.linspace(0, 1, 64, dtype=np.float32).reshape(1, *GRAY_SHAPE)

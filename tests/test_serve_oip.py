@@ -23,10 +23,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from serve_support import GRAY_CLASSES, GRAY_SHAPE, MODEL, InProcessServer, StandInRegistry, tiny_tflite
-from server_process import free_port
 from steps.serve.oip import grpc_predict_v2_pb2 as pb
 from steps.serve.oip import grpc_predict_v2_pb2_grpc as pb_grpc
+from tests.support.server_process import free_port
+from tests.support.serving import GRAY_CLASSES, GRAY_SHAPE, MODEL, InProcessServer, StandInRegistry, tiny_tflite
 
 JSON = {"Content-Type": "application/json"}
 BATCH = np.linspace(0, 1, 3 * 64, dtype=np.float32).reshape(3, *GRAY_SHAPE)

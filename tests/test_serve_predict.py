@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import store_in
-from serve_support import (
+from steps.datasets.data import Dataset
+from steps.release.tracking import log_litert_model
+from tests.support.serving import (
     COLOUR_CLASSES,
     COLOUR_SHAPE,
     GRAY_CLASSES,
@@ -26,8 +27,7 @@ from serve_support import (
     MlflowInProcess,
     tiny_tflite,
 )
-from steps.datasets.data import Dataset
-from steps.release.tracking import log_litert_model
+from tests.support.stores import store_in
 
 RNG = np.random.default_rng(7)
 

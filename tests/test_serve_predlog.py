@@ -28,7 +28,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from serve_support import StandInRegistry
 from steps import contract
 from steps.core.log_format import decode_input
 from steps.parameters import UsageError
@@ -37,6 +36,7 @@ from steps.serve.runtime import ModelRef
 from steps.serve.server import Server
 from steps.serve.workers import worker_config
 from steps.settings import ServeConfig
+from tests.support.serving import StandInRegistry
 
 REPLICA = "127.0.0.1:8080:4242"
 CLASSES = ["cat", "dog", "emu"]

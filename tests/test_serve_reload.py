@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import pytest
 
-from serve_support import GRAY_CLASSES, GRAY_SHAPE, MODEL, StandInRegistry, tiny_tflite
 from steps.serve.batching import InferenceEngine
 from steps.serve.metrics import ServerMetrics
 from steps.serve.reload import AliasFollower, ModelHolder
+from tests.support.serving import GRAY_CLASSES, GRAY_SHAPE, MODEL, StandInRegistry, tiny_tflite
 
 
 @pytest.fixture

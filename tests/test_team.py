@@ -30,16 +30,16 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
-from tracking_server import TrackingServer, skip_reason
 
-from conftest import entry_point_runs, mlflow_run
-from serve_support import tiny_tflite
-from server_process import ServerProcess, wait_for
 from steps import contract
 from steps.datasets.data import load_dataset
 from steps.release import registry
 from steps.release.lineage import variant_rows_of_pipeline
 from steps.release.tracking import experiment_id, log_litert_model
+from tests.support.commands import entry_point_runs, mlflow_run
+from tests.support.server_process import ServerProcess, wait_for
+from tests.support.serving import tiny_tflite
+from tests.support.tracking_server import TrackingServer, skip_reason
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 MODEL = "team-digits"
@@ -144,7 +144,7 @@ def test_a_request_without_credentials_is_refused_and_a_reader_cannot_promote(te
 
 def http(url: str, body: dict | None = None, credentials=(None, None)) -> tuple[int, dict | None]:
     """A request to the tracking server's REST API, as the administrator unless told otherwise (None: anonymous)."""
-    from tracking_server import ADMIN, ADMIN_PASSWORD
+    from tests.support.tracking_server import ADMIN, ADMIN_PASSWORD
 
     if credentials == (None, None):
         credentials = (ADMIN, ADMIN_PASSWORD)

@@ -9,7 +9,6 @@ import pytest
 import tf_keras as keras
 from PIL import Image
 
-from conftest import mlflow_run
 from steps import contract
 from steps.datasets.data import load_dataset
 from steps.modeling.architectures import build_model
@@ -17,6 +16,7 @@ from steps.modeling.keras_io import ModelLoadError, initial_model
 from steps.modeling.training import make_optimizer, train
 from steps.settings import TrainConfig
 from steps.train import main
+from tests.support.commands import mlflow_run
 
 TINY = ["--epochs", "2", "--width", "4"]
 

@@ -18,10 +18,10 @@ import mlflow
 import numpy as np
 import pytest
 
-from conftest import mlflow_run
-from server_process import free_port
 from steps import contract
 from steps.datasets.data import load_dataset
+from tests.support.commands import mlflow_run
+from tests.support.server_process import free_port
 
 pytestmark = pytest.mark.e2e
 MODEL = "updated-digits"  # its own registered model: other e2e tests move digits-classifier's aliases

@@ -16,9 +16,9 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from server_process import free_port, wait_for
+from tests.support.server_process import free_port, wait_for
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "tracking-server.sh"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "tracking-server.sh"
 ADMIN, ADMIN_PASSWORD = "admin", "admin-password-for-the-tests"
 # Set (to 1) where PostgreSQL cannot be installed: only then, and only if it is absent, the team tests skip
 ALLOW_NO_POSTGRES = "RTDEPLOY_ALLOW_NO_POSTGRES"
