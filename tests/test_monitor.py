@@ -1,14 +1,13 @@
-"""How `monitor` judges logged traffic, on traffic built in memory: windows, thresholds, versions apart,
-consecutive windows, and what it refuses to read."""
+"""`monitor` judging windows of traffic: latency, errors, live accuracy and drift per version, alerts that need
+consecutive windows, too little traffic as nothing to judge, and the command's answers to logs it cannot read."""
+
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import sqlite3
 import sys
 from contextlib import closing
-from types import SimpleNamespace
 
 import mlflow
 import numpy as np
@@ -19,15 +18,16 @@ from steps import contract, monitor
 from steps.adapt.labelled import labelled_samples
 from steps.monitor import consecutive_alerts, judge, window_edges
 from steps.monitoring.reference_profile import make_reference
-from steps.monitoring.traffic import LogError, Traffic, log_files, parse_time, read, time_range
+from steps.monitoring.traffic import LogError, Traffic
 from steps.parameters import UsageError
 from steps.serve.predlog import PredictionLog
-from steps.serve.runtime import ModelRef
 from steps.settings import MonitorConfig
 from tests.support.commands import run_command
+from tests.support.logs import NAMES, served_log
 
 N_CLASSES = 3
-NAMES = ("a", "b", "c")
+
+
 T0 = 1_800_000_000.0
 
 
@@ -65,14 +65,6 @@ def traffic(rows: list[dict], feedback: list[tuple[str, str]] = (), refusals: li
 
 def config(**settings) -> MonitorConfig:
     return MonitorConfig(**({"min_samples": 10, "consecutive": 1, "window_minutes": 1.0} | settings))
-
-
-def test_times_are_unix_seconds_or_iso_in_utc_unless_they_say_otherwise():
-    assert parse_time("1800000000", "since") == 1_800_000_000.0
-    assert parse_time("2026-11-29T10:00", "since") == parse_time("2026-11-29T10:00+00:00", "since")
-    assert parse_time("", "since") is None
-    with pytest.raises(ValueError, match="since='yesterday' is not a time"):
-        parse_time("yesterday", "since")
 
 
 def test_windows_cover_the_range_and_the_last_row_falls_in_the_last_one():
@@ -152,72 +144,8 @@ def test_refused_requests_count_by_kind_and_alert_as_errors_over_the_threshold()
     assert "errors" in verdict.reasons
 
 
-def test_log_paths_that_match_nothing_are_named(tmp_path):
-    with pytest.raises(LogError, match="'missing.db' matches no file"):
-        log_files("missing.db")
-    with pytest.raises(LogError, match="matches no file"):
-        log_files(str(tmp_path / "replica-*.db"))
-    (tmp_path / "a.db").touch()
-    (tmp_path / "b.db").touch()
-    assert [p.name for p in log_files(f"{tmp_path}/*.db, {tmp_path}/a.db")] == ["a.db", "b.db"]
-
-
-def test_the_log_a_multi_process_server_was_given_names_its_workers_logs(tmp_path):
-    """serve -P workers=2 -P prediction_log=p.db writes p.worker1.db and p.worker2.db; `p.db` finds both."""
-    assert contract.worker_log_path(str(tmp_path / "p.db"), 2) == str(tmp_path / "p.worker2.db")
-    for index in (1, 2):
-        (tmp_path / contract.worker_log_path("p.db", index)).touch()
-    (tmp_path / "other.worker1.db").touch()
-    assert [p.name for p in log_files(str(tmp_path / "p.db"))] == ["p.worker1.db", "p.worker2.db"]
-    (tmp_path / "p.db").touch()  # a single-process server wrote there before: it counts too
-    assert [p.name for p in log_files(str(tmp_path / "p.db"))] == ["p.db", "p.worker1.db", "p.worker2.db"]
-
-
-# What the server writes, read back: a real log of the server's layout, written by its PredictionLog.
-MODEL = SimpleNamespace(ref=ModelRef(contract.DEFAULT_MODEL_NAME, "3", contract.CHAMPION, "run-3"),
-                        class_names=list(NAMES), sample_shape=(2, 2, 1))  # fmt: skip
-IMAGES = np.linspace(0, 1, 3 * 4, dtype=np.float32).reshape(3, 2, 2, 1)
-SOFTMAX = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6]], np.float32)
-
-
-def served_log(path, replica: str = "127.0.0.1:8080:1") -> None:
-    """A log as a server leaves it: a heartbeat, a batch of 3 and a single prediction, a refusal, feedback."""
-
-    async def serve():
-        log = PredictionLog(path, replica)
-        try:
-            await log.log_heartbeat(2**27, MODEL.ref, 0, 0)
-            await log.log_prediction("batch", "invocations", MODEL, 3.0, 0.5, IMAGES, SOFTMAX)
-            await log.log_prediction("single", "predict", MODEL, 2.0, 0.4, IMAGES[2:], SOFTMAX[2:])
-            log.log_refusal("invocations", 400, "BAD_REQUEST", "bad")
-            await log.log_feedback("batch", 1, "b")
-            await log.log_feedback("single", 0, "a")
-        finally:
-            log.close()
-
-    asyncio.run(serve())
-
-
 def digest(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def test_the_reader_gives_back_every_sample_with_its_probabilities_input_and_later_feedback(tmp_path):
-    served_log(tmp_path / "a.db", "127.0.0.1:8080:1")
-    served_log(tmp_path / "b.db", "127.0.0.1:8081:2")
-    files = log_files(f"{tmp_path}/*.db")
-    first, last = time_range(files)  # of predictions and refusals
-    traffic = read(files)
-    assert len(traffic.predictions) == 4 and len(traffic.samples) == 8
-    assert sorted(set(traffic.samples["replica"])) == ["127.0.0.1:8080:1", "127.0.0.1:8081:2"]
-    batch = traffic.samples["request_id"] == "batch"
-    assert np.array_equal(traffic.probabilities[batch.to_numpy()], np.vstack([SOFTMAX, SOFTMAX]))
-    inputs = [image for image, keep in zip(traffic.inputs, batch) if keep]
-    assert all(np.abs(image - IMAGES[i % 3]).max() <= 0.5 / 255 + 1e-6 for i, image in enumerate(inputs))
-    assert len(traffic.feedback) == 2, "one label per (request id, sample): both files logged the same feedback"
-    assert list(traffic.refusals["kind"]) == ["BAD_REQUEST"] * 2 and len(traffic.heartbeats) == 2
-    assert len(read(files, first, last + 1).heartbeats) == 1, "the first server's came before any request"
-    assert len(read(files, last + 1, last + 2).feedback) == 2, "labels arrive later than their predictions"
 
 
 def run_monitor(path, *settings: str):
