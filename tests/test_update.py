@@ -1,80 +1,11 @@
-"""update, in parts that need no training: what it refuses before changing anything, how it re-applies a
-recipe as recorded, and when two updates are the same one."""
+"""`update`: the same commit, champion, data and settings make the same update key."""
 
 from __future__ import annotations
 
-import mlflow
-import pytest
-
-from steps import contract
-from steps.adapt.origin import origin_of, replayed
-from steps.compress.recipes import RecipeStep, recipe_config
-from steps.release.lineage import LineageEntry
-from steps.release.registry import RegistryError
-from steps.settings import ClusterConfig, PruneConfig, QuantizeConfig, UpdateConfig
+from steps.settings import UpdateConfig
 from steps.update import update_key
 
 NAME = "pets"
-
-
-def registered_without_lineage(tmp_path) -> None:
-    client = mlflow.MlflowClient()
-    client.create_registered_model(NAME)
-    client.create_model_version(NAME, source=str(tmp_path), run_id=None)
-    client.set_registered_model_alias(NAME, contract.CHAMPION, "1")
-
-
-def registry_state() -> list[tuple]:
-    client = mlflow.MlflowClient()
-    versions = client.search_model_versions(f"name = '{NAME}'")
-    return sorted((v.version, tuple(sorted(v.tags.items())), tuple(v.aliases)) for v in versions)
-
-
-def test_no_champion_or_one_without_lineage_is_refused_naming_the_fix_and_nothing_changes(tracking, tmp_path):
-    with pytest.raises(RegistryError, match="has no champion: run `mlflow run .`"):
-        origin_of(NAME)
-    registered_without_lineage(tmp_path)
-    before = registry_state()
-    with pytest.raises(RegistryError, match="v1 has no lineage .* not registered by rtdeploy"):
-        origin_of(NAME)
-    assert registry_state() == before
-
-
-def test_a_recipe_step_runs_again_with_its_recorded_settings_on_the_new_parent_and_data():
-    recorded = {"model_uri": "runs:/old/keras_model", "dataset": "digits", "image_size": "28", "epochs": "4",
-                "learning_rate": "0.0001", "batch_size": "32", "seed": "42", "n_clusters": "16",
-                "preserve_sparsity": "True", "unrelated": "x"}  # fmt: skip
-    config = recipe_config(RecipeStep(contract.CLUSTER, recorded), "runs:/new/keras_model", "runs:/u/d.npz")
-    assert config == ClusterConfig(model_uri="runs:/new/keras_model", dataset="runs:/u/d.npz", n_clusters=16)
-    quoted = {"model_uri": "runs:/old/keras_model", "mode": "qat", "dataset": "''"}  # as mlflow run records them
-    quantize = recipe_config(RecipeStep(contract.QUANTIZE, quoted), "runs:/new/keras_model", "d.npz")
-    assert quantize == QuantizeConfig(model_uri="runs:/new/keras_model", dataset="d.npz", mode="qat")
-
-
-def trial_entry(made: dict, params: dict[str, str]) -> LineageEntry:
-    return LineageEntry("trial-run", contract.SEARCH_TRIAL, "t41", "runs:/old/keras_model", params, made)
-
-
-def test_a_search_trial_is_replayed_as_prune_cluster_quantize_with_its_per_layer_targets():
-    """update re-runs a searched champion through the entry points, with what the trial recorded."""
-    made = {"step": contract.SEARCH_TRIAL, "study": "s", "trial": 41, "layer_sparsity": {"conv0b": 0.93, "dense": 0.9},
-            "layer_clusters": {"conv0b": 3, "dense": 8}, "quantization": "ptq", "epochs": 6}  # fmt: skip
-    params = {"model_uri": "runs:/old/keras_model", "dataset": "digits", "learning_rate": "0.0001", "batch_size": "32",
-              "seed": "42", "n_trials": "40", "epochs": "6"}  # fmt: skip
-    steps = replayed(trial_entry(made, params))
-    assert [step.step for step in steps] == [contract.PRUNE, contract.CLUSTER, contract.QUANTIZE]
-    parent, data = "runs:/new/keras_model", "runs:/u/d.npz"
-    prune, cluster, quantize = (recipe_config(step, parent, data) for step in steps)
-    assert prune.per_layer == {"conv0b": 0.93, "dense": 0.9} and prune.epochs == 6
-    assert prune == PruneConfig(model_uri=parent, dataset=data, epochs=6, learning_rate=0.0001,
-                                layer_sparsity=prune.layer_sparsity)  # fmt: skip
-    assert cluster.per_layer == {"conv0b": 3, "dense": 8} and cluster.epochs == 3
-    assert quantize == QuantizeConfig(model_uri=parent, dataset=data, epochs=3, mode="int8")
-    unclustered = replayed(trial_entry(made | {"layer_clusters": {}, "quantization": "qat"}, params))
-    assert [(step.step, step.params.get("mode")) for step in unclustered] == [
-        (contract.PRUNE, None), (contract.QUANTIZE, "qat")]  # fmt: skip
-    other = {"step": contract.PRUNE, "params": {}, "made": {}}
-    assert replayed(other) == [other]
 
 
 def test_the_same_commit_champion_data_and_settings_make_the_same_update_key_whatever_the_time_range():
