@@ -1,6 +1,6 @@
-"""Modules import what they need and no more (pure -> numpy -> tensorflow -> MLflow edges -> stages ->
-pipeline): moving two aliases loads no tensorflow, no entry point loads it when imported, and a data set
-that cannot be used fails before tensorflow is imported. One fresh interpreter answers all three."""
+"""Modules import what they need and no more: moving two aliases loads no tensorflow, no entry point loads it when
+imported, and a data set that cannot be used fails before tensorflow is imported. One fresh interpreter
+answers all three."""
 
 from __future__ import annotations
 
@@ -24,7 +24,11 @@ NO_TENSORFLOW = (
     "steps.update",
     "steps.autopilot",
 )
+
+
 TENSORFLOW_LATER = ("steps.train", "steps.prune", "steps.cluster", "steps.quantize", "steps.evaluate")
+
+
 PROBE = """
 import importlib, json, sys
 def heavy():
@@ -68,48 +72,3 @@ def test_no_entry_point_imports_tensorflow_when_loaded(fresh_interpreter):
 def test_a_one_class_image_folder_fails_before_tensorflow_is_imported(fresh_interpreter):
     assert "at least two classes" in fresh_interpreter["bad data"]["error"]
     assert fresh_interpreter["bad data"]["heavy"] == []
-
-
-RUN_WITHOUT_TENSORFLOW = """
-import runpy, sys
-module = sys.argv[1]
-sys.argv = [module, *sys.argv[2:]]
-try:
-    runpy.run_module(f"steps.{module}", run_name="__main__", alter_sys=True)
-finally:
-    print("tensorflow loaded:", "tensorflow" in sys.modules or "tf_keras" in sys.modules, flush=True)
-"""
-
-
-@pytest.mark.e2e
-def test_promote_and_rollback_run_through_the_gate_without_loading_tensorflow(tracking, tmp_path):
-    """Not only imported: promote predicts the test split with both LiteRT deployables and moves the aliases."""
-    import mlflow
-
-    from steps import contract
-    from steps.datasets.data import load_dataset
-    from steps.release.registry import register_deployable
-    from steps.release.tracking import log_litert_model
-    from tests.support.serving import tiny_tflite
-
-    digits = load_dataset("digits")
-    for number in (1, 2):  # two deployables, each its own run, registered by rtdeploy's own function
-        with mlflow.start_run() as run:
-            path = tmp_path / f"model{number}.tflite"
-            path.write_bytes(tiny_tflite(digits.input_shape, digits.n_classes))
-            log_litert_model(path, digits)
-            mlflow.log_metrics({contract.ACCURACY: 0.1, contract.SIZE_GZIP_BYTES: path.stat().st_size})
-        register_deployable("layered", run.info.run_id)
-    steps = [
-        ("promote", "--model_name", "layered", "--version", "1", "--min_accuracy", "0"),
-        ("promote", "--model_name", "layered", "--version", "2", "--min_accuracy", "0", "--min_accuracy_change", "1"),
-        ("rollback", "--model_name", "layered"),
-    ]
-    for step in steps:
-        result = run_command([sys.executable, "-c", RUN_WITHOUT_TENSORFLOW, *step])
-        assert result.returncode == 0, result.stderr[-3000:]
-        assert "tensorflow loaded: False" in result.stdout, step
-    aliases = {
-        alias: str(version) for alias, version in mlflow.MlflowClient().get_registered_model("layered").aliases.items()
-    }
-    assert (aliases[contract.CHAMPION], aliases[contract.PREVIOUS]) == ("1", "2")

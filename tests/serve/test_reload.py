@@ -16,6 +16,7 @@ import pytest
 from steps.serve.batching import InferenceEngine
 from steps.serve.metrics import ServerMetrics
 from steps.serve.reload import AliasFollower, ModelHolder
+from tests.support.server_process import wait_for
 from tests.support.serving import GRAY_CLASSES, GRAY_SHAPE, MODEL, StandInRegistry, tiny_tflite
 
 
@@ -171,3 +172,46 @@ def test_the_largest_peak_memory_of_a_fetch_child_is_kept(registry):
     registry.aliases["champion"] = "3"
     follower.check_once()
     assert follower.holder.fetch_peak_rss_bytes == 300_000_000
+
+
+def test_the_follower_reports_its_own_bug_and_keeps_serving_and_following(tmp_path):
+    registry = StandInRegistry(tmp_path)
+    for version in ("1", "2"):
+        registry.add(version, tiny_tflite(GRAY_SHAPE, len(GRAY_CLASSES)), GRAY_CLASSES)
+    registry.aliases["champion"] = "1"
+    broken = {"now": False}
+
+    def lookup(registry_uri: str):
+        version_of = registry.lookup(registry_uri)
+
+        def maybe_broken(name: str, alias: str) -> str:
+            if broken["now"]:
+                raise TypeError("a bug in the lookup")
+            return version_of(name, alias)
+
+        return maybe_broken
+
+    metrics = ServerMetrics()
+    follower = AliasFollower(
+        f"models:/{MODEL}@champion",
+        ModelHolder(),
+        InferenceEngine(metrics),
+        metrics,
+        poll_seconds=0.05,
+        download=registry.download,
+        lookup=lookup,
+    )
+    follower.check_once()
+    broken["now"] = True
+    follower.start()
+    try:
+        assert wait_for(lambda: (follower.holder.last_error or "").startswith("internal error"), timeout=10)
+        assert "a bug in the lookup" in follower.holder.last_error
+        assert follower.holder.registry_reachable is True  # not blamed on the registry
+        assert follower.holder.current.ref.version == "1"  # still serving
+        broken["now"] = False
+        registry.aliases["champion"] = "2"
+        assert wait_for(lambda: follower.holder.current.ref.version == "2", timeout=10)  # the loop survived
+        assert follower.holder.last_error is None
+    finally:
+        follower.stop()
