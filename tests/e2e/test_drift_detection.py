@@ -19,6 +19,8 @@ from steps.monitoring.reference_profile import (
     make_reference,
 )
 
+pytestmark = pytest.mark.e2e
+
 # Most clean windows of 7 that may alarm, per alpha: what a true rate at the Bonferroni bound (alpha) exceeds in
 # under 1% of runs (at 0.01: 2 or more of 7 in 0.2%; at 0.05: 3 or more in 0.4%). 7 windows cannot say more.
 MAX_CLEAN_ALARMS = {DEFAULT_ALPHA: 1, 0.05: 2}
@@ -52,7 +54,6 @@ def deployable():
     return classifier, data, reference
 
 
-@pytest.mark.e2e
 def test_clean_windows_of_the_test_split_rarely_raise_a_false_alarm(deployable):
     """The profile's calibration as `register` makes it: the 360 test samples cut into disjoint windows."""
     classifier, data, reference = deployable
@@ -65,7 +66,6 @@ def test_clean_windows_of_the_test_split_rarely_raise_a_false_alarm(deployable):
         assert calibrated.false_alarms(WINDOW, alpha).false_alarms <= most
 
 
-@pytest.mark.e2e
 @pytest.mark.parametrize("kind", [kind for kind in contract.DRIFTS if kind != "none"])
 def test_every_drift_at_its_default_severity_is_detected_in_every_window(deployable, kind):
     classifier, data, reference = deployable
@@ -84,7 +84,6 @@ def test_every_drift_at_its_default_severity_is_detected_in_every_window(deploya
         assert statistics[contract.DRIFT_P_SOFTMAX] == statistics[contract.DRIFT_P_PIXELS] == rate.windows
 
 
-@pytest.mark.e2e
 @pytest.mark.parametrize("kind", WEAKER_DRIFT)
 def test_weaker_drift_is_missed_in_some_windows(deployable, kind):
     classifier, data, reference = deployable

@@ -9,10 +9,11 @@ from PIL import Image
 from steps import contract
 from tests.support.commands import entry_point_runs, mlflow_run
 
+pytestmark = pytest.mark.e2e
+
 FIGURES = ("confusion_matrix.png", "error_rate_per_class.png", "top_confusions.png")
 
 
-@pytest.mark.e2e
 @pytest.mark.parametrize("model", [contract.KERAS_MODEL, contract.LITERT_MODEL])
 def test_evaluate_reports_on_keras_and_litert_models(first_main, model, tmp_path):
     _, train = first_main

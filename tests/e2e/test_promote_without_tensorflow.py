@@ -8,6 +8,8 @@ import pytest
 
 from tests.support.commands import run_command
 
+pytestmark = pytest.mark.e2e
+
 RUN_WITHOUT_TENSORFLOW = """
 import runpy, sys
 module = sys.argv[1]
@@ -19,7 +21,6 @@ finally:
 """
 
 
-@pytest.mark.e2e
 def test_promote_and_rollback_run_through_the_gate_without_loading_tensorflow(tracking, tmp_path):
     """Not only imported: promote predicts the test split with both LiteRT deployables and moves the aliases."""
     import mlflow

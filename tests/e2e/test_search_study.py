@@ -25,11 +25,12 @@ from steps.release.registry import version_by_alias
 from tests.support.commands import PROJECT, entry_point_runs, mlflow_run
 from tests.support.stores import store_in
 
+pytestmark = pytest.mark.e2e
+
 STUDY = "two-processes"
 BUDGET = 0.2  # generous: one fine-tuning epoch per step, first trials near the ceilings; tested: the choice
 
 
-@pytest.mark.e2e
 def test_two_search_processes_complete_one_study_each_trial_a_child_run_and_the_choice_within_budget(
     tmp_path_factory,
 ):
@@ -84,7 +85,6 @@ def test_two_search_processes_complete_one_study_each_trial_a_child_run_and_the_
         assert sorted({row["sparsity"] for row in table}) == list(SPARSITIES)
 
 
-@pytest.mark.e2e
 def test_update_replays_a_searched_champion_through_prune_cluster_and_quantize(tmp_path_factory):
     """A champion that `search` registered is a trial, not a chain of entry-point runs: update re-makes it with
     the trial's per-layer targets, as prune (layer_sparsity), cluster (layer_clusters) and quantize."""

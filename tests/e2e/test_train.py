@@ -17,6 +17,8 @@ from steps.settings import TrainConfig
 from steps.train import main
 from tests.support.commands import mlflow_run
 
+pytestmark = pytest.mark.e2e
+
 TINY = ["--epochs", "2", "--width", "4"]
 
 
@@ -25,7 +27,6 @@ def _only_run():
     return run
 
 
-@pytest.mark.e2e
 def test_mlflow_run_train_with_sgd(session_store):
     result = mlflow_run("-e", "train", "-P", "optimizer=sgd", "-P", "learning_rate=0.05", "-P", "epochs=3")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -35,7 +36,6 @@ def test_mlflow_run_train_with_sgd(session_store):
     assert run.data.params["learning_rate"] == "0.05" and run.data.metrics[contract.EPOCHS_TRAINED] <= 3
 
 
-@pytest.mark.e2e
 def test_unknown_optimizer_fails_before_training_and_lists_the_valid_ones(session_store):
     result = mlflow_run("-e", "train", "-P", "optimizer=adamw")
     assert result.returncode != 0
@@ -43,7 +43,6 @@ def test_unknown_optimizer_fails_before_training_and_lists_the_valid_ones(sessio
     assert "Epoch 1/" not in result.stdout
 
 
-@pytest.mark.e2e
 def test_train_on_a_user_npz_without_code_changes(tracking, tmp_path):
     rng = np.random.default_rng(0)
     path = tmp_path / "shapes.npz"
@@ -62,7 +61,6 @@ def test_train_on_a_user_npz_without_code_changes(tracking, tmp_path):
     assert contract.ACCURACY in run.data.metrics and run.data.metrics[contract.AGREEMENT] >= 0.95
 
 
-@pytest.mark.e2e
 def test_train_on_an_image_folder_without_code_changes(tracking, tmp_path):
     rng = np.random.default_rng(0)
     for label in ("circle", "square"):
@@ -78,7 +76,6 @@ def test_train_on_an_image_folder_without_code_changes(tracking, tmp_path):
     assert litert.predict(np.zeros((3, 16, 16, 1), np.float32)).shape == (3, 2)
 
 
-@pytest.mark.e2e
 def test_fine_tuning_a_saved_model_starts_from_its_weights(tmp_path):
     data = load_dataset("digits")
     base = build_model("cnn", data.input_shape, data.n_classes, width=4)
