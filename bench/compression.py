@@ -52,16 +52,28 @@ def run_pipeline(folder: str) -> tuple[str, float]:
     }
     started = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "mlflow", "run", str(PROJECT), "--env-manager", "local",
-         "--experiment-name", contract.EXPERIMENT],
-        check=True, env=env, cwd=folder,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "run",
+            str(PROJECT),
+            "--env-manager",
+            "local",
+            "--experiment-name",
+            contract.EXPERIMENT,
+        ],
+        check=True,
+        env=env,
+        cwd=folder,
+    )
     seconds = time.perf_counter() - started
     mlflow.set_tracking_uri(uri)
     (main,) = mlflow.search_runs(
-        search_all_experiments=True, filter_string=f"tags.`{contract.TAG_STEP}` = '{contract.MAIN}'",
+        search_all_experiments=True,
+        filter_string=f"tags.`{contract.TAG_STEP}` = '{contract.MAIN}'",
         output_format="list",
-    )  # fmt: skip
+    )
     return main.info.run_id, seconds
 
 

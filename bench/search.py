@@ -55,9 +55,12 @@ def mlflow_run(*args: str) -> int:
 
 
 def latest(step: str, architecture: str | None = None) -> mlflow.entities.Run:
-    runs = mlflow.search_runs(search_all_experiments=True, output_format="list",
-                              order_by=["attributes.start_time DESC"],
-                              filter_string=f"tags.`{contract.TAG_STEP}` = '{step}'")  # fmt: skip
+    runs = mlflow.search_runs(
+        search_all_experiments=True,
+        output_format="list",
+        order_by=["attributes.start_time DESC"],
+        filter_string=f"tags.`{contract.TAG_STEP}` = '{step}'",
+    )
     return next(run for run in runs if architecture is None or run.data.params.get("architecture") == architecture)
 
 
@@ -82,10 +85,16 @@ def search(model_uri: str, architecture: str, seed: int) -> dict:
         best = min(trials, key=lambda run: run.data.metrics[contract.VAL_ACCURACY_DROP])
     else:
         best = mlflow.get_run(chosen)
-    return {"seed": seed, "best": best.data.metrics, "variant": best.data.tags[contract.TAG_VARIANT],
-            "minutes": elapsed / 60, "within": chosen is not None, "outcome": outcome,
-            "trials": int(parent.data.metrics["trials_complete"]),
-            "pruned": int(parent.data.metrics["trials_pruned"])}  # fmt: skip
+    return {
+        "seed": seed,
+        "best": best.data.metrics,
+        "variant": best.data.tags[contract.TAG_VARIANT],
+        "minutes": elapsed / 60,
+        "within": chosen is not None,
+        "outcome": outcome,
+        "trials": int(parent.data.metrics["trials_complete"]),
+        "pruned": int(parent.data.metrics["trials_pruned"]),
+    }
 
 
 def benchmark(architecture: str, seeds: list[int]) -> dict:

@@ -267,10 +267,21 @@ def wrk_script(body: Path, headers: dict[str, str] | None = None) -> str:
 def run_wrk(port: int, script: Path, connections: int, seconds: float, path: str = "/invocations") -> dict:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = subprocess.run(
-        ["wrk", f"-t{min(connections, 2)}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
-         "-s", str(script), f"http://127.0.0.1:{port}{path}"],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        [
+            "wrk",
+            f"-t{min(connections, 2)}",
+            f"-c{connections}",
+            f"-d{max(1, round(seconds))}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{port}{path}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     line = next(line for line in result.stdout.splitlines() if line.startswith("JSON "))
     measured = json.loads(line[5:])
     measured["throughput"] = measured["requests"] / measured["seconds"]
@@ -326,11 +337,26 @@ def run_h2load(port: int, refusals, frame: Path, connections: int, seconds: floa
     refused_before = refusals()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = subprocess.run(
-        ["h2load", f"-t{min(connections, 2)}", f"-c{connections}", "-m1", f"-D{max(1, round(seconds))}",
-         "-d", str(frame), "-H", "content-type: application/grpc", "-H", "te: trailers", "--log-file", str(log),
-         f"http://127.0.0.1:{port}{GRPC_PATH}"],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        [
+            "h2load",
+            f"-t{min(connections, 2)}",
+            f"-c{connections}",
+            "-m1",
+            f"-D{max(1, round(seconds))}",
+            "-d",
+            str(frame),
+            "-H",
+            "content-type: application/grpc",
+            "-H",
+            "te: trailers",
+            "--log-file",
+            str(log),
+            f"http://127.0.0.1:{port}{GRPC_PATH}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     cpu = children_cpu_since(before)
     counts = re.search(r"(\d+) done, \d+ succeeded, (\d+) failed, (\d+) errored, (\d+) timeout", result.stdout)
     done, transport_errors = int(counts.group(1)), sum(int(n) for n in counts.groups()[1:])
@@ -340,8 +366,16 @@ def run_h2load(port: int, refusals, frame: Path, connections: int, seconds: floa
         raise RuntimeError(f"h2load's log holds {len(latencies)} calls, its summary {done}: not this run's log")
     errors = transport_errors + int(refusals() - refused_before)
     p50, p95, p99 = (latencies[min(len(latencies) - 1, int(q / 100 * len(latencies)))] for q in (50, 95, 99))
-    return {"requests": done, "seconds": elapsed, "throughput": done / elapsed, "errors": errors,
-            "p50": p50, "p95": p95, "p99": p99, "wrk_cores": cpu / elapsed} | h2load_figures(result.stdout)  # fmt: skip
+    return {
+        "requests": done,
+        "seconds": elapsed,
+        "throughput": done / elapsed,
+        "errors": errors,
+        "p50": p50,
+        "p95": p95,
+        "p99": p99,
+        "wrk_cores": cpu / elapsed,
+    } | h2load_figures(result.stdout)
 
 
 def start(server: Server, env: dict, port: int, log: Path, cwd: str | None = None) -> subprocess.Popen:
@@ -408,15 +442,30 @@ def flip_under_load(port: int, script: Path, seconds: float) -> dict:
     flipper.start()
     during = run_wrk(port, script, 16, FLIPS * FLIP_BUDGET_SECONDS)
     flipper.join()
-    return {"steady": steady, "during": during, "reloads": metric_value(port, "rtdeploy_reloads_total") or 0,
-            "swap_seconds": swap_seconds}  # fmt: skip
+    return {
+        "steady": steady,
+        "during": during,
+        "reloads": metric_value(port, "rtdeploy_reloads_total") or 0,
+        "swap_seconds": swap_seconds,
+    }
 
 
 def servers(folder: str, keras_uri: str, litert_uri: str) -> list[Server]:
     rtdeploy = [sys.executable, "-m", "steps.serve", "--model_uri", f"models:/{MODEL}@champion", "--port", "{port}"]
     mlflow_serve = [sys.executable, "-m", "mlflow", "models", "serve", "-p", "{port}", "--env-manager", "local", "-m"]
-    noop = [sys.executable, "-m", "uvicorn", "noop_app:app", "--port", "{port}", "--log-level", "warning",
-            "--no-access-log", "--app-dir", folder]  # fmt: skip
+    noop = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "noop_app:app",
+        "--port",
+        "{port}",
+        "--log-level",
+        "warning",
+        "--no-access-log",
+        "--app-dir",
+        folder,
+    ]
     return [
         Server(OURS, [*rtdeploy, "--prediction_log", f"{folder}/p1.db"], "/ready"),  # defaults: poll every 5 s
         Server(
@@ -441,8 +490,11 @@ def measure(server: Server, env: dict, script: Path, seconds: float, repeats: in
             runs = [run_wrk(port, script, connections, seconds) for _ in range(repeats)]
             rss, note = memory(server, process, port)
             rows.append(Row(server.name, connections, runs, rss, note))
-            print(f"  c={connections}: {rows[-1].spread('throughput', 0)}/s p50 {rows[-1].spread('p50')} ms "
-                  f"p99 {rows[-1].spread('p99')} ms rss {rss:.0f} MB", flush=True)  # fmt: skip
+            print(
+                f"  c={connections}: {rows[-1].spread('throughput', 0)}/s p50 {rows[-1].spread('p50')} ms "
+                f"p99 {rows[-1].spread('p99')} ms rss {rss:.0f} MB",
+                flush=True,
+            )
         if server.name == OURS:
             flips = flip_under_load(port, script, seconds)
     finally:
@@ -455,18 +507,25 @@ def log_cost(folder: str, env: dict, script: Path, seconds: float, repeats: int)
     baseline = Path(folder) / "baseline"
     baseline.mkdir()
     repository = Path(__file__).resolve().parent.parent
-    archive = subprocess.run(["git", "-C", str(repository), "archive", BASELINE_COMMIT, "steps"],
-                             capture_output=True, check=True).stdout  # fmt: skip
+    archive = subprocess.run(
+        ["git", "-C", str(repository), "archive", BASELINE_COMMIT, "steps"], capture_output=True, check=True
+    ).stdout
     subprocess.run(["tar", "-x", "-C", str(baseline)], input=archive, check=True)
     serve = [sys.executable, "-m", "steps.serve", "--model_uri", f"models:/{MODEL}@champion", "--port", "{port}"]
     servers = {  # name -> (server, working folder: which code `-m steps.serve` runs)
-        f"first layout ({BASELINE_COMMIT})": (Server("", [*serve, "--prediction_log", f"{folder}/l1.db"], "/ready"),
-                                              str(baseline)),
+        f"first layout ({BASELINE_COMMIT})": (
+            Server("", [*serve, "--prediction_log", f"{folder}/l1.db"], "/ready"),
+            str(baseline),
+        ),
         "second layout, inputs kept (log_inputs 1.0)": (
-            Server("", [*serve, "--prediction_log", f"{folder}/l2a.db", "--log_inputs", "1.0"], "/ready"), None),
+            Server("", [*serve, "--prediction_log", f"{folder}/l2a.db", "--log_inputs", "1.0"], "/ready"),
+            None,
+        ),
         "second layout, no inputs (log_inputs 0.0)": (
-            Server("", [*serve, "--prediction_log", f"{folder}/l2b.db", "--log_inputs", "0.0"], "/ready"), None),
-    }  # fmt: skip
+            Server("", [*serve, "--prediction_log", f"{folder}/l2b.db", "--log_inputs", "0.0"], "/ready"),
+            None,
+        ),
+    }
     ports, processes = {}, []
     try:
         for name, (server, cwd) in servers.items():
@@ -504,8 +563,10 @@ def log_cost_report(runs: dict[str, list[dict]], repeats: int) -> str:
         row = Row(name, LOG_COST_CONCURRENCY, server_runs, 0.0)
         change = "" if name == baseline else per_turn(server_runs, base_runs, as_change=True)
         errors = sum(run["errors"] for run in server_runs)
-        lines.append(f"| {name} | {row.spread('throughput', 0)} | {row.spread('p50')} | {row.spread('p99')} | "
-                     f"{errors} | {change} |")  # fmt: skip
+        lines.append(
+            f"| {name} | {row.spread('throughput', 0)} | {row.spread('p50')} | {row.spread('p99')} | "
+            f"{errors} | {change} |"
+        )
     return "\n".join(lines)
 
 
@@ -603,8 +664,19 @@ def protocols(folder: str, env: dict, sample: list, seconds: float, repeats: int
     processes = []
     for variant, options in (("", []), (BATCHED, BATCHING)):
         log = ["--prediction_log", f"{folder}/protocols{len(processes)}.db"]
-        serve = [sys.executable, "-m", "steps.serve", "--model_uri", uri, "--port", "{port}",
-                 "--grpc_port", str(grpc_ports[variant]), *log, *options]  # fmt: skip
+        serve = [
+            sys.executable,
+            "-m",
+            "steps.serve",
+            "--model_uri",
+            uri,
+            "--port",
+            "{port}",
+            "--grpc_port",
+            str(grpc_ports[variant]),
+            *log,
+            *options,
+        ]
         print(f"bench: protocols{variant} on ports {http[variant]} (HTTP), {grpc_ports[variant]} (gRPC)", flush=True)
         processes.append(start(Server("", serve, "/ready"), env, http[variant], Path(folder) / f"server-{variant}.log"))
     (Path(folder) / "noop_grpc.py").write_text(NOOP_GRPC)
@@ -670,9 +742,11 @@ def protocols_report(runs: dict[tuple[str, int], list[dict]], repeats: int) -> s
         reference = runs[INVOCATIONS, connections]
         versus = "" if name == INVOCATIONS else per_turn(protocol_runs, reference, as_change=False)
         errors = sum(run["errors"] for run in protocol_runs)
-        lines.append(f"| {name} | {connections} | {row.spread('throughput', 0)} | {row.spread('p50')} | "
-                     f"{row.spread('p99')} | {row.spread('mean')} | {row.spread('max', 1)} | "
-                     f"{row.spread('in_flight', 1)} | {errors} | {row.spread('wrk_cores')} | {versus} |")  # fmt: skip
+        lines.append(
+            f"| {name} | {connections} | {row.spread('throughput', 0)} | {row.spread('p50')} | "
+            f"{row.spread('p99')} | {row.spread('mean')} | {row.spread('max', 1)} | "
+            f"{row.spread('in_flight', 1)} | {errors} | {row.spread('wrk_cores')} | {versus} |"
+        )
     lines += ["", "Headline, v2 gRPC against /invocations (medians of the per-turn ratios):", ""]
     for connections in sorted({c for _, c in runs}):
         grpc_runs, reference = runs[GRPC, connections], runs[INVOCATIONS, connections]
@@ -874,8 +948,10 @@ def workers_report(runs: dict[tuple[int, int], list[dict]], repeats: int) -> str
         single = runs[WORKER_COUNTS[0], connections]
         change = "" if count == WORKER_COUNTS[0] else per_turn(server_runs, single, as_change=True)
         errors = sum(run["errors"] for run in server_runs)
-        lines.append(f"| {count} | {connections} | {row.spread('throughput', 0)} | {row.spread('p50')} | "
-                     f"{row.spread('p99')} | {errors} | {row.spread('wrk_cores')} | {change} |")  # fmt: skip
+        lines.append(
+            f"| {count} | {connections} | {row.spread('throughput', 0)} | {row.spread('p50')} | "
+            f"{row.spread('p99')} | {errors} | {row.spread('wrk_cores')} | {change} |"
+        )
     return "\n".join(lines)
 
 
@@ -883,8 +959,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=8, help="load duration per measurement")
     parser.add_argument("--repeats", type=int, default=3, help="wrk runs per figure (median, min-max reported)")
-    parser.add_argument("--only", choices=("serving", "log-cost", "workers", "protocols", "log-sync"),
-                        help="one section (default: all)")  # fmt: skip
+    parser.add_argument(
+        "--only", choices=("serving", "log-cost", "workers", "protocols", "log-sync"), help="one section (default: all)"
+    )
     concurrency_help = "the protocols' and log-sync's concurrencies (default: 1 16 64 and 1 16)"
     parser.add_argument("--concurrency", type=int, nargs="+", help=concurrency_help)
     args = parser.parse_args()

@@ -326,10 +326,22 @@ def child_runs(main_run) -> list:
 def start_ui(tracking_uri: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     ui = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri,
-         "--port", str(port), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "ui",
+            "--backend-store-uri",
+            tracking_uri,
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -348,8 +360,10 @@ def start_chromium(chromium: str, profile: str) -> tuple[subprocess.Popen, str]:
     """Starts Chromium and returns it with the websocket URL of its one tab."""
     browser = subprocess.Popen(
         [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     port_file = Path(profile) / "DevToolsActivePort"
     deadline = time.monotonic() + TIMEOUT
     while not (port_file.exists() and port_file.read_text().strip()):

@@ -106,8 +106,15 @@ def profile_in_child(model_uri: str, x: np.ndarray, latency_runs: int) -> dict[s
         sample_path = Path(folder) / "sample.npy"
         np.save(sample_path, x[:PROFILE_SAMPLES].astype(np.float32))
         result = subprocess.run(
-            [sys.executable, "-m", "steps.modeling.profile", model_uri, str(sample_path), str(latency_runs),
-             str(BATCH_SIZE)],
+            [
+                sys.executable,
+                "-m",
+                "steps.modeling.profile",
+                model_uri,
+                str(sample_path),
+                str(latency_runs),
+                str(BATCH_SIZE),
+            ],
             capture_output=True,
             text=True,
             timeout=PROFILE_TIMEOUT_SECONDS,

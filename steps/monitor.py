@@ -206,8 +206,10 @@ def judge(
                 traffic, labelled, rows, predictions, reference, names[version], config, seconds
             )
             if not judged:
-                notes.append(f"v{version}, window {index}: {len(rows)} samples < min_samples={config.min_samples}: "
-                             "reported, not judged")  # fmt: skip
+                notes.append(
+                    f"v{version}, window {index}: {len(rows)} samples < min_samples={config.min_samples}: "
+                    "reported, not judged"
+                )
             elif not metrics[contract.LABELLED]:
                 notes.append(f"v{version}, window {index}: no feedback: live accuracy not measured")
             versions.setdefault(version, []).append(
@@ -266,11 +268,13 @@ def model_size(config: MonitorConfig, version: str) -> float | None:
 
 def log_verdict(config: MonitorConfig, verdict: MonitoringVerdict, traffic: Traffic) -> None:
     """Window-level metrics and the report on the active run; one nested run per version."""
-    mlflow.set_tags({
-        contract.TAG_MODEL_NAME: config.model_name,
-        contract.TAG_MODEL_VERSION: ",".join(verdict.versions),
-        contract.TAG_ALERT: verdict.alert,
-    })  # fmt: skip
+    mlflow.set_tags(
+        {
+            contract.TAG_MODEL_NAME: config.model_name,
+            contract.TAG_MODEL_VERSION: ",".join(verdict.versions),
+            contract.TAG_ALERT: verdict.alert,
+        }
+    )
     for index, ((_, high), errors) in enumerate(zip(verdict.windows, verdict.errors)):
         rss = rss_mb(traffic.heartbeats, verdict.windows[index])
         metrics = {k: v for k, v in errors.items() if k != "refused_share"} | ({contract.RSS_MB: rss} if rss else {})
@@ -279,12 +283,14 @@ def log_verdict(config: MonitorConfig, verdict: MonitoringVerdict, traffic: Traf
     for version, windows in verdict.versions.items():
         size = model_size(config, version)
         with mlflow.start_run(run_name=f"v{version}", nested=True):
-            mlflow.set_tags({
-                contract.TAG_STEP: contract.MONITOR,
-                contract.TAG_MODEL_NAME: config.model_name,
-                contract.TAG_MODEL_VERSION: version,
-                contract.TAG_ALERT: ",".join(sorted(verdict.alerts.get(version, ()))) or contract.ALERT_NONE,
-            })  # fmt: skip
+            mlflow.set_tags(
+                {
+                    contract.TAG_STEP: contract.MONITOR,
+                    contract.TAG_MODEL_NAME: config.model_name,
+                    contract.TAG_MODEL_VERSION: version,
+                    contract.TAG_ALERT: ",".join(sorted(verdict.alerts.get(version, ()))) or contract.ALERT_NONE,
+                }
+            )
             for window in windows:
                 extra = {contract.MODEL_SIZE_BYTES: size} if size else {}
                 mlflow.log_metrics(window.metrics | extra, step=window.index, timestamp=int(window.end * 1000))
@@ -306,9 +312,12 @@ def summary(verdict: MonitoringVerdict, start: float, end: float) -> str:
     for version, windows in verdict.versions.items():
         for w in windows:
             m = w.metrics
-            accuracy = (f", live accuracy {m[contract.LIVE_ACCURACY]:.3f} [{m[contract.LIVE_ACCURACY_LOW]:.3f}, "
-                        f"{m[contract.LIVE_ACCURACY_HIGH]:.3f}] on {int(m[contract.LABELLED])}"
-                        if contract.LIVE_ACCURACY in m else "")  # fmt: skip
+            accuracy = (
+                f", live accuracy {m[contract.LIVE_ACCURACY]:.3f} [{m[contract.LIVE_ACCURACY_LOW]:.3f}, "
+                f"{m[contract.LIVE_ACCURACY_HIGH]:.3f}] on {int(m[contract.LABELLED])}"
+                if contract.LIVE_ACCURACY in m
+                else ""
+            )
             drift = f", drift p {', '.join(f'{p:.3g}' for p in w.drift.metrics().values())}" if w.drift else ""
             lines.append(
                 f"  v{version} window {w.index}: {w.samples} samples, p99 {m[contract.LATENCY_P99_MS]:.2f} ms"
@@ -349,8 +358,10 @@ def main(argv: list[str] | None = None) -> None:
 def nothing_to_judge(config: MonitorConfig, files: list, start: float | None, end: float | None) -> None:
     """A monitor run that judged no window, saying why (autopilot reads judged_windows=0 as "wait")."""
     span = "yet" if start is None or end is None else f"between {utc(start)} and {utc(end)}"
-    note = (f"no predictions of {config.model_name!r} in {', '.join(map(str, files))} {span}: nothing to judge "
-            "(send traffic, widen since/until, or check model_name)")  # fmt: skip
+    note = (
+        f"no predictions of {config.model_name!r} in {', '.join(map(str, files))} {span}: nothing to judge "
+        "(send traffic, widen since/until, or check model_name)"
+    )
     with step_run(contract.MONITOR, experiment=contract.MONITORING_EXPERIMENT):
         log_config(config)
         mlflow.set_tags({contract.TAG_MODEL_NAME: config.model_name, contract.TAG_ALERT: contract.ALERT_NONE})

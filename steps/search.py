@@ -141,8 +141,9 @@ def open_study(config: SearchConfig, run_id: str):
         seed=config.seed + joined, n_startup_trials=startup, constraints_func=_constraint
     )
     pruner = optuna.pruners.ThresholdPruner(upper=config.max_accuracy_drop + HOPELESS_DROP)
-    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
-                                direction="minimize", load_if_exists=True)  # fmt: skip
+    study = optuna.create_study(
+        study_name=name, storage=storage, sampler=sampler, pruner=pruner, direction="minimize", load_if_exists=True
+    )
     study.set_user_attr("max_accuracy_drop", config.max_accuracy_drop)
     return study
 
@@ -225,12 +226,23 @@ def run_trial(trial, parent, data: Dataset, config: SearchConfig, tolerated: dic
     if twin is not None:
         return repeat(trial, twin)
     suffix = f"t{trial.number}-s{scale:.2f}-" + "-".join(f"{g}{c}" for g, c in clusters.items()) + f"-{quantization}"
-    recipe = {"study": trial.study.study_name, "trial": trial.number, "layer_sparsity": sparsity,
-              "layer_clusters": layer_clusters, "quantization": quantization, "epochs": config.epochs}  # fmt: skip
+    recipe = {
+        "study": trial.study.study_name,
+        "trial": trial.number,
+        "layer_sparsity": sparsity,
+        "layer_clusters": layer_clusters,
+        "quantization": quantization,
+        "epochs": config.epochs,
+    }
     with mlflow.start_run(nested=True) as run:
         variant = start_variant_run(contract.SEARCH_TRIAL, suffix, parent, config, data, **recipe)
-        mlflow.set_tags({contract.TAG_STEP: contract.SEARCH_TRIAL, contract.TAG_STUDY: trial.study.study_name,
-                         contract.TAG_TRIAL: str(trial.number)})  # fmt: skip
+        mlflow.set_tags(
+            {
+                contract.TAG_STEP: contract.SEARCH_TRIAL,
+                contract.TAG_STUDY: trial.study.study_name,
+                contract.TAG_TRIAL: str(trial.number),
+            }
+        )
         mlflow.log_params({f"trial.{key}": value for key, value in trial.params.items()})
         trial.set_user_attr("run_id", run.info.run_id)
         model = prune_model(parent.model, data, _prune_config(config, config.epochs), layer_sparsity=sparsity).model
@@ -254,9 +266,12 @@ def run_trial(trial, parent, data: Dataset, config: SearchConfig, tolerated: dic
     for key in (contract.VAL_ACCURACY_DROP, contract.SIZE_GZIP_BYTES, contract.COMPRESSION_RATIO):
         trial.set_user_attr(key, metrics[key])
     within = "within" if within_budget(metrics[contract.VAL_ACCURACY_DROP], config.max_accuracy_drop) else "over"
-    print(f"search: trial {trial.number} ({variant}): {metrics[contract.SIZE_GZIP_BYTES]:,} B gzipped, "
-          f"{metrics[contract.COMPRESSION_RATIO]:.1f}x, validation drop {metrics[contract.VAL_ACCURACY_DROP]:+.4f} "
-          f"({within} budget), {time.monotonic() - started:.0f} s", flush=True)  # fmt: skip
+    print(
+        f"search: trial {trial.number} ({variant}): {metrics[contract.SIZE_GZIP_BYTES]:,} B gzipped, "
+        f"{metrics[contract.COMPRESSION_RATIO]:.1f}x, validation drop {metrics[contract.VAL_ACCURACY_DROP]:+.4f} "
+        f"({within} budget), {time.monotonic() - started:.0f} s",
+        flush=True,
+    )
     return metrics[contract.SIZE_GZIP_BYTES]
 
 
@@ -331,8 +346,11 @@ def layer_groups(model) -> dict[str, str]:
     """Clusterable layer -> its group for the search: conv or dense."""
     from steps.compress.compression import WEIGHT_LAYERS
 
-    return {layer.name: "dense" if type(layer).__name__ == "Dense" else "conv"
-            for layer in model.layers if isinstance(layer, WEIGHT_LAYERS)}  # fmt: skip
+    return {
+        layer.name: "dense" if type(layer).__name__ == "Dense" else "conv"
+        for layer in model.layers
+        if isinstance(layer, WEIGHT_LAYERS)
+    }
 
 
 def _prune_config(config: SearchConfig, epochs: int) -> PruneConfig:
@@ -357,8 +375,17 @@ def finished_trials(study) -> list[dict]:
 
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     done = [t for t in complete if REPEATS_ATTR not in t.user_attrs]  # a repeat's deployable is its twin's
-    return [{"number": t.number, "run_id": t.user_attrs["run_id"], **{key: t.user_attrs[key] for key in (
-        contract.VAL_ACCURACY_DROP, contract.SIZE_GZIP_BYTES, contract.COMPRESSION_RATIO)}} for t in done]  # fmt: skip
+    return [
+        {
+            "number": t.number,
+            "run_id": t.user_attrs["run_id"],
+            **{
+                key: t.user_attrs[key]
+                for key in (contract.VAL_ACCURACY_DROP, contract.SIZE_GZIP_BYTES, contract.COMPRESSION_RATIO)
+            },
+        }
+        for t in done
+    ]
 
 
 def best_trial(trials: list[dict], max_accuracy_drop: float) -> dict | None:
@@ -386,8 +413,9 @@ def report_study(study, trials: list[dict], config: SearchConfig, baseline_gzip:
     best = best_trial(trials, config.max_accuracy_drop)
     if trials:
         mlflow.log_table({key: [t[key] for t in trials] for key in trials[0]}, "trials.json")
-        mlflow.log_figure(study_figure(trials, best and best["number"], config.max_accuracy_drop, baseline_gzip),
-                          "study.png")  # fmt: skip
+        mlflow.log_figure(
+            study_figure(trials, best and best["number"], config.max_accuracy_drop, baseline_gzip), "study.png"
+        )
     pruned = sum(t.state.name == "PRUNED" for t in study.get_trials(deepcopy=False))
     mlflow.log_metrics({"trials_complete": len(trials), "trials_pruned": pruned})
     if best is None:
@@ -396,14 +424,22 @@ def report_study(study, trials: list[dict], config: SearchConfig, baseline_gzip:
     mlflow.set_tag(contract.TAG_BEST_RUN, best["run_id"])
     mlflow.set_tag(contract.TAG_BEST_VARIANT, mlflow.get_run(best["run_id"]).data.tags[contract.TAG_VARIANT])
     mlflow.log_metric(contract.BEST_COMPRESSION_RATIO, best[contract.COMPRESSION_RATIO])
-    for key in (contract.ACCURACY, contract.ACCURACY_LOW, contract.ACCURACY_HIGH, contract.SIZE_GZIP_BYTES,
-                contract.SIZE_XZ_BYTES, contract.VAL_ACCURACY_DROP):  # fmt: skip
+    for key in (
+        contract.ACCURACY,
+        contract.ACCURACY_LOW,
+        contract.ACCURACY_HIGH,
+        contract.SIZE_GZIP_BYTES,
+        contract.SIZE_XZ_BYTES,
+        contract.VAL_ACCURACY_DROP,
+    ):
         mlflow.log_metric(key, chosen[key])  # the chosen trial's: the test split is reported for it alone
-    print(f"search: best trial {best['number']} ({len(trials)} complete trials; run {best['run_id']}): "
-          f"{best[contract.COMPRESSION_RATIO]:.1f}x smaller gzipped than float32 "
-          f"({int(chosen[contract.SIZE_GZIP_BYTES]):,} B; xz {int(chosen[contract.SIZE_XZ_BYTES]):,} B), validation "
-          f"drop {best[contract.VAL_ACCURACY_DROP]:+.4f}; test accuracy {chosen[contract.ACCURACY]:.4f} "
-          f"[{chosen[contract.ACCURACY_LOW]:.4f}, {chosen[contract.ACCURACY_HIGH]:.4f}]")  # fmt: skip
+    print(
+        f"search: best trial {best['number']} ({len(trials)} complete trials; run {best['run_id']}): "
+        f"{best[contract.COMPRESSION_RATIO]:.1f}x smaller gzipped than float32 "
+        f"({int(chosen[contract.SIZE_GZIP_BYTES]):,} B; xz {int(chosen[contract.SIZE_XZ_BYTES]):,} B), validation "
+        f"drop {best[contract.VAL_ACCURACY_DROP]:+.4f}; test accuracy {chosen[contract.ACCURACY]:.4f} "
+        f"[{chosen[contract.ACCURACY_LOW]:.4f}, {chosen[contract.ACCURACY_HIGH]:.4f}]"
+    )
     return best
 
 

@@ -392,8 +392,11 @@ class SearchConfig(FineTuneConfig, GateConfig):
     )
     n_trials: int = setting(0, "trials this process runs at most (0: as many as timeout_minutes allows)")
     timeout_minutes: float = setting(10.0, "this process starts no trial after this long (0: no limit)")
-    storage: str = setting("", "Optuna storage: empty keeps the study in memory; an RDB URL (sqlite:///s.db, "
-                           "postgresql://...) lets several search processes share one study")  # fmt: skip
+    storage: str = setting(
+        "",
+        "Optuna storage: empty keeps the study in memory; an RDB URL (sqlite:///s.db, "
+        "postgresql://...) lets several search processes share one study",
+    )
     study_name: str = setting("", "the study to create or join; empty: a new study named after this search run")
     quantizations: str = setting(",".join(QUANTIZATIONS), "which quantizations trials may choose: ptq, qat or both")
     register: bool = setting(True, "register the best trial's deployable and put it through the gate, as main does")

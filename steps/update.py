@@ -121,8 +121,13 @@ def update(config: UpdateConfig) -> None:
             return
         data = mix(new.x, new.y, old, config.replay_fraction, config.seed)
         print(f"update: {len(new.y)} new samples from {new.source}; {data.describe()}")
-        mlflow.log_metrics({contract.NEW_SAMPLES: len(new.y), contract.REFUSED_SAMPLES: sum(new.refused.values()),
-                            contract.REPLAYED_SAMPLES: data.replayed})  # fmt: skip
+        mlflow.log_metrics(
+            {
+                contract.NEW_SAMPLES: len(new.y),
+                contract.REFUSED_SAMPLES: sum(new.refused.values()),
+                contract.REPLAYED_SAMPLES: data.replayed,
+            }
+        )
         if new.refused:
             mlflow.log_dict(new.refused, "refused_samples.json")
         with tempfile.TemporaryDirectory() as folder:
@@ -137,9 +142,13 @@ def update(config: UpdateConfig) -> None:
             ) from failure
         version, verdict, accuracies = gate_update(config, origin.champion, children[-1], data, new.source, digest)
         mlflow.log_metrics(accuracies)
-        mlflow.set_tags({contract.TAG_MODEL_VERSION: version.version,
-                         contract.VERSION_TAG_VALIDATION_STATUS: verdict.status,
-                         contract.VERSION_TAG_VALIDATION_REASON: verdict.reason})  # fmt: skip
+        mlflow.set_tags(
+            {
+                contract.TAG_MODEL_VERSION: version.version,
+                contract.VERSION_TAG_VALIDATION_STATUS: verdict.status,
+                contract.VERSION_TAG_VALIDATION_REASON: verdict.reason,
+            }
+        )
         if verdict.refused:
             raise GateRefused(f"v{version.version} not promoted: {verdict.reason}")
 

@@ -1,7 +1,6 @@
 """`monitor` judging windows of traffic: latency, errors, live accuracy and drift per version, alerts that need
 consecutive windows, too little traffic as nothing to judge, and the command's answers to logs it cannot read."""
 
-
 from __future__ import annotations
 
 import hashlib
@@ -39,8 +38,14 @@ def traffic(rows: list[dict], feedback: list[tuple[str, str]] = (), refusals: li
         predicted = row.get("predicted", i % N_CLASSES)
         request_id = row.get("request_id", f"r{i}")
         model = row.get("model", contract.DEFAULT_MODEL_NAME)
-        common = {"time": row["time"], "request_id": request_id, "replica": "h:1:1", "endpoint": "invocations",
-                  "model_name": model, "model_version": row.get("version", "1")}  # fmt: skip
+        common = {
+            "time": row["time"],
+            "request_id": request_id,
+            "replica": "h:1:1",
+            "endpoint": "invocations",
+            "model_name": model,
+            "model_version": row.get("version", "1"),
+        }
         predictions.append(common | {"latency_ms": row.get("latency_ms", 1.0), "inference_ms": 0.1, "n_samples": 1})
         samples.append(common | {"sample_index": 0, "predicted_class": predicted})
         p = np.full(N_CLASSES, 0.05)

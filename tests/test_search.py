@@ -60,8 +60,13 @@ def test_a_trial_that_repeats_a_finished_one_is_known_by_its_parameters_and_fine
 
 
 def trial(number: int, size: int, drop: float) -> dict:
-    return {"number": number, "run_id": f"r{number}", contract.SIZE_GZIP_BYTES: size,
-            contract.VAL_ACCURACY_DROP: drop, contract.COMPRESSION_RATIO: 100_000 / size}  # fmt: skip
+    return {
+        "number": number,
+        "run_id": f"r{number}",
+        contract.SIZE_GZIP_BYTES: size,
+        contract.VAL_ACCURACY_DROP: drop,
+        contract.COMPRESSION_RATIO: 100_000 / size,
+    }
 
 
 def test_the_choice_is_the_smallest_within_the_budget_on_validation_and_none_when_nothing_is():

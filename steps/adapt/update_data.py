@@ -92,9 +92,19 @@ def mix(x_new: np.ndarray, y_new: np.ndarray, old: Dataset, replay_fraction: flo
     order = rng.permutation(total)
     x_train = np.concatenate([x_train_new[repeated], old.x_train[replay]])[order]
     y_train = np.concatenate([y_train_new[repeated], old.y_train[replay]])[order]
-    return UpdateData(x_train.astype(np.float32), y_train.astype(np.int64), x_val.astype(np.float32),
-                      y_val.astype(np.int64), old.x_test, old.y_test, x_new_test.astype(np.float32),
-                      y_new_test.astype(np.int64), old.class_names, len(y_train_new), len(replay))  # fmt: skip
+    return UpdateData(
+        x_train.astype(np.float32),
+        y_train.astype(np.int64),
+        x_val.astype(np.float32),
+        y_val.astype(np.int64),
+        old.x_test,
+        old.y_test,
+        x_new_test.astype(np.float32),
+        y_new_test.astype(np.int64),
+        old.class_names,
+        len(y_train_new),
+        len(replay),
+    )
 
 
 def balanced_draw(labels: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:

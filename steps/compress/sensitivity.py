@@ -48,10 +48,20 @@ def sensitivity_table(
         for sparsity in sparsities:
             pruned = prune_model(model, data, config, layer_sparsity={name: sparsity}).model
             accuracy = val_accuracy(pruned, data)
-            rows.append({"layer": name, "weights": count, "share": count / total, "sparsity": sparsity,
-                         "val_accuracy": accuracy, "val_accuracy_drop": baseline - accuracy})  # fmt: skip
-            progress(f"sensitivity: {name} ({count / total:.0%} of the weights) at {sparsity:.0%}: "
-                     f"validation accuracy {accuracy:.4f} (drop {baseline - accuracy:+.4f})")  # fmt: skip
+            rows.append(
+                {
+                    "layer": name,
+                    "weights": count,
+                    "share": count / total,
+                    "sparsity": sparsity,
+                    "val_accuracy": accuracy,
+                    "val_accuracy_drop": baseline - accuracy,
+                }
+            )
+            progress(
+                f"sensitivity: {name} ({count / total:.0%} of the weights) at {sparsity:.0%}: "
+                f"validation accuracy {accuracy:.4f} (drop {baseline - accuracy:+.4f})"
+            )
     return rows
 
 

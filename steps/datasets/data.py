@@ -173,10 +173,20 @@ def _load_npz(path: Path, seed: int, source: str | None = None) -> Dataset:
     _require_enough(len(labels["train"]), str(path))
     source = source or str(path.resolve())
     if "val" not in images:
-        return _with_validation(path.stem, source, images["train"], labels["train"], images["test"], labels["test"],
-                                names, seed)  # fmt: skip
-    return Dataset(path.stem, source, images["train"], labels["train"], images["val"], labels["val"],
-                   images["test"], labels["test"], names)  # fmt: skip
+        return _with_validation(
+            path.stem, source, images["train"], labels["train"], images["test"], labels["test"], names, seed
+        )
+    return Dataset(
+        path.stem,
+        source,
+        images["train"],
+        labels["train"],
+        images["val"],
+        labels["val"],
+        images["test"],
+        labels["test"],
+        names,
+    )
 
 
 def _indexed_labels(labels: dict[str, np.ndarray], class_names: np.ndarray, what: str) -> tuple[str, ...]:

@@ -54,8 +54,9 @@ def profile(model_uri: str, x: np.ndarray, latency_runs: int, batch_size: int) -
 
 def main(argv: list[str]) -> None:
     if len(argv) != 4:
-        sys.exit("usage: python -m steps.modeling.profile <model_uri_or_folder> <sample.npy> <latency_runs> "
-                 "<batch_size>")
+        sys.exit(
+            "usage: python -m steps.modeling.profile <model_uri_or_folder> <sample.npy> <latency_runs> <batch_size>"
+        )
     model_uri, sample_path, runs, batch_size = argv
     print(json.dumps(profile(model_uri, np.load(sample_path), int(runs), int(batch_size))))
 

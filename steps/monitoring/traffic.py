@@ -97,11 +97,18 @@ def read(files: list[Path], since: float | None = None, until: float | None = No
     frames = {name: pd.concat(parts, ignore_index=True) for name, parts in tables.items()}
     predictions = frames["predictions"].sort_values("time", kind="stable", ignore_index=True)
     # A sample belongs to its file's prediction: ids are unique only within one file.
-    samples = frames["samples"].merge(
-        predictions[["log", "id", "time", "request_id", "replica", "endpoint", "model_name", "model_version",
-                     "input_shape"]],
-        left_on=["log", "prediction_id"], right_on=["log", "id"], how="inner",
-    ).sort_values(["time", "sample_index"], kind="stable", ignore_index=True)  # fmt: skip
+    samples = (
+        frames["samples"]
+        .merge(
+            predictions[
+                ["log", "id", "time", "request_id", "replica", "endpoint", "model_name", "model_version", "input_shape"]
+            ],
+            left_on=["log", "prediction_id"],
+            right_on=["log", "id"],
+            how="inner",
+        )
+        .sort_values(["time", "sample_index"], kind="stable", ignore_index=True)
+    )
     probabilities = decode_probabilities(samples["probabilities"])
     inputs = [decode_input(blob, shape) for blob, shape in zip(samples["input"], samples["input_shape"])]
     feedback = (

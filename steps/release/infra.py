@@ -39,8 +39,19 @@ def serving_problem(model_uri: str, x: np.ndarray, expected: np.ndarray) -> str 
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory(prefix="rtdeploy-infra-") as folder:
         output = Path(folder) / "server.log"
-        command = [sys.executable, "-m", "steps.serve", "--model_uri", model_uri, "--port", str(port),
-                   "--poll_seconds", "0", "--prediction_log", str(Path(folder) / "predictions.db")]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "steps.serve",
+            "--model_uri",
+            model_uri,
+            "--port",
+            str(port),
+            "--poll_seconds",
+            "0",
+            "--prediction_log",
+            str(Path(folder) / "predictions.db"),
+        ]
         with output.open("w") as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         try:

@@ -123,8 +123,16 @@ def lineage(name: str, version: str | int) -> list[LineageEntry]:
         tags = run.data.tags
         parent_uri = tags.get(contract.TAG_PARENT_MODEL, "")
         made = (recipe_of(tags) or [{}])[-1]
-        chain.append(LineageEntry(run_id, tags.get(contract.TAG_STEP, ""), tags.get(contract.TAG_VARIANT, ""),
-                                  parent_uri, dict(run.data.params), made))
+        chain.append(
+            LineageEntry(
+                run_id,
+                tags.get(contract.TAG_STEP, ""),
+                tags.get(contract.TAG_VARIANT, ""),
+                parent_uri,
+                dict(run.data.params),
+                made,
+            )
+        )
         run_id = (source_run_id(parent_uri) or "") if parent_uri else ""
     return chain
 

@@ -142,11 +142,17 @@ def _stamp_move(name: str, version: str, champion: ModelVersion | None) -> None:
         adopted = True
         if champion is not None and str(champion.version) not in stamps:  # set by hand: that move counts too
             latest = max(time.time(), latest + 0.001)
-            adopted = _write(client().set_model_version_tag, name, str(champion.version),
-                             contract.VERSION_TAG_PROMOTED_AT, f"{latest:.3f}")  # fmt: skip
+            adopted = _write(
+                client().set_model_version_tag,
+                name,
+                str(champion.version),
+                contract.VERSION_TAG_PROMOTED_AT,
+                f"{latest:.3f}",
+            )
         moment = max(time.time(), latest + 0.001)
-        if adopted and _write(client().set_model_version_tag, name, version, contract.VERSION_TAG_PROMOTED_AT,
-                              f"{moment:.3f}"):  # fmt: skip
+        if adopted and _write(
+            client().set_model_version_tag, name, version, contract.VERSION_TAG_PROMOTED_AT, f"{moment:.3f}"
+        ):
             return
     raise StepFailed(f"could not record the move of {name} v{version}: {_BUSY}")
 
@@ -167,8 +173,9 @@ def _settle_aliases(name: str) -> tuple[str, str | None]:
         if previous is not None:
             _write(client().set_registered_model_alias, name, contract.PREVIOUS, previous)
         _write(client().set_registered_model_alias, name, contract.CHAMPION, champion)
-    raise StepFailed(f"the aliases of {name!r} still disagree with the promotions after {SETTLE_ATTEMPTS} "
-                        f"attempts: {_BUSY}")  # fmt: skip
+    raise StepFailed(
+        f"the aliases of {name!r} still disagree with the promotions after {SETTLE_ATTEMPTS} attempts: {_BUSY}"
+    )
 
 
 def _write(write, *args) -> bool:

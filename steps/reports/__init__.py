@@ -1,2 +1,1 @@
-"""Figures and the monitor's HTML page (matplotlib).
-"""
+"""Figures and the monitor's HTML page (matplotlib)."""

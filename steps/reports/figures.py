@@ -202,17 +202,30 @@ def study_figure(trials: list[dict], best_number: int | None, max_accuracy_drop:
         (feasible, "tab:blue", "within budget"),
         (infeasible, "tab:gray", "over budget"),
     ):
-        history.scatter([t["number"] for t in axis_trials], [t["size_gzip_bytes"] / 1024 for t in axis_trials],
-                        color=colour, label=label)  # fmt: skip
-        tradeoff.scatter([t["size_gzip_bytes"] / 1024 for t in axis_trials],
-                         [t["val_accuracy_drop"] * 100 for t in axis_trials], color=colour, label=label)  # fmt: skip
+        history.scatter(
+            [t["number"] for t in axis_trials],
+            [t["size_gzip_bytes"] / 1024 for t in axis_trials],
+            color=colour,
+            label=label,
+        )
+        tradeoff.scatter(
+            [t["size_gzip_bytes"] / 1024 for t in axis_trials],
+            [t["val_accuracy_drop"] * 100 for t in axis_trials],
+            color=colour,
+            label=label,
+        )
     best_so_far, steps = float("inf"), []
     for trial in sorted(trials, key=lambda t: t["number"]):
         if trial in feasible:
             best_so_far = min(best_so_far, trial["size_gzip_bytes"])
         steps.append((trial["number"], best_so_far / 1024))
-    history.step([n for n, _ in steps], [size for _, size in steps], where="post", color="tab:orange",
-                 label="smallest within budget so far")  # fmt: skip
+    history.step(
+        [n for n, _ in steps],
+        [size for _, size in steps],
+        where="post",
+        color="tab:orange",
+        label="smallest within budget so far",
+    )
     history.set_xlabel("trial")
     history.set_ylabel("deployable, gzip KiB")
     history.set_yscale("log")
@@ -222,8 +235,13 @@ def study_figure(trials: list[dict], best_number: int | None, max_accuracy_drop:
         if trial["val_accuracy_drop"] < smallest_drop:
             front.append(trial)
             smallest_drop = trial["val_accuracy_drop"]
-    tradeoff.plot([t["size_gzip_bytes"] / 1024 for t in front], [t["val_accuracy_drop"] * 100 for t in front],
-                  color="tab:orange", marker="o", label="Pareto front")  # fmt: skip
+    tradeoff.plot(
+        [t["size_gzip_bytes"] / 1024 for t in front],
+        [t["val_accuracy_drop"] * 100 for t in front],
+        color="tab:orange",
+        marker="o",
+        label="Pareto front",
+    )
     tradeoff.axhline(max_accuracy_drop * 100, color="tab:red", linestyle="--", linewidth=1, label="budget")
     for trial in (t for t in trials if t["number"] == best_number):
         size = trial["size_gzip_bytes"] / 1024

@@ -73,8 +73,15 @@ def drift_figure(windows: list) -> Figure:
         values = [w.drift.p_values[statistic] for w in windows]
         if any(v is not None for v in values):
             axis.plot(steps, [np.nan if v is None else max(v, 1e-6) for v in values], marker="o", label=statistic)
-    axis.plot(steps, [w.drift.threshold for w in windows], color="tab:red", linestyle="--", marker="_", markersize=20,
-              label="threshold")  # fmt: skip
+    axis.plot(
+        steps,
+        [w.drift.threshold for w in windows],
+        color="tab:red",
+        linestyle="--",
+        marker="_",
+        markersize=20,
+        label="threshold",
+    )
     axis.set_yscale("log")
     axis.set_xlabel("window")
     axis.set_ylabel("p-value (low: drifted)")
@@ -141,30 +148,40 @@ def report_html(config, verdict, figures: dict[str, dict[str, Figure]]) -> str:
     ]
     if verdict.notes:
         parts.append("<ul>" + "".join(f"<li>{html.escape(note)}</li>" for note in verdict.notes) + "</ul>")
-    errors = [{"window": i, "start": utc(low)} | {k: v for k, v in e.items() if k != "refused_share"}
-              for i, ((low, _), e) in enumerate(zip(verdict.windows, verdict.errors))]  # fmt: skip
+    errors = [
+        {"window": i, "start": utc(low)} | {k: v for k, v in e.items() if k != "refused_share"}
+        for i, ((low, _), e) in enumerate(zip(verdict.windows, verdict.errors))
+    ]
     parts.append("<h2>Requests and refusals, all versions</h2>" + _table(errors))
     for version, windows in verdict.versions.items():
         parts.append(f"<h2>Version {html.escape(version)}</h2>")
         rows = [
-            {"window": w.index, "start": utc(w.start), "samples": w.samples, "judged": w.judged,
-             "breaks": ", ".join(sorted(w.breaches)) or "-", **w.metrics}
+            {
+                "window": w.index,
+                "start": utc(w.start),
+                "samples": w.samples,
+                "judged": w.judged,
+                "breaks": ", ".join(sorted(w.breaches)) or "-",
+                **w.metrics,
+            }
             for w in windows
-        ]  # fmt: skip
+        ]
         parts.append(_table(rows))
         for name, figure in figures.get(version, {}).items():
-            parts.append(f"<figure><img alt='{name}' src='data:image/png;base64,{png_base64(figure)}'>"
-                         f"<figcaption>{html.escape(name)}</figcaption></figure>")  # fmt: skip
+            parts.append(
+                f"<figure><img alt='{name}' src='data:image/png;base64,{png_base64(figure)}'>"
+                f"<figcaption>{html.escape(name)}</figcaption></figure>"
+            )
     style = (
         "body{font-family:sans-serif;margin:2em;max-width:1400px} table{border-collapse:collapse;font-size:12px}"
         "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right} figure{display:inline-block;margin:8px}"
     )
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>rtdeploy monitor</title><style>{style}</style>" \
-           f"</head><body>{''.join(parts)}</body></html>"  # fmt: skip
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>rtdeploy monitor</title><style>{style}</style>"
+        f"</head><body>{''.join(parts)}</body></html>"
+    )
 
 
 def _table(rows: list[dict]) -> str:
     frame = pd.DataFrame(rows)
     return frame.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-", border=0)
-
-

@@ -26,8 +26,10 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if config.workers > 1:
         logs = worker_log_path(config.prediction_log, "*")
-        print(f"serve: {config.model_uri} on http://{config.host}:{config.port}, {config.workers} processes "
-              f"(prediction logs {logs})")  # fmt: skip
+        print(
+            f"serve: {config.model_uri} on http://{config.host}:{config.port}, {config.workers} processes "
+            f"(prediction logs {logs})"
+        )
         sys.exit(run_workers(config))
     print(f"serve: {config.model_uri} on http://{config.host}:{config.port} (prediction log {config.prediction_log})")
     # SIGTERM is how orchestrators (and `kill`) stop a server: uvicorn shuts down gracefully, then re-raises

@@ -227,8 +227,22 @@ class PredictionLog:
         top = probabilities.argmax(axis=1).tolist()
         labels, probability = top_labels(probabilities, top, model.class_names)
         n, mean, std = input_summary(batch)
-        row = (request_id, time.time(), self.replica, endpoint, model.ref.name, model.ref.version, latency_ms,
-               inference_ms, n, shape_text(model.sample_shape), mean, std, labels, probability)  # fmt: skip
+        row = (
+            request_id,
+            time.time(),
+            self.replica,
+            endpoint,
+            model.ref.name,
+            model.ref.version,
+            latency_ms,
+            inference_ms,
+            n,
+            shape_text(model.sample_shape),
+            mean,
+            std,
+            labels,
+            probability,
+        )
         done = asyncio.get_running_loop().create_future()
         self._schedule_flush()
         self._predictions.append((row, top, probabilities, batch if self._keep_input() else None, done))

@@ -21,12 +21,14 @@ SHAPE = (2, 2, 1)
 MODEL = SimpleNamespace(ref=ModelRef("pets", "1", "champion", "run-1"), class_names=list(CLASSES), sample_shape=SHAPE)
 
 
-OTHER_SHAPE = SimpleNamespace(ref=ModelRef("pets", "2", "champion", "run-2"), class_names=list(CLASSES),
-                              sample_shape=(3, 3, 1))  # fmt: skip
+OTHER_SHAPE = SimpleNamespace(
+    ref=ModelRef("pets", "2", "champion", "run-2"), class_names=list(CLASSES), sample_shape=(3, 3, 1)
+)
 
 
-OTHER_MODEL = SimpleNamespace(ref=ModelRef("cars", "1", "champion", "run-9"), class_names=list(CLASSES),
-                              sample_shape=SHAPE)  # fmt: skip
+OTHER_MODEL = SimpleNamespace(
+    ref=ModelRef("cars", "1", "champion", "run-9"), class_names=list(CLASSES), sample_shape=SHAPE
+)
 
 
 SOFTMAX = np.array([[0.6, 0.3, 0.1]], np.float32)

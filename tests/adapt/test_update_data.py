@@ -41,8 +41,9 @@ def test_an_epoch_is_as_long_as_the_old_training_set_and_the_new_samples_repeat_
     old = old_data(n_per_class=100)  # 300 old training samples
     data = mix(x_new, y_new, old, replay_fraction=0.5, seed=0)
     assert data.new_train == 28 and len(data.y_train) == 300 and data.replayed == 150
-    _, repeats = np.unique(data.x_train[:, 0, 0, 0][np.isin(data.x_train[:, 0, 0, 0], x_new[:, 0, 0, 0])],
-                           return_counts=True)  # fmt: skip
+    _, repeats = np.unique(
+        data.x_train[:, 0, 0, 0][np.isin(data.x_train[:, 0, 0, 0], x_new[:, 0, 0, 0])], return_counts=True
+    )
     assert len(repeats) == 28 and set(repeats) <= {5, 6}, "each new sample 150/28 times, give or take one"
 
 

@@ -1,7 +1,6 @@
 """The corruptions drift (and robustness) are made of: each kind keeps shape, type and range, does what its
 severity says, and refuses unknown kinds and impossible severities."""
 
-
 from __future__ import annotations
 
 import numpy as np

@@ -2,7 +2,6 @@
 profile's clean windows and the detection of every simulated drift at its default severity, on 7 disjoint
 windows of 50 test samples each (`pytest -s tests/e2e/test_drift_detection.py` prints the rates)."""
 
-
 from __future__ import annotations
 
 import pytest

@@ -25,8 +25,13 @@ def test_evaluate_reports_on_keras_and_litert_models(first_main, model, tmp_path
     metrics = run.data.metrics
     assert metrics[contract.ACCURACY] == pytest.approx(train.data.metrics[contract.KERAS_ACCURACY], abs=0.006)
     assert metrics[contract.ACCURACY_LOW] < metrics[contract.ACCURACY] <= metrics[contract.ACCURACY_HIGH]
-    for key in (contract.MACRO_F1, contract.THROUGHPUT, contract.PEAK_RSS_MB, contract.LATENCY_P99_MS,
-                contract.SIZE_GZIP_BYTES):  # fmt: skip
+    for key in (
+        contract.MACRO_F1,
+        contract.THROUGHPUT,
+        contract.PEAK_RSS_MB,
+        contract.LATENCY_P99_MS,
+        contract.SIZE_GZIP_BYTES,
+    ):
         assert metrics[key] > 0, key
     assert "accuracy_score" in metrics  # mlflow.models.evaluate ran on the same predictions
     local = mlflow.artifacts.download_artifacts(

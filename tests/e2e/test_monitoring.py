@@ -30,8 +30,10 @@ def server(first_main, tmp_path_factory):
     port, log = free_port(), tmp_path_factory.mktemp("monitoring") / "predictions.db"
     process = subprocess.Popen(
         [sys.executable, "-m", "steps.serve", "--port", str(port), "--prediction_log", str(log)],
-        env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        env=os.environ.copy(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -51,8 +53,19 @@ def server(first_main, tmp_path_factory):
 def simulate(url: str, drift: str) -> tuple[float, float]:
     """Send the test split once through `mlflow run -e simulate`; returns the time range it took."""
     start = time.time()
-    result = mlflow_run("-e", "simulate", "-P", f"url={url}", "-P", f"drift={drift}", "-P", f"requests={TEST_SPLIT}",
-                        "-P", "feedback_fraction=1.0", experiment=contract.MONITORING_EXPERIMENT)  # fmt: skip
+    result = mlflow_run(
+        "-e",
+        "simulate",
+        "-P",
+        f"url={url}",
+        "-P",
+        f"drift={drift}",
+        "-P",
+        f"requests={TEST_SPLIT}",
+        "-P",
+        "feedback_fraction=1.0",
+        experiment=contract.MONITORING_EXPERIMENT,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"{TEST_SPLIT:,} answered" in result.stdout, result.stdout[-2000:]
     return start, time.time()
@@ -60,9 +73,22 @@ def simulate(url: str, drift: str) -> tuple[float, float]:
 
 def monitor(log, since: float, until: float, *extra: str):
     """One window covering [since, until], judged on its own (consecutive=1); returns (result, nested version run)."""
-    result = mlflow_run("-e", "monitor", "-P", f"prediction_log={log}", "-P", f"since={since}", "-P", f"until={until}",
-                        "-P", "consecutive=1", "-P", "window_minutes=60", *extra,
-                        experiment=contract.MONITORING_EXPERIMENT)  # fmt: skip
+    result = mlflow_run(
+        "-e",
+        "monitor",
+        "-P",
+        f"prediction_log={log}",
+        "-P",
+        f"since={since}",
+        "-P",
+        f"until={until}",
+        "-P",
+        "consecutive=1",
+        "-P",
+        "window_minutes=60",
+        *extra,
+        experiment=contract.MONITORING_EXPERIMENT,
+    )
     runs = mlflow.search_runs(
         experiment_names=[contract.MONITORING_EXPERIMENT],
         filter_string=f"tags.`{contract.TAG_STEP}` = '{contract.MONITOR}'",

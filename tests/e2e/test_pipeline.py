@@ -165,8 +165,16 @@ def test_main_logs_a_comparison_table_and_a_plot(first_main, tmp_path):
     main, _ = first_main
     table = mlflow.MlflowClient().load_table(main.info.experiment_id, contract.VARIANTS_TABLE, [main.info.run_id])
     assert len(table) == 1 + len(COMPRESSION_PLAN)
-    columns = {"variant", "run_id", contract.VAL_ACCURACY_DROP, contract.ACCURACY, contract.ACCURACY_LOW,
-               contract.ACCURACY_HIGH, contract.SIZE_GZIP_BYTES, contract.LATENCY_P50_MS}  # fmt: skip
+    columns = {
+        "variant",
+        "run_id",
+        contract.VAL_ACCURACY_DROP,
+        contract.ACCURACY,
+        contract.ACCURACY_LOW,
+        contract.ACCURACY_HIGH,
+        contract.SIZE_GZIP_BYTES,
+        contract.LATENCY_P50_MS,
+    }
     assert columns <= set(table.columns)
     path = mlflow.artifacts.download_artifacts(
         run_id=main.info.run_id, artifact_path=contract.VARIANTS_FIGURE, dst_path=str(tmp_path)

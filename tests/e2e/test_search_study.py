@@ -1,7 +1,6 @@
 """`search` end to end: two processes complete one study, each trial a child run, the choice within the budget;
 `update` replays a searched champion through prune, cluster and quantize."""
 
-
 from __future__ import annotations
 
 import json
@@ -40,12 +39,37 @@ def test_two_search_processes_complete_one_study_each_trial_a_child_run_and_the_
         assert trained.returncode == 0, trained.stderr[-3000:]
         (train,) = entry_point_runs("train")
         storage = f"sqlite:///{folder / 'study.db'}"
-        command = [sys.executable, "-m", "mlflow", "run", str(PROJECT), "--env-manager", "local", "--experiment-name",
-                   contract.EXPERIMENT, "-e", "search", "-P", f"model_uri=runs:/{train.info.run_id}/keras_model",
-                   "-P", "n_trials=2", "-P", "epochs=1", "-P", f"storage={storage}", "-P", f"study_name={STUDY}",
-                   "-P", f"max_accuracy_drop={BUDGET}", "-P", "register=false"]  # fmt: skip
-        searches = [subprocess.Popen(command, env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True) for _ in range(2)]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "run",
+            str(PROJECT),
+            "--env-manager",
+            "local",
+            "--experiment-name",
+            contract.EXPERIMENT,
+            "-e",
+            "search",
+            "-P",
+            f"model_uri=runs:/{train.info.run_id}/keras_model",
+            "-P",
+            "n_trials=2",
+            "-P",
+            "epochs=1",
+            "-P",
+            f"storage={storage}",
+            "-P",
+            f"study_name={STUDY}",
+            "-P",
+            f"max_accuracy_drop={BUDGET}",
+            "-P",
+            "register=false",
+        ]
+        searches = [
+            subprocess.Popen(command, env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)
+        ]
         outputs = [search.communicate(timeout=900) for search in searches]
         errors = [[line for line in err.splitlines() if "Error" in line or "error" in line][-8:] for _, err in outputs]
         assert [search.returncode for search in searches] == [0, 0], errors  # the lines that say why, not TF noise
@@ -69,8 +93,10 @@ def test_two_search_processes_complete_one_study_each_trial_a_child_run_and_the_
             chosen = parent.data.tags.get(contract.TAG_BEST_RUN)
             assert chosen is not None, f"search run {parent.info.run_id} chose nothing"
             assert chosen in {run.info.run_id for run in feasible}  # within the constraint on validation
-            assert mlflow.get_run(chosen).data.metrics[contract.SIZE_GZIP_BYTES] == smallest.data.metrics[
-                contract.SIZE_GZIP_BYTES]  # fmt: skip
+            assert (
+                mlflow.get_run(chosen).data.metrics[contract.SIZE_GZIP_BYTES]
+                == smallest.data.metrics[contract.SIZE_GZIP_BYTES]
+            )
             assert parent.data.metrics[contract.BEST_COMPRESSION_RATIO] > 1
 
         parent = next(iter(parents.values()))
@@ -92,9 +118,20 @@ def test_update_replays_a_searched_champion_through_prune_cluster_and_quantize(t
     with pytest.MonkeyPatch.context() as monkeypatch, store_in(folder, monkeypatch):
         assert mlflow_run("-e", "train", "-P", "epochs=5").returncode == 0
         (train,) = entry_point_runs("train")
-        searched = mlflow_run("-e", "search", "-P", f"model_uri=runs:/{train.info.run_id}/keras_model",
-                              "-P", "n_trials=2", "-P", "epochs=1", "-P", "max_accuracy_drop=0.9",
-                              "-P", "model_name=searched")  # fmt: skip
+        searched = mlflow_run(
+            "-e",
+            "search",
+            "-P",
+            f"model_uri=runs:/{train.info.run_id}/keras_model",
+            "-P",
+            "n_trials=2",
+            "-P",
+            "epochs=1",
+            "-P",
+            "max_accuracy_drop=0.9",
+            "-P",
+            "model_name=searched",
+        )
         assert searched.returncode == 0, searched.stderr[-3000:]
         champion = version_by_alias("searched", contract.CHAMPION)
         trial = mlflow.get_run(champion.tags[contract.VERSION_TAG_SOURCE_RUN])

@@ -160,8 +160,16 @@ def test_tritons_clients_over_rest_and_grpc_get_the_pyfunc_classes_and_protocol_
     grpc_port = free_port()
     server = serve(registry, tmp_path / "p.db", "--grpc_port", str(grpc_port))
     try:
-        result = run_command([sys.executable, str(PROJECT / "tests" / "support" / "oip_clients.py"), f"127.0.0.1:{server.port}",
-                              f"127.0.0.1:{grpc_port}", MODEL, str(tmp_path / "pixels.npy")])  # fmt: skip
+        result = run_command(
+            [
+                sys.executable,
+                str(PROJECT / "tests" / "support" / "oip_clients.py"),
+                f"127.0.0.1:{server.port}",
+                f"127.0.0.1:{grpc_port}",
+                MODEL,
+                str(tmp_path / "pixels.npy"),
+            ]
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         seen = json.loads(result.stdout.strip().splitlines()[-1])
     finally:
@@ -173,15 +181,26 @@ def test_tritons_clients_over_rest_and_grpc_get_the_pyfunc_classes_and_protocol_
         assert answers["metadata"]["inputs"] == inputs
         assert [o["name"] for o in answers["metadata"]["outputs"]] == ["probabilities", "label"]
         assert answers["classes"] == expected, transport
-    mistakes = {transport: {case: status.split(":")[0] for case, status in seen[transport]["mistakes"].items()}
-                for transport in seen}  # fmt: skip
-    assert mistakes["http"] == {"datatype": "400", "shape": "400", "unknown model": "404", "unknown version": "404",
-                                "truncated binary": "400", "metadata of an unknown model": "404"}  # fmt: skip
+    mistakes = {
+        transport: {case: status.split(":")[0] for case, status in seen[transport]["mistakes"].items()}
+        for transport in seen
+    }
+    assert mistakes["http"] == {
+        "datatype": "400",
+        "shape": "400",
+        "unknown model": "404",
+        "unknown version": "404",
+        "truncated binary": "400",
+        "metadata of an unknown model": "404",
+    }
     assert mistakes["grpc"] == {
-        "datatype": "StatusCode.INVALID_ARGUMENT", "shape": "StatusCode.INVALID_ARGUMENT",
-        "unknown model": "StatusCode.NOT_FOUND", "unknown version": "StatusCode.NOT_FOUND",
-        "truncated binary": "StatusCode.INVALID_ARGUMENT", "metadata of an unknown model": "StatusCode.NOT_FOUND",
-    }  # fmt: skip
+        "datatype": "StatusCode.INVALID_ARGUMENT",
+        "shape": "StatusCode.INVALID_ARGUMENT",
+        "unknown model": "StatusCode.NOT_FOUND",
+        "unknown version": "StatusCode.NOT_FOUND",
+        "truncated binary": "StatusCode.INVALID_ARGUMENT",
+        "metadata of an unknown model": "StatusCode.NOT_FOUND",
+    }
     assert "FP64" in seen["grpc"]["mistakes"]["datatype"]  # the messages name the problem
     assert "truncated" in seen["http"]["mistakes"]["truncated binary"]
 
@@ -248,10 +267,24 @@ def mlflow_server(registry_uri: str, folder: Path):
     """A real `mlflow server` over the sqlite registry on a free port; its URL."""
     port = free_port()
     tracking_server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", registry_uri, "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=folder,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            registry_uri,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=folder,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         assert wait_for(lambda: _answers(f"{url}/health"), timeout=120), "mlflow server did not start"
@@ -283,8 +316,9 @@ def test_a_serving_only_install_serves_the_champion_without_tensorflow(registry,
     x = digits.x_test[:32]
     expected = mlflow.pyfunc.load_model(f"models:/{MODEL}/1").predict(x).argmax(axis=1)
     with mlflow_server(registry, tmp_path) as url:
-        server = ServerProcess(f"models:/{MODEL}/1", tmp_path / "p.db", env={"MLFLOW_TRACKING_URI": url},
-                               python=python, cwd=tmp_path)  # fmt: skip
+        server = ServerProcess(
+            f"models:/{MODEL}/1", tmp_path / "p.db", env={"MLFLOW_TRACKING_URI": url}, python=python, cwd=tmp_path
+        )
         try:
             status, _, answer = server.invoke({"instances": x.tolist()})
             assert status == 200 and np.array_equal(np.argmax(answer["predictions"], axis=1), expected)
@@ -314,9 +348,22 @@ def test_a_prediction_log_of_another_layout_stops_the_start_and_is_left_as_it_wa
         connection.execute("CREATE TABLE predictions (request_id TEXT, input_summary TEXT)")
         connection.execute("INSERT INTO predictions VALUES ('r1', '{}')")
     before = old_log.read_bytes()
-    result = run_command([sys.executable, "-m", "steps.serve", "--model_uri", f"models:/{MODEL}/1",
-                          "--prediction_log", str(named), "--workers", str(workers), "--port", str(free_port())],
-                         timeout=120)  # fmt: skip
+    result = run_command(
+        [
+            sys.executable,
+            "-m",
+            "steps.serve",
+            "--model_uri",
+            f"models:/{MODEL}/1",
+            "--prediction_log",
+            str(named),
+            "--workers",
+            str(workers),
+            "--port",
+            str(free_port()),
+        ],
+        timeout=120,
+    )
     assert result.returncode != 0
     assert "has an older layout" in result.stderr and "pass another --prediction_log" in result.stderr
     assert "Traceback" not in result.stderr
@@ -327,9 +374,22 @@ def test_a_grpc_port_already_taken_stops_the_start_in_one_line(registry, tmp_pat
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        result = run_command([sys.executable, "-m", "steps.serve", "--model_uri", f"models:/{MODEL}/1",
-                              "--prediction_log", str(tmp_path / "p.db"), "--port", str(free_port()),
-                              "--grpc_port", str(taken.getsockname()[1])], timeout=120)  # fmt: skip
+        result = run_command(
+            [
+                sys.executable,
+                "-m",
+                "steps.serve",
+                "--model_uri",
+                f"models:/{MODEL}/1",
+                "--prediction_log",
+                str(tmp_path / "p.db"),
+                "--port",
+                str(free_port()),
+                "--grpc_port",
+                str(taken.getsockname()[1]),
+            ],
+            timeout=120,
+        )
     assert result.returncode != 0
     assert "grpc_port" in result.stderr and "choose a free port" in result.stderr
     assert "Traceback" not in result.stderr
@@ -348,8 +408,20 @@ def test_a_prediction_log_in_a_missing_folder_stops_the_start_in_one_line_before
         if command == "module"
         else [str(Path(sys.executable).parent / "rtdeploy-serve")]
     )
-    result = run_command([*program, "--model_uri", f"models:/{MODEL}@champion", "--prediction_log", str(log),
-                          "--port", str(free_port()), "--workers", str(workers)], timeout=120)  # fmt: skip
+    result = run_command(
+        [
+            *program,
+            "--model_uri",
+            f"models:/{MODEL}@champion",
+            "--prediction_log",
+            str(log),
+            "--port",
+            str(free_port()),
+            "--workers",
+            str(workers),
+        ],
+        timeout=120,
+    )
     assert result.returncode == contract.EXIT_USAGE, result.stderr
     assert "Traceback" not in result.stderr
     assert result.stderr.splitlines() == [

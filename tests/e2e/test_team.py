@@ -105,8 +105,9 @@ def test_the_lifecycle_runs_unchanged_with_runs_registry_and_artifacts_on_the_se
         assert status == 200 and headers["x-model-version"] == "1"
         assert np.array_equal(np.argmax(answer["predictions"], axis=1), expected)
 
-        promote = mlflow_run("-e", "promote", "-P", f"model_name={name}", "-P", "version=2", "-P", "force=true",
-                             experiment=EXPERIMENT)  # fmt: skip
+        promote = mlflow_run(
+            "-e", "promote", "-P", f"model_name={name}", "-P", "version=2", "-P", "force=true", experiment=EXPERIMENT
+        )
         assert promote.returncode == 0, promote.stderr[-3000:]
         assert (aliases(name)[contract.CHAMPION], aliases(name)[contract.PREVIOUS]) == ("2", "1")
         assert server.wait_for_version("2", timeout=60)
@@ -134,8 +135,13 @@ def test_a_request_without_credentials_is_refused_and_a_reader_cannot_promote(te
 
     before = aliases(name)
     env = os.environ | team.env(*reader)
-    result = subprocess.run([sys.executable, "-m", "steps.promote", "--model_name", name, "--version", "2",
-                             "--force", "true"], capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "steps.promote", "--model_name", name, "--version", "2", "--force", "true"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert result.returncode == contract.EXIT_USAGE, result.stderr[-3000:]  # a refused credential is the user's to fix
     assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert "the tracking server refused" in result.stderr and "EDIT or MANAGE" in result.stderr

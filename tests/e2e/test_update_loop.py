@@ -50,10 +50,23 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         with self.output.open("w") as output:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "steps.serve", "--model_uri", f"models:/{MODEL}@{contract.CHAMPION}",
-                 "--port", str(self.port), "--prediction_log", str(log), "--poll_seconds", "0.5"],
-                env=os.environ.copy(), stdout=output, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    "-m",
+                    "steps.serve",
+                    "--model_uri",
+                    f"models:/{MODEL}@{contract.CHAMPION}",
+                    "--port",
+                    str(self.port),
+                    "--prediction_log",
+                    str(log),
+                    "--poll_seconds",
+                    "0.5",
+                ],
+                env=os.environ.copy(),
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
         assert self.wait_for_version(None, 120), f"the server did not get ready in 120 s: {self.tail()}"
 
     def tail(self) -> str:
@@ -134,8 +147,18 @@ def promoted(served):
     """Shifted traffic with feedback, then `update -P new_data=feedback` under load; returns what it did."""
     server, digits = served
     before = champion()
-    result = mlflow_run("-e", contract.SIMULATE, "-P", f"url={server.url}", "-P", "drift=shift",
-                        "-P", f"requests={TEST_SPLIT}", "-P", "feedback_fraction=1.0")  # fmt: skip
+    result = mlflow_run(
+        "-e",
+        contract.SIMULATE,
+        "-P",
+        f"url={server.url}",
+        "-P",
+        "drift=shift",
+        "-P",
+        f"requests={TEST_SPLIT}",
+        "-P",
+        "feedback_fraction=1.0",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     load = Load(server.url, digits.x_test[:1])
     load.start()
@@ -160,9 +183,14 @@ def test_update_from_shifted_feedback_is_promoted_and_served_without_a_failed_re
     assert version.tags[contract.VERSION_TAG_DATA_SOURCE].startswith("feedback:")
     assert version.tags[contract.VERSION_TAG_VALIDATION_STATUS] == contract.VALIDATION_PASSED
     assert str(client().get_model_version_by_alias(MODEL, contract.PREVIOUS).version) == before
-    steps = {r.data.tags.get(contract.TAG_STEP) for r in mlflow.search_runs(
-        search_all_experiments=True, filter_string=f"tags.`mlflow.parentRunId` = '{run.info.run_id}'",
-        output_format="list")}  # fmt: skip
+    steps = {
+        r.data.tags.get(contract.TAG_STEP)
+        for r in mlflow.search_runs(
+            search_all_experiments=True,
+            filter_string=f"tags.`mlflow.parentRunId` = '{run.info.run_id}'",
+            output_format="list",
+        )
+    }
     assert {contract.TRAIN, contract.GATE} <= steps and len(steps) >= 3, "train, the recipe and the gate as children"
 
 
@@ -190,8 +218,13 @@ def mislabelled(served, tmp_path_factory):
     """
     _, digits = served
     path = tmp_path_factory.mktemp("mislabelled") / "mislabelled.npz"
-    np.savez(path, x_train=digits.x_train, y_train=(digits.y_train + 1) % 10, x_test=digits.x_val,
-             y_test=(digits.y_val + 1) % 10)  # fmt: skip
+    np.savez(
+        path,
+        x_train=digits.x_train,
+        y_train=(digits.y_train + 1) % 10,
+        x_test=digits.x_val,
+        y_test=(digits.y_val + 1) % 10,
+    )
     return path
 
 
@@ -249,14 +282,41 @@ def test_bad_new_data_is_refused_before_anything_changes(served, tmp_path, make,
 def test_autopilot_sees_the_drift_and_updates_from_the_feedback_unattended(served):
     server, _ = served
     before = champion()
-    result = mlflow_run("-e", contract.SIMULATE, "-P", f"url={server.url}", "-P", "drift=shift", "-P", "seed=7",
-                        "-P", f"requests={TEST_SPLIT}", "-P", "feedback_fraction=1.0")  # fmt: skip
+    result = mlflow_run(
+        "-e",
+        contract.SIMULATE,
+        "-P",
+        f"url={server.url}",
+        "-P",
+        "drift=shift",
+        "-P",
+        "seed=7",
+        "-P",
+        f"requests={TEST_SPLIT}",
+        "-P",
+        "feedback_fraction=1.0",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    result = mlflow_run("-e", contract.AUTOPILOT, "-P", f"model_name={MODEL}", "-P", f"prediction_log={server.log}",
-                        "-P", "interval_minutes=2", "-P", "consecutive=1", "-P", "max_rounds=1")  # fmt: skip
+    result = mlflow_run(
+        "-e",
+        contract.AUTOPILOT,
+        "-P",
+        f"model_name={MODEL}",
+        "-P",
+        f"prediction_log={server.log}",
+        "-P",
+        "interval_minutes=2",
+        "-P",
+        "consecutive=1",
+        "-P",
+        "max_rounds=1",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list",
-                                filter_string=f"tags.`{contract.TAG_STEP}` = '{contract.AUTOPILOT}'")  # fmt: skip
+    (run,) = mlflow.search_runs(
+        search_all_experiments=True,
+        output_format="list",
+        filter_string=f"tags.`{contract.TAG_STEP}` = '{contract.AUTOPILOT}'",
+    )
     metrics = run.data.metrics
     assert metrics[contract.ROUND_ALERTED] == metrics[contract.ROUND_UPDATED] == metrics[contract.ROUND_PROMOTED] == 1
     assert metrics[contract.LABELLED] == TEST_SPLIT and run.data.tags[contract.TAG_ROUNDS] == "1"

@@ -1,6 +1,5 @@
 """Within one measured rate, no sample is in two windows: the windows are independent trials."""
 
-
 from __future__ import annotations
 
 import numpy as np

@@ -1,7 +1,6 @@
 """Each drift statistic on synthetic data where the answer is known: p-values spread evenly under no drift, tiny
 under an obvious one; the Bonferroni verdict; downsampling; numpy and scipy only."""
 
-
 from __future__ import annotations
 
 import sys

@@ -2,7 +2,6 @@
 (the verdict with its reasons, windows without images, traffic that does not fit), calibrated on disjoint
 clean windows with an interval that holds, saved and loaded."""
 
-
 from __future__ import annotations
 
 import json

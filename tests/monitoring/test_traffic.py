@@ -1,7 +1,6 @@
 """The prediction logs read back: paths, lists, globs and a multi-process server's worker logs; every sample with its
 probabilities, input and later feedback; times as unix seconds or ISO."""
 
-
 from __future__ import annotations
 
 import numpy as np

@@ -96,9 +96,11 @@ def test_an_update_must_hold_the_old_test_split_and_not_lose_on_the_new_data(old
     assert verdict.refused is not passes
     assert re.search(words, verdict.reason)
     expected = {
-        contract.CHALLENGER_ACCURACY_OLD: old_right[0] / 360, contract.CHAMPION_ACCURACY_OLD: old_right[1] / 360,
-        contract.CHALLENGER_ACCURACY_NEW: new_right[0] / 100, contract.CHAMPION_ACCURACY_NEW: new_right[1] / 100,
-    }  # fmt: skip
+        contract.CHALLENGER_ACCURACY_OLD: old_right[0] / 360,
+        contract.CHAMPION_ACCURACY_OLD: old_right[1] / 360,
+        contract.CHALLENGER_ACCURACY_NEW: new_right[0] / 100,
+        contract.CHAMPION_ACCURACY_NEW: new_right[1] / 100,
+    }
     assert {name: accuracies[name] for name in expected} == expected
     for name, value in expected.items():  # each with its interval
         low, high = contract.interval_keys(name)

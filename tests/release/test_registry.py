@@ -125,8 +125,10 @@ def test_a_write_the_store_refuses_for_another_reason_is_not_retried(model, monk
 
 def test_a_unique_key_clash_answered_as_bad_request_is_a_collision_and_a_malformed_request_is_not():
     """A tracking server on PostgreSQL answers two simultaneous alias inserts as BAD_REQUEST (UniqueViolation)."""
-    clash = MlflowException("(psycopg.errors.UniqueViolation) duplicate key value violates unique constraint "
-                            '"registered_model_alias_pk"', error_code=BAD_REQUEST)  # fmt: skip
+    clash = MlflowException(
+        '(psycopg.errors.UniqueViolation) duplicate key value violates unique constraint "registered_model_alias_pk"',
+        error_code=BAD_REQUEST,
+    )
     malformed = MlflowException("Invalid value for alias", error_code=BAD_REQUEST)
     assert registry.is_collision(clash) and registry.is_collision(MlflowException("x", error_code=INTERNAL_ERROR))
     assert not registry.is_collision(malformed)

@@ -142,7 +142,12 @@ def test_a_prediction_is_logged_with_its_probabilities_and_the_image_the_model_s
     (row,) = query(server, "SELECT * FROM predictions WHERE request_id = ?", headers["x-request-id"])
     assert row["replica"] == f"127.0.0.1:{server.port}:{os.getpid()}"
     assert (row["endpoint"], row["model_name"], row["model_version"], row["n_samples"], row["input_shape"]) == (
-        "predict", "tiny", "1", 1, "8,8,1")  # fmt: skip
+        "predict",
+        "tiny",
+        "1",
+        1,
+        "8,8,1",
+    )
     assert 0 < row["inference_ms"] <= row["latency_ms"] and row["time"] <= time.time()
     assert row["predicted_label"] == answer["label"]
     assert row["probability"] == pytest.approx(answer["probabilities"][answer["label"]], rel=1e-6)
@@ -219,10 +224,16 @@ def test_ping_ready_version_and_metrics(server, registry):
     assert json.loads(server.request("GET", "/ready")[2]) == {"ready": True, "model_version": "1"}
     version = json.loads(server.request("GET", "/version")[2])
     assert version | {"loaded_at": 0} == {
-        "name": "tiny", "version": "1", "alias": "champion", "run_id": "run-1", "model_uri": "models:/tiny@champion",
-        "loaded_at": 0, "last_error": None, "fetch_peak_rss_bytes": registry.peak_rss_bytes,
+        "name": "tiny",
+        "version": "1",
+        "alias": "champion",
+        "run_id": "run-1",
+        "model_uri": "models:/tiny@champion",
+        "loaded_at": 0,
+        "last_error": None,
+        "fetch_peak_rss_bytes": registry.peak_rss_bytes,
         "registry_reachable": True,
-    }  # fmt: skip
+    }
     assert server.metric("rtdeploy_fetch_peak_rss_bytes") == registry.peak_rss_bytes
     assert server.metric('rtdeploy_requests_total{endpoint="ping",status="200"}') >= 1
 
@@ -264,7 +275,7 @@ def test_ping_ready_version_and_metrics(server, registry):
         "id-non-ascii",
         "id-huge",
         "id-space",
-    ],  # fmt: skip
+    ],
 )
 def test_a_client_mistake_is_a_4xx_json_naming_it(server, method, path, body, headers, status, words):
     got, answer_headers, answer = server.request(method, path, body, headers)
@@ -277,8 +288,11 @@ def test_a_client_mistake_is_a_4xx_json_naming_it(server, method, path, body, he
 
 def refusals(server: InProcessServer, request_id: str) -> list[tuple]:
     sql = "SELECT endpoint, status, kind, replica FROM refusals WHERE request_id = ?"
-    return [(endpoint, status, kind) for endpoint, status, kind, replica in query(server, sql, request_id)
-            if replica == f"127.0.0.1:{server.port}:{os.getpid()}"]  # fmt: skip
+    return [
+        (endpoint, status, kind)
+        for endpoint, status, kind, replica in query(server, sql, request_id)
+        if replica == f"127.0.0.1:{server.port}:{os.getpid()}"
+    ]
 
 
 def wait_for_refusal(server: InProcessServer, request_id: str) -> list[tuple]:
@@ -303,7 +317,7 @@ def wait_for_refusal(server: InProcessServer, request_id: str) -> list[tuple]:
         ("GET", "/invocations", None, {}, ("invocations", 405, "METHOD_NOT_ALLOWED")),
         ("GET", "/no-such-thing", None, {}, ("other", 404, "NOT_FOUND")),
     ],
-    ids=["bad-json", "bad-image", "media-type", "feedback-unknown-id", "method", "path"],  # fmt: skip
+    ids=["bad-json", "bad-image", "media-type", "feedback-unknown-id", "method", "path"],
 )
 def test_every_refused_request_is_logged_by_kind(server, method, path, body, headers, refusal):
     request_id = f"refused-{time.monotonic_ns()}"
@@ -422,7 +436,11 @@ def test_heartbeats_at_start_every_interval_and_at_stop_carry_memory_model_queue
     try:
         first = beats()[0]  # written before the server took requests
         assert (first["model_name"], first["model_version"], first["queue_depth"], first["requests_total"]) == (
-            "tiny", "1", 0, 0)  # fmt: skip
+            "tiny",
+            "1",
+            0,
+            0,
+        )
         with socket.create_connection(("127.0.0.1", beating.port)) as slow:  # one request in progress
             slow.sendall(b'POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{"instances"')
             wait_until(
@@ -463,7 +481,7 @@ request_bodies = st.one_of(
         lambda name, content: multipart({name: ("f.png", content)})[0],
         st.sampled_from(["file", "x"]),
         st.sampled_from([IMAGE, b"", b"junk"]),
-    ),  # fmt: skip
+    ),
     st.fixed_dictionaries({"request_id": st.text(max_size=10), "label": st.text(max_size=3)}).map(
         lambda value: json.dumps(value).encode()
     ),
@@ -490,7 +508,7 @@ request_bodies = st.one_of(
             "application/json; charset=utf-8",
             None,
         ]
-    ),  # fmt: skip
+    ),
     body=request_bodies,
 )
 def test_fuzzed_requests_never_get_a_5xx_and_every_4xx_is_json(
@@ -521,8 +539,11 @@ def test_fuzzed_requests_never_get_a_5xx_and_every_4xx_is_json(
 def test_a_false_content_length_never_gets_a_5xx(server, declared, body, path):
     """Whatever Content-Length says: the app's JSON 4xx, the HTTP parser's own 400, or (body short) no answer."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as connection:
-        connection.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {declared}\r\nConnection: close\r\n"
-                           "Content-Type: application/json\r\n\r\n".encode("latin-1") + body)  # fmt: skip
+        connection.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {declared}\r\nConnection: close\r\n"
+            "Content-Type: application/json\r\n\r\n".encode("latin-1")
+            + body
+        )
         connection.shutdown(socket.SHUT_WR)  # a body shorter than declared ends here
         answer = b""
         while chunk := connection.recv(65536):

@@ -250,7 +250,7 @@ TRUNCATED = v2_binary(BATCH)[0][:-5]
         "metadata-unknown",
         "ready-unknown",
         "unknown-path",
-    ],  # fmt: skip
+    ],
 )
 def test_a_rest_mistake_is_a_4xx_in_the_protocols_error_form(server, path, body, headers, status, words):
     got, answer_headers, answer = server.request("POST" if body is not None else "GET", path, body, headers)
@@ -286,7 +286,7 @@ def test_a_rest_mistake_is_a_4xx_in_the_protocols_error_form(server, path, body,
         "output",
         "id",
         "raw-count",
-    ],  # fmt: skip
+    ],
 )
 def test_a_grpc_mistake_is_the_protocols_status_code(server, stub, request_fields, code, words):
     fields = {"datatype": "FP32", "shape": [3, 8, 8, 1], "raw": BATCH.tobytes()} | request_fields

@@ -107,7 +107,7 @@ GRAY_JPEG = encode(GRAY, "JPEG")
         "16-bit-gray-png",
         "colour-to-colour-model",
         "gray-to-colour-model",
-    ],  # fmt: skip
+    ],
 )
 def test_predict_gives_the_pyfunc_probabilities_of_the_same_pixels(served, model, image, pixels):
     server, pyfunc = served[model]

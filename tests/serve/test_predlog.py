@@ -42,15 +42,37 @@ REPLICA = "127.0.0.1:8080:4242"
 CLASSES = ["cat", "dog", "emu"]
 MODEL = SimpleNamespace(ref=ModelRef("digits", "7", "champion", "run-7"), class_names=CLASSES, sample_shape=(2, 2, 1))
 LAYOUT = {  # the interface `monitor` and `update` read (issue 10's design), in column order
-    "predictions": ["id", "request_id", "time", "replica", "endpoint", "model_name", "model_version", "latency_ms",
-                    "inference_ms", "n_samples", "input_shape", "input_mean", "input_std", "predicted_label",
-                    "probability"],
+    "predictions": [
+        "id",
+        "request_id",
+        "time",
+        "replica",
+        "endpoint",
+        "model_name",
+        "model_version",
+        "latency_ms",
+        "inference_ms",
+        "n_samples",
+        "input_shape",
+        "input_mean",
+        "input_std",
+        "predicted_label",
+        "probability",
+    ],
     "samples": ["prediction_id", "sample_index", "predicted_class", "probabilities", "input"],
     "feedback": ["id", "request_id", "sample_index", "time", "true_label"],
     "refusals": ["id", "time", "replica", "endpoint", "status", "kind", "request_id"],
-    "heartbeats": ["id", "time", "replica", "rss_bytes", "model_name", "model_version", "queue_depth",
-                   "requests_total"],
-}  # fmt: skip
+    "heartbeats": [
+        "id",
+        "time",
+        "replica",
+        "rss_bytes",
+        "model_name",
+        "model_version",
+        "queue_depth",
+        "requests_total",
+    ],
+}
 # The layouts before this one: the first (request_id the primary key), and the one with a row id of its own.
 FIRST_LAYOUT = """CREATE TABLE predictions (request_id TEXT PRIMARY KEY, time REAL NOT NULL, endpoint TEXT NOT NULL,
     model_name TEXT NOT NULL, model_version TEXT NOT NULL, latency_ms REAL NOT NULL, n_samples INTEGER NOT NULL,
@@ -105,9 +127,18 @@ def test_a_prediction_row_holds_every_value_it_was_given(tmp_path):
     mean, std = row.pop("input_mean"), row.pop("input_std")
     assert mean == pytest.approx(BATCH.mean()) and std == pytest.approx(BATCH.std(), rel=1e-5)
     assert row.pop("probability") == pytest.approx((0.7 + 0.6) / 2)
-    assert row == {"request_id": "r1", "replica": REPLICA, "endpoint": "invocations", "model_name": "digits",
-                   "model_version": "7", "latency_ms": 2.5, "inference_ms": 0.25, "n_samples": 2,
-                   "input_shape": "2,2,1", "predicted_label": "dog,cat"}  # fmt: skip
+    assert row == {
+        "request_id": "r1",
+        "replica": REPLICA,
+        "endpoint": "invocations",
+        "model_name": "digits",
+        "model_version": "7",
+        "latency_ms": 2.5,
+        "inference_ms": 0.25,
+        "n_samples": 2,
+        "input_shape": "2,2,1",
+        "predicted_label": "dog,cat",
+    }
 
 
 def test_each_sample_holds_its_class_its_full_probabilities_and_the_input_the_model_saw(tmp_path):
@@ -152,8 +183,9 @@ def test_a_group_commit_with_two_models_of_other_shapes_keeps_each_input_whole(t
     assert np.abs(decode_input(samples[1]["input"], "2,2,1") - np.clip(BATCH[1], 0, 1)).max() <= HALF_GREY_LEVEL
 
 
-@pytest.mark.parametrize("share, kept", [(1.0, list(range(1, 21))), (0.0, []), (0.25, [4, 8, 12, 16, 20]),
-                                         (0.3, [4, 7, 10, 14, 17, 20])])  # fmt: skip
+@pytest.mark.parametrize(
+    "share, kept", [(1.0, list(range(1, 21))), (0.0, []), (0.25, [4, 8, 12, 16, 20]), (0.3, [4, 7, 10, 14, 17, 20])]
+)
 def test_log_inputs_keeps_exactly_that_share_of_requests_spread_evenly(tmp_path, share, kept):
     path = tmp_path / "p.db"
 
@@ -177,10 +209,19 @@ def test_a_repeated_request_id_is_logged_again_also_within_one_group_commit(tmp_
     retries = [predict("same", BATCH[:1], PROBABILITIES[:1], latency=i) for i in range(3)]
     logged(path, *retries, predict("other", BATCH, PROBABILITIES))
     predictions = rows(path, "predictions")
-    assert [(row["id"], row["request_id"]) for row in predictions] == [(1, "same"), (2, "same"), (3, "same"),
-                                                                       (4, "other")]  # fmt: skip
+    assert [(row["id"], row["request_id"]) for row in predictions] == [
+        (1, "same"),
+        (2, "same"),
+        (3, "same"),
+        (4, "other"),
+    ]
     assert [(s["prediction_id"], s["sample_index"]) for s in rows(path, "samples")] == [
-        (1, 0), (2, 0), (3, 0), (4, 0), (4, 1)]  # fmt: skip
+        (1, 0),
+        (2, 0),
+        (3, 0),
+        (4, 0),
+        (4, 1),
+    ]
 
 
 def test_a_feedback_row_holds_the_request_id_sample_index_time_and_true_label(tmp_path):
@@ -214,10 +255,16 @@ def test_a_refusal_is_committed_without_anyone_waiting_and_holds_what_it_was_giv
     assert [list(row) for row in logged_rows] == [LAYOUT["refusals"]] * 2
     assert all(before <= row.pop("time") <= time.time() for row in logged_rows)
     assert logged_rows == [
-        {"id": 1, "replica": REPLICA, "endpoint": "invocations", "status": 400, "kind": "BAD_REQUEST",
-         "request_id": "r9"},
+        {
+            "id": 1,
+            "replica": REPLICA,
+            "endpoint": "invocations",
+            "status": 400,
+            "kind": "BAD_REQUEST",
+            "request_id": "r9",
+        },
         {"id": 2, "replica": REPLICA, "endpoint": "other", "status": 404, "kind": "NOT_FOUND", "request_id": None},
-    ]  # fmt: skip
+    ]
 
 
 def test_a_heartbeat_holds_memory_model_queue_depth_and_requests(tmp_path):
@@ -228,11 +275,25 @@ def test_a_heartbeat_holds_memory_model_queue_depth_and_requests(tmp_path):
     assert [list(row) for row in beats] == [LAYOUT["heartbeats"]] * 2
     assert [row.pop("time") <= time.time() for row in beats] == [True, True]
     assert beats == [
-        {"id": 1, "replica": REPLICA, "rss_bytes": 123_456_789, "model_name": "digits", "model_version": "7",
-         "queue_depth": 3, "requests_total": 42},
-        {"id": 2, "replica": REPLICA, "rss_bytes": 1000, "model_name": None, "model_version": None,
-         "queue_depth": 0, "requests_total": 0},
-    ]  # fmt: skip
+        {
+            "id": 1,
+            "replica": REPLICA,
+            "rss_bytes": 123_456_789,
+            "model_name": "digits",
+            "model_version": "7",
+            "queue_depth": 3,
+            "requests_total": 42,
+        },
+        {
+            "id": 2,
+            "replica": REPLICA,
+            "rss_bytes": 1000,
+            "model_name": None,
+            "model_version": None,
+            "queue_depth": 0,
+            "requests_total": 0,
+        },
+    ]
 
 
 def test_the_file_is_marked_layout_2_and_has_exactly_the_tables_monitor_reads(tmp_path):
@@ -331,7 +392,7 @@ def killed_writer(path, layout: str) -> None:
         "another-database",
         "layout-2-altered",
         "not-sqlite",
-    ],  # fmt: skip
+    ],
 )
 def test_a_log_of_another_layout_is_refused_with_what_to_do_and_left_byte_for_byte(tmp_path, layout, words):
     path = tmp_path / "old.db"

@@ -53,7 +53,7 @@ def parse(payload, content_type="application/json"):
         "tensor-column",
         "instance-records",
         "csv",
-    ],  # fmt: skip
+    ],
 )
 def test_every_scoring_format_gives_the_same_batch(payload):
     content_type = "text/csv" if isinstance(payload, bytes) else "application/json; charset=utf-8"

@@ -39,8 +39,20 @@ class ServerProcess:
     ):
         self.port = port or free_port()
         self.log_path = log_path
-        args = [python, "-m", "steps.serve", "--model_uri", model_uri, "--port", str(self.port),
-                "--poll_seconds", "0.3", "--prediction_log", str(log_path), *extra]  # fmt: skip
+        args = [
+            python,
+            "-m",
+            "steps.serve",
+            "--model_uri",
+            model_uri,
+            "--port",
+            str(self.port),
+            "--poll_seconds",
+            "0.3",
+            "--prediction_log",
+            str(log_path),
+            *extra,
+        ]
         self.process = subprocess.Popen(
             args, env=os.environ | (env or {}), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd
         )

@@ -57,11 +57,22 @@ class TrackingServer:
             "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD,
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         }
-        command = [str(SCRIPT), "--data", str(self.data), "--port", str(self.port), "--pg-port", str(self.pg_port),
-                   "--auth", "--workers", "2"]  # fmt: skip
+        command = [
+            str(SCRIPT),
+            "--data",
+            str(self.data),
+            "--port",
+            str(self.port),
+            "--pg-port",
+            str(self.pg_port),
+            "--auth",
+            "--workers",
+            "2",
+        ]
         with open(self.output, "ab") as output:
-            self.process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env,
-                                            start_new_session=True)  # fmt: skip
+            self.process = subprocess.Popen(
+                command, stdout=output, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
         if not wait_for(lambda: self.healthy() or self.process.poll() is not None, timeout):
             raise RuntimeError(f"mlflow server not healthy after {timeout} s:\n{self.output.read_text()[-3000:]}")
         if not self.healthy():
