@@ -13,7 +13,7 @@ BLOCK = re.compile(r"<!-- bench:(?P<name>[\w-]+) -->\n(?P<body>.*?)<!-- /bench:(
 MEASURED = re.compile(
     r"\d[\d,]*(\.\d+)?\s?(ms|µs|req/s|requests/s|MB|GB|KB|kB|B|x|s|min|minutes|seconds)\b|\d+\.\d+%|\[\d+\.\d+"
 )
-NAMES_ITS_TEST = re.compile(r"tests/test_\w+\.py")
+NAMES_ITS_TEST = re.compile(r"tests/(?:\w+/)?test_\w+\.py")
 # Numbers with a unit that were not measured here: specifications, and figures others published (each looked at)
 NOT_MEASURED_HERE = ("32 KB window", "0.114 B", "| 5 s, and at start", "TFMOT's 10x", "Deep Compression's 35x")
 
@@ -65,3 +65,9 @@ def test_the_checks_see_a_typed_in_figure():
     assert len([p for p in paragraphs_outside_blocks(typed) if MEASURED.search(p)]) == 1
     blocked = "<!-- bench:serving -->\nIt answers 3,109 req/s.\n<!-- /bench:serving -->\n"
     assert not [p for p in paragraphs_outside_blocks(blocked) if MEASURED.search(p)]
+
+
+def test_every_file_readme_names_exists():
+    """A path README cites (a test that asserts a figure, a module, a script) is there to open."""
+    cited = set(re.findall(r"`((?:steps|tests|bench|scripts|docs)/[\w/.-]+\.(?:py|sh|md))`", readme()))
+    assert cited and [path for path in sorted(cited) if not (PROJECT / path).exists()] == []
