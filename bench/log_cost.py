@@ -8,7 +8,7 @@ code is taken with `git archive` and run in the same environment). The three
 run side by side and the repeats take turns, so a slower stretch of the shared
 machine hits each alike. The model is trained and registered first in a
 private tracking store (`python -m steps.train`, about 30 s). Repeats are at
-least 7 (LOG_COST_REPEATS): the loss is a few percent, about the machine's
+7 by default (LOG_COST_REPEATS): the loss is a few percent, about the machine's
 run-to-run spread. Writes bench/RESULTS.md and README's block `log-cost`.
 
     apt-get install wrk   # once
@@ -24,7 +24,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import loadtest  # noqa: E402
-
 from results import write_readme_block, write_section  # noqa: E402
 
 BASELINE_COMMIT = "e31f9ee"  # the last server writing the first prediction-log layout (one row per request)
@@ -92,8 +91,10 @@ def log_cost_report(runs: dict[str, list[dict]], repeats: int) -> str:
 
 
 def main() -> None:
-    args = loadtest.parse(loadtest.argument_parser(__doc__))
-    repeats = max(args.repeats, LOG_COST_REPEATS)
+    parser = loadtest.argument_parser(__doc__)
+    parser.set_defaults(repeats=LOG_COST_REPEATS)
+    args = loadtest.parse(parser)
+    repeats = args.repeats
     with loadtest.trained() as setup:
         cost = log_cost_report(log_cost(setup, args.seconds, repeats), repeats)
         write_section("Prediction log cost on the request path", loadtest.reproduce(__file__, args), cost)

@@ -22,7 +22,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import loadtest  # noqa: E402
-
 from results import write_readme_block, write_section  # noqa: E402
 from steps import contract  # noqa: E402
 

@@ -40,7 +40,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import loadtest  # noqa: E402
-
 from results import write_readme_block, write_section  # noqa: E402
 from steps.release.infra import free_port  # noqa: E402
 

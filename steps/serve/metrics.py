@@ -95,7 +95,7 @@ class StageTimes:
     """Where a prediction's time goes, stage by stage, per endpoint: `rtdeploy_stage_seconds` (a summary: its
     _sum over its _count is a stage's mean) and `rtdeploy_stage_max_seconds` (the longest so far).
 
-    Only when STAGE_TIMINGS_ENV is set (`bench/serve.py --only stages` sets it): off, the request path pays one
+    Only when STAGE_TIMINGS_ENV is set (`bench/protocols.py` sets it): off, the request path pays one
     `is None` test per stage. Stages, in a call's order: receive (gRPC: the call accepted -> its message read
     and parsed, the handler starting), decode (the request's input -> the model's batch), queue (waiting for a
     batch to run in), invoke (the model), log (waiting for the prediction's group commit), encode (the answer

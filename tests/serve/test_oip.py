@@ -452,7 +452,7 @@ def stage_counts(server) -> dict[tuple[str, str], tuple[float, float]]:
 def test_stage_timings_are_off_by_default_and_on_time_each_stage_of_a_call_once(
     server, registry, tmp_path, monkeypatch
 ):
-    """RTDEPLOY_STAGE_TIMINGS=1 (what bench/serve.py's stage table uses): every stage of one /invocations and one
+    """RTDEPLOY_STAGE_TIMINGS=1 (what bench/protocols.py's stage table uses): every stage of one /invocations and one
     gRPC call counted once; the data plane's stages and the answer's encoding lie within the handler's time."""
     assert stage_counts(server) == {}
     monkeypatch.setenv("RTDEPLOY_STAGE_TIMINGS", "1")
