@@ -69,5 +69,5 @@ def test_a_search_trial_is_replayed_as_prune_cluster_quantize_with_its_per_layer
         (contract.PRUNE, None),
         (contract.QUANTIZE, "qat"),
     ]
-    other = {"step": contract.PRUNE, "params": {}, "made": {}}
-    assert replayed(other) == [other]
+    other = LineageEntry("prune-run", contract.PRUNE, "pruned80", parent, {"target_sparsity": "0.8"}, {})
+    assert replayed(other) == [RecipeStep(contract.PRUNE, {"target_sparsity": "0.8"})]
