@@ -72,7 +72,8 @@ def parse_configs(classes: Sequence[type], argv: Sequence[str] | None = None, de
                 *([dashed] if "_" in field.name else []),
                 type={"bool": parse_bool, "int": int, "float": float}.get(type_name, str),
                 default=field.default,
-                help=f"{field.metadata.get('help', '')} (default: {field.default!r})",
+                # argparse %-formats help strings: a literal "70%" would crash --help
+                help=f"{field.metadata.get('help', '')} (default: {field.default!r})".replace("%", "%%"),
             )
     args = vars(parser.parse_args(argv))
     try:
