@@ -28,7 +28,7 @@ from steps.settings import AUTO
 @functools.cache
 def project_dir() -> Path:
     """The folder holding MLproject: this checkout, or the working directory `mlflow run` uses."""
-    for candidate in (Path(__file__).resolve().parents[1], Path.cwd()):
+    for candidate in (Path(__file__).resolve().parents[2], Path.cwd()):  # steps/release/child_runs.py
         if (candidate / "MLproject").is_file():
             return candidate
     raise FileNotFoundError("no MLproject found; run the pipeline from the rtdeploy project folder")
