@@ -16,6 +16,8 @@ from tests.support.stores import store_in
 # Anything logged outside the `tracking`/`session_store` fixtures lands here, never in the user's store.
 STRAY_STORE = f"sqlite:///{tempfile.mkdtemp(prefix='rtdeploy-stray-')}/mlflow.db"
 os.environ["MLFLOW_TRACKING_URI"] = STRAY_STORE
+# Decoded image folders (steps.datasets.folder_cache) go here, never to the user's ~/.cache.
+os.environ["RTDEPLOY_CACHE"] = tempfile.mkdtemp(prefix="rtdeploy-cache-")
 
 
 @pytest.fixture(autouse=True)

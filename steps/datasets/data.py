@@ -2,6 +2,8 @@
 
 `load_dataset(spec)` takes:
   - "digits": scikit-learn's built-in 8x8 handwritten digits (no download);
+  - "shapes": 10 classes of shapes and patterns on textured backgrounds, drawn at `image_size`
+    (steps/datasets/shapes.py);
   - a .npz file with x_train, y_train, x_test, y_test (the layout of keras' mnist.npz), and optionally
     x_val, y_val (a validation split of its own, else one is split off x_train) and class_names (the
     classes in order; the y arrays are then indices into it);
@@ -21,11 +23,15 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from steps.datasets import folder_cache
 from steps.parameters import UsageError, is_missing
 
 log = logging.getLogger(__name__)
 
 DIGITS = "digits"
+DIGITS_SIDE = 8
+SHAPES = "shapes"
+BUILT_IN = (DIGITS, SHAPES)
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 NPZ_VAL_KEYS = ("x_val", "y_val")  # optional, together
 NPZ_CLASS_NAMES = "class_names"  # optional
@@ -81,6 +87,8 @@ def load_dataset(spec: str, *, image_size: int = 28, seed: int = 42) -> Dataset:
     check_dataset(spec)
     if spec == DIGITS:
         return _load_digits(seed)
+    if spec == SHAPES:
+        return _load_shapes(image_size, seed)
     if spec.startswith(RUN_ARTIFACT_PREFIX):
         return _load_run_artifact(spec, seed)
     path = Path(spec).expanduser()
@@ -90,7 +98,7 @@ def load_dataset(spec: str, *, image_size: int = 28, seed: int = 42) -> Dataset:
 def check_dataset(spec: str) -> None:
     """What can be told of a data set without reading it: a known name, a run's .npz, an existing .npz or folder
     (so a stage that hands the data set to others, like main, refuses a mistake before they start)."""
-    if spec == DIGITS:
+    if spec in BUILT_IN:
         return
     if spec.startswith(RUN_ARTIFACT_PREFIX):
         if not spec.lower().endswith(".npz"):
@@ -99,11 +107,21 @@ def check_dataset(spec: str) -> None:
     path = Path(spec).expanduser()
     if not path.exists():
         raise DatasetError(
-            f"dataset {spec!r} not found: use {DIGITS!r}, a .npz file with "
+            f"dataset {spec!r} not found: use {DIGITS!r} or {SHAPES!r}, a .npz file with "
             f"{', '.join(NPZ_KEYS)}, or a folder with one sub-folder of images per class"
         )
     if not path.is_dir() and path.suffix.lower() != ".npz":
         raise DatasetError(f"dataset file {path} is not a .npz file; give a .npz file or an image folder")
+
+
+def known_side(spec: str, image_size: int) -> int | None:
+    """The side of the data set's images, when it is known without reading the data: 8 for digits, image_size
+    for shapes and image folders; None for a .npz, whose images are as large as they are."""
+    if spec == DIGITS:
+        return DIGITS_SIDE
+    if spec == SHAPES or (not spec.startswith(RUN_ARTIFACT_PREFIX) and Path(spec).expanduser().is_dir()):
+        return image_size
+    return None
 
 
 def _load_digits(seed: int) -> Dataset:
@@ -115,6 +133,19 @@ def _load_digits(seed: int) -> Dataset:
     x_rest, x_test, y_rest, y_test = stratified_split(x, y, TEST_FRACTION, seed)
     names = tuple(str(label) for label in digits.target_names)
     return _with_validation(DIGITS, "sklearn.datasets.load_digits", x_rest, y_rest, x_test, y_test, names, seed)
+
+
+def _load_shapes(image_size: int, seed: int) -> Dataset:
+    from steps.datasets import shapes
+
+    if image_size < 1:
+        raise DatasetError(f"image_size must be >= 1, got {image_size}")
+    log.info("drawing %d shapes of %d px", shapes.PER_CLASS * len(shapes.CLASSES), image_size)
+    images, y = shapes.generate_shapes(image_size, shapes.PER_CLASS)
+    x = images.astype(np.float32) / np.float32(255)
+    x_rest, x_test, y_rest, y_test = stratified_split(x, y, TEST_FRACTION, seed)
+    source = f"steps.datasets.shapes (seed {shapes.SEED}, {shapes.PER_CLASS} per class, {image_size} px)"
+    return _with_validation(SHAPES, source, x_rest, y_rest, x_test, y_test, shapes.CLASSES, seed)
 
 
 def _load_run_artifact(uri: str, seed: int) -> Dataset:
@@ -202,8 +233,6 @@ def _indexed_labels(labels: dict[str, np.ndarray], class_names: np.ndarray, what
 
 
 def _load_image_folder(folder: Path, image_size: int, seed: int) -> Dataset:
-    from steps.datasets.images import ImageError, decode_image
-
     if image_size < 1:
         raise DatasetError(f"image_size must be >= 1, got {image_size}")
     class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -212,11 +241,38 @@ def _load_image_folder(folder: Path, image_size: int, seed: int) -> Dataset:
             f"{folder} has {len(class_dirs)} class sub-folder(s); an image folder needs one sub-folder "
             "of PNG/JPEG images per class, and at least two classes"
         )
-    images, labels = [], []
-    for label, class_dir in enumerate(class_dirs):
+    files_of_class = []
+    for class_dir in class_dirs:
         files = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise DatasetError(f"class folder {class_dir} has no .png/.jpg/.jpeg images")
+        files_of_class.append(files)
+    key = folder_cache.folder_key(folder, [file for files in files_of_class for file in files], image_size)
+    decoded = folder_cache.read(key)
+    if decoded is None:
+        decoded = _decode_folder(files_of_class, image_size)
+        folder_cache.write(key, *decoded)
+        log.info("decoded %d images of %d classes from %s", len(decoded[1]), len(class_dirs), folder)
+    else:
+        log.info(
+            "read %d images of %d classes of %s decoded earlier (cache %s)",
+            len(decoded[1]),
+            len(class_dirs),
+            folder,
+            key,
+        )
+    x, y = decoded
+    _require_enough(len(y), str(folder))
+    x_rest, x_test, y_rest, y_test = stratified_split(x, y, TEST_FRACTION, seed)
+    names = tuple(p.name for p in class_dirs)
+    return _with_validation(folder.name, str(folder.resolve()), x_rest, y_rest, x_test, y_test, names, seed)
+
+
+def _decode_folder(files_of_class: list[list[Path]], image_size: int) -> tuple[np.ndarray, np.ndarray]:
+    from steps.datasets.images import ImageError, decode_image
+
+    images, labels = [], []
+    for label, files in enumerate(files_of_class):
         for file in files:
             try:  # as RGB, to see whether any image has colour; the server's /predict decodes the same way
                 images.append(decode_image(file.read_bytes(), (image_size, image_size, 3)))
@@ -227,12 +283,7 @@ def _load_image_folder(folder: Path, image_size: int, seed: int) -> Dataset:
     # Keep one channel unless some image really has color: digits and scans stay small models.
     if np.array_equal(x[..., 0], x[..., 1]) and np.array_equal(x[..., 0], x[..., 2]):
         x = x[..., :1]
-    y = np.asarray(labels, dtype=np.int64)
-    _require_enough(len(y), str(folder))
-    log.info("loaded %d images of %d classes from %s", len(y), len(class_dirs), folder)
-    x_rest, x_test, y_rest, y_test = stratified_split(x, y, TEST_FRACTION, seed)
-    names = tuple(p.name for p in class_dirs)
-    return _with_validation(folder.name, str(folder.resolve()), x_rest, y_rest, x_test, y_test, names, seed)
+    return x, np.asarray(labels, dtype=np.int64)
 
 
 def _image_array(x: np.ndarray, what: str) -> np.ndarray:

@@ -3,6 +3,8 @@
 numpy and Pillow only, so the server can import it. A PNG or JPEG becomes
 float32 pixels in [0, 1] shaped (height, width, channels), by the same rules on
 both sides, so that a model sees at serving what it saw in training:
+  - a JPEG several times larger than the model's input is decoded at a fraction of its size (Pillow's
+    draft mode: a 4000x3000 photo costs a 500x375 decode, not a full one and a resize);
   - turned upright by its EXIF orientation (phone cameras store photos sideways);
   - resized bilinearly to (height, width), before any channel conversion;
   - 8-bit pixels are divided by 255; 16-bit grayscale by 65535 (Pillow's
@@ -50,6 +52,8 @@ def decode_image(data: bytes, shape: tuple[int, int, int], *, max_pixels: int | 
                     f"the image is {image.width}x{image.height} pixels, over the limit of {max_pixels}; "
                     f"send it smaller (the model takes {width}x{height})"
                 )
+            if image.format == "JPEG":  # libjpeg decodes at 1/2, 1/4 or 1/8 scale, still at least the size asked
+                image.draft(image.mode, (max(width, height),) * 2)  # (square: EXIF may turn it by 90 degrees)
             ImageOps.exif_transpose(image, in_place=True)
             return _to_unit_pixels(image, (width, height), channels)
     except ImageError:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from steps.datasets.data import DatasetError, load_dataset
+from steps.datasets.data import DatasetError, known_side, load_dataset
 
 
 def _save_npz(path, n_train=60, n_test=20, shape=(6, 6), classes=3, dtype=np.uint8, **overrides):
@@ -168,3 +168,11 @@ def _empty_class_folder(folder):
 def test_unusable_data_fails_with_a_message_naming_the_problem(tmp_path, make, message):
     with pytest.raises(DatasetError, match=message):
         load_dataset(str(make(tmp_path)))
+
+
+def test_the_side_of_the_images_is_known_before_reading_them_except_for_a_npz(tmp_path):
+    (tmp_path / "folder").mkdir()
+    assert known_side("digits", 96) == 8
+    assert known_side("shapes", 96) == 96 and known_side(str(tmp_path / "folder"), 64) == 64
+    assert known_side(str(tmp_path / "data.npz"), 96) is None
+    assert known_side("runs:/0123/data.npz", 96) is None

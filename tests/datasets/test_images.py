@@ -2,8 +2,9 @@
 
 Each test builds an image, computes the pixels it must give by hand (numpy,
 not the code under test), and compares: gray and colour, 8 and 16 bits, alpha,
-EXIF orientation, resizing, the formats refused, and that no byte string makes
-the decoder fail with anything but ImageError.
+EXIF orientation, resizing (a large JPEG decoded at a fraction of its size),
+the formats refused, and that no byte string makes the decoder fail with
+anything but ImageError.
 """
 
 from __future__ import annotations
@@ -68,6 +69,19 @@ def test_a_jpeg_gives_the_pixels_its_decoder_gives():
     data = encode(rgb, "JPEG", quality=90)
     decoded = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
     np.testing.assert_array_equal(decode_image(data, (8, 8, 3)), decoded / np.float32(255))
+
+
+def test_a_large_jpeg_is_decoded_at_a_fraction_of_its_size_then_resized_like_any_image():
+    photo = np.asarray(Image.fromarray(RNG.integers(0, 256, (12, 16, 3), dtype=np.uint8)).resize((1600, 1200)))
+    data = encode(photo, "JPEG", quality=90)
+    with Image.open(io.BytesIO(data)) as drafted:  # what draft mode gives: 1/8 scale, 200x150, not 1600x1200
+        drafted.draft("RGB", (96, 96))
+        expected = np.asarray(drafted.convert("RGB").resize((96, 96), Image.Resampling.BILINEAR)) / np.float32(255)
+        assert drafted.size == (200, 150)
+    pixels = decode_image(data, (96, 96, 3))
+    np.testing.assert_array_equal(pixels, expected)
+    full = np.asarray(Image.open(io.BytesIO(data)).convert("RGB").resize((96, 96), Image.Resampling.BILINEAR))
+    assert np.abs(pixels - full / 255).mean() < 0.01  # the same picture as a full decode, to the eye
 
 
 def test_exif_orientation_turns_a_sideways_photo_upright():
