@@ -39,7 +39,12 @@ EXPERIMENT_KIND = "custom_model_development"  # (not the GenAI overview, which i
 DEFAULT_MODEL_NAME = "digits-classifier"  # the registered model, unless model_name says otherwise
 
 # Parameter values (the CLI refuses others, listing these)
-ARCHITECTURES = ("cnn", "dscnn", "mlp")
+ARCHITECTURES = ("cnn", "dscnn", "mlp", "mobilenetv2", "mobilenetv3small")
+MOBILENETS = ("mobilenetv2", "mobilenetv3small")  # tf_keras applications: inputs of at least MOBILENET_MIN_SIDE px
+MOBILENET_MIN_SIDE = 32  # their five stride-2 stages leave a 1x1 map at 32 px
+# How BatchNorm layers train: auto (a layer at its initial statistics learns them with momentum 0.9, one with
+# learned statistics stays in inference mode), train (every one learns), frozen (every one in inference mode)
+BATCHNORM_MODES = ("auto", "train", "frozen")
 OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam")
 PRUNE_STRUCTURES = ("unstructured", "2:4")
 # none: float32; dynamic: int8 weights, float activations; float16: half-precision weights;
@@ -88,6 +93,13 @@ LATENCY_P50_MS = "latency_p50_ms"  # single-sample LiteRT latency, after warm-up
 LATENCY_P95_MS = "latency_p95_ms"
 LATENCY_P99_MS = "latency_p99_ms"
 PARAMS = "params"
+
+
+def latency_p50_ms_threads(threads: int) -> str:
+    """evaluate's p50 with LiteRT on `threads` threads (the latency_p* metrics are one-thread by definition)."""
+    return f"{LATENCY_P50_MS}_threads{threads}"
+
+
 VARIANT_METRICS = (
     ACCURACY,
     ACCURACY_LOW,
@@ -111,6 +123,7 @@ OBJECTIVES = {"size": SIZE_GZIP_BYTES, "latency": LATENCY_P50_MS}
 KERAS_ACCURACY = "keras_accuracy"  # the float Keras model itself on the test split
 AGREEMENT = "agreement_with_parent"  # share of test samples where deployable and Keras model agree
 EPOCHS_TRAINED = "epochs_trained"
+PEAK_RSS_MB = "peak_rss_mb"  # the train process's most resident memory: what a machine must hold for this data
 # Per-epoch curves: Keras history key -> MLflow metric key (stepped by epoch).
 # Prefixed so they never collide with the final `accuracy` of the test split.
 EPOCH_METRICS = {

@@ -10,10 +10,11 @@ import mlflow
 from steps import contract
 from steps.compress.recipes import RECIPE_CONFIGS
 from steps.core.plan import plan_for
+from steps.core.progress import Progress
 from steps.core.selection import VariantRow, select_best
-from steps.datasets.data import check_dataset
+from steps.datasets.data import check_dataset, known_side
 from steps.parameters import GateRefused, StepFailed, as_parameters, parse_configs, run_cli
-from steps.release.child_runs import child_env_manager, run_step
+from steps.release.child_runs import child_env_manager, earlier_durations, run_step
 from steps.release.lineage import check_model_reference, variant_row
 from steps.release.tracking import log_config, step_run
 from steps.reports.figures import comparison_figure, comparison_table
@@ -27,16 +28,23 @@ from steps.settings import (
 def run_pipeline(pipeline: PipelineConfig, train: TrainConfig) -> dict[str, str]:
     """Run (or reuse) every stage under the active run and report the variants; returns each step's run id."""
     env_manager = child_env_manager(pipeline.env_manager)
+    plan = plan_for(pipeline.variants)
+    data_settings = {"dataset": train.dataset, "image_size": train.image_size, "seed": train.seed}
+    entry_points = [contract.TRAIN, *(planned.entry_point for planned in plan)]
+    experiment_id = mlflow.active_run().info.experiment_id
+    progress = Progress(
+        entry_points, earlier_durations(set(entry_points), {k: str(v) for k, v in data_settings.items()}, experiment_id)
+    )
 
-    def step(entry_point: str, config) -> str:
+    def step(index: int, label: str, entry_point: str, config) -> str:
+        print(f"pipeline: {progress.line(index, label)}", flush=True)
         return run_step(entry_point, as_parameters(config), env_manager=env_manager, reuse=pipeline.reuse_runs)
 
-    step_runs = {contract.TRAIN: step(contract.TRAIN, train)}
-    data_settings = {"dataset": train.dataset, "image_size": train.image_size, "seed": train.seed}
-    for planned in plan_for(pipeline.variants):
+    step_runs = {contract.TRAIN: step(0, contract.TRAIN, contract.TRAIN, train)}
+    for index, planned in enumerate(plan, start=1):
         parent_uri = f"runs:/{step_runs[planned.parent]}/{contract.KERAS_MODEL}"
         config = RECIPE_CONFIGS[planned.entry_point](model_uri=parent_uri, **data_settings, **planned.settings)
-        step_runs[planned.key] = step(planned.entry_point, config)
+        step_runs[planned.key] = step(index, f"{planned.entry_point} ({planned.key})", planned.entry_point, config)
     mlflow.set_tags({contract.TAG_STEP_RUN.format(step=key): run_id for key, run_id in step_runs.items()})
     report_variants([variant_row(run_id) for run_id in step_runs.values()], pipeline.max_accuracy_drop)
     # Registration depends on the registry's state, not only on its parameters: never reused.
@@ -95,6 +103,7 @@ def report_variants(rows: list[VariantRow], max_accuracy_drop: float) -> Variant
 def main(argv: list[str] | None = None) -> None:
     pipeline, train = parse_configs((PipelineConfig, TrainConfig), argv, description=PipelineConfig.__doc__)
     check_dataset(train.dataset)  # what the children would refuse, refused before the first one starts
+    train.check_input_side(known_side(train.dataset, train.image_size))
     if train.base_model:
         check_model_reference(train.base_model, "base_model")
     with step_run(contract.MAIN) as run:

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 
 from steps import contract
 from steps.core.plan import ALL_VARIANTS, plan_for
-from steps.parameters import require_choice, require_positive, setting
+from steps.parameters import UsageError, require_choice, require_positive, setting
 
 AUTO = "auto"  # a setting this step works out: env_manager (the one `mlflow run` gave it), learning_rate
 ENV_MANAGERS = (AUTO, "local", "virtualenv", "uv", "conda")
 ENV_MANAGER_HELP = f"environment of the child runs: {', '.join(ENV_MANAGERS)} (auto = this run's)"
 LOGS_HELP = "the servers' prediction logs: a path, a comma-separated list or a glob (one file per replica)"
+IMAGE_SIZE_HELP = "side in pixels that images of an image folder are resized to, and that shapes are drawn at"
 MAX_SIMULATED_REQUESTS = 1_000_000  # simulate is bounded: it is a test tool, not a load generator left running
 
 
@@ -26,10 +27,19 @@ MAX_SIMULATED_REQUESTS = 1_000_000  # simulate is bounded: it is a test tool, no
 class TrainConfig:
     """Train a float Keras classifier (or fine-tune base_model) and export it to LiteRT."""
 
-    dataset: str = setting("digits", "'digits', a .npz file (x_train, y_train, x_test, y_test) or an image folder")
-    image_size: int = setting(28, "side in pixels that images of an image folder are resized to")
+    dataset: str = setting(
+        "digits",
+        "'digits', 'shapes' (drawn at image_size), a .npz file (x_train, y_train, x_test, y_test) or an image folder",
+    )
+    image_size: int = setting(28, IMAGE_SIZE_HELP)
     architecture: str = setting("cnn", f"{' or '.join(contract.ARCHITECTURES)}; unused when base_model is given")
-    width: int = setting(32, "filters of the first conv layer; every layer scales with it")
+    width: int = setting(32, "filters of the first conv layer; every layer scales with it (cnn, dscnn, mlp)")
+    alpha: float = setting(0.35, "width multiplier of the mobilenets (1.0: the published network)")
+    batchnorm: str = setting(
+        "auto",
+        f"{', '.join(contract.BATCHNORM_MODES)}: auto trains a BatchNorm layer at its initial statistics (momentum "
+        "0.9) and keeps one with learned statistics in inference mode",
+    )
     optimizer: str = setting("adam", f"one of {', '.join(contract.OPTIMIZERS)}")
     learning_rate: float = setting(0.001, "optimizer step size")
     epochs: int = setting(40, "most epochs to train; early stopping on validation loss usually ends sooner")
@@ -45,10 +55,23 @@ class TrainConfig:
     def __post_init__(self):
         require_choice("optimizer", self.optimizer, contract.OPTIMIZERS)
         require_choice("architecture", self.architecture, contract.ARCHITECTURES)
-        for name in ("width", "learning_rate", "epochs", "batch_size", "image_size"):
+        require_choice("batchnorm", self.batchnorm, contract.BATCHNORM_MODES)
+        for name in ("width", "alpha", "learning_rate", "epochs", "batch_size", "image_size"):
             require_positive(name, getattr(self, name))
         if self.patience < 0:
             raise ValueError(f"patience must be >= 0, got {self.patience}")
+
+    def check_input_side(self, side: int | None) -> None:
+        """The architecture must take the data's images: the mobilenets need at least 32x32 px. Called with
+        the side of the data's images as soon as it is known (None: not before the data is read)."""
+        if side is None or self.base_model or self.architecture not in contract.MOBILENETS:
+            return
+        if side < contract.MOBILENET_MIN_SIDE:
+            raise UsageError(
+                f"architecture={self.architecture} needs images of at least {contract.MOBILENET_MIN_SIDE}x"
+                f"{contract.MOBILENET_MIN_SIDE} px, the data's are {side}x{side}; pass image_size=96 (image "
+                "folders and dataset=shapes) or use architecture=cnn or dscnn"
+            )
 
 
 def layer_map(name: str, text: str) -> dict[str, float] | None:
@@ -71,8 +94,8 @@ class FineTuneConfig:
     """Settings every derived variant shares: the parent, the data and the fine-tuning run."""
 
     model_uri: str = setting("", "parent Keras model: runs:/<run_id>/keras_model, models:/<name>@<alias>, or a file")
-    dataset: str = setting("digits", "the parent's data set: 'digits', a .npz file or an image folder")
-    image_size: int = setting(28, "side in pixels that images of an image folder are resized to")
+    dataset: str = setting("digits", "the parent's data set: 'digits', 'shapes', a .npz file or an image folder")
+    image_size: int = setting(28, IMAGE_SIZE_HELP)
     epochs: int = setting(4, "fine-tuning epochs")
     learning_rate: float = setting(0.0005, "fine-tuning step size (Adam)")
     batch_size: int = setting(32, "samples per gradient step")
@@ -178,10 +201,15 @@ class EvaluateConfig:
     model_uri: str = setting(
         "", "runs:/<run_id>/litert_model, runs:/<run_id>/keras_model, models:/<name>@champion, ..."
     )
-    dataset: str = setting("digits", "'digits', a .npz file or an image folder (the model's data set)")
-    image_size: int = setting(28, "side in pixels that images of an image folder are resized to")
+    dataset: str = setting("digits", "'digits', 'shapes', a .npz file or an image folder (the model's data set)")
+    image_size: int = setting(28, IMAGE_SIZE_HELP)
     top_confusions: int = setting(5, "how many of the most frequent true->predicted confusions to show")
     latency_runs: int = setting(300, "timed single-sample predictions (after warm-up) for the latency percentiles")
+    threads: int = setting(
+        2,
+        "LiteRT threads of a second latency measurement, logged as latency_p50_ms_threads<N> "
+        "(latency_p*_ms stay one-thread; 1: no second measurement)",
+    )
 
     def __post_init__(self):
         if not self.model_uri:
@@ -189,7 +217,7 @@ class EvaluateConfig:
                 f"model_uri is required, e.g. runs:/<run_id>/{contract.LITERT_MODEL} "
                 f"or models:/{contract.DEFAULT_MODEL_NAME}@{contract.CHAMPION}"
             )
-        for name in ("image_size", "top_confusions", "latency_runs"):
+        for name in ("image_size", "top_confusions", "latency_runs", "threads"):
             require_positive(name, getattr(self, name))
 
 
@@ -274,6 +302,9 @@ class ServeConfig:
     workers: int = setting(
         1, "server processes sharing the port (SO_REUSEPORT); each follows the alias and writes its own log"
     )
+    threads: int = setting(
+        1, "LiteRT threads per model invocation; more lowers one request's latency, not the throughput under load"
+    )
     grpc_port: int = setting(
         0, "TCP port of the Open Inference Protocol's gRPC service (0: off); REST v2 is always on `port`"
     )
@@ -284,7 +315,7 @@ class ServeConfig:
     )
 
     def __post_init__(self):
-        for name in ("port", "max_batch_size", "max_queue", "max_body_bytes", "workers"):
+        for name in ("port", "max_batch_size", "max_queue", "max_body_bytes", "workers", "threads"):
             require_positive(name, getattr(self, name))
         if not 0 <= self.grpc_port <= 65535 or self.grpc_port == self.port:
             raise ValueError(f"grpc_port is 0 (off) or a TCP port other than port {self.port}, got {self.grpc_port}")
@@ -325,8 +356,8 @@ class SimulateConfig:
     """Send held-out samples (optionally drifted) to a running server, and their true labels as feedback."""
 
     url: str = setting("http://127.0.0.1:8080", "the server to drive")
-    dataset: str = setting("digits", "whose test split to send: 'digits', a .npz file or an image folder")
-    image_size: int = setting(28, "side in pixels that images of an image folder are resized to")
+    dataset: str = setting("digits", "whose test split to send: 'digits', 'shapes', a .npz file or an image folder")
+    image_size: int = setting(28, IMAGE_SIZE_HELP)
     requests: int = setting(500, "prediction requests to send, one sample each (test samples are reused if fewer)")
     concurrency: int = setting(4, "requests in flight at once")
     drift: str = setting("none", f"what to do to the samples first: {', '.join(contract.DRIFTS)}")

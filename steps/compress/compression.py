@@ -25,12 +25,16 @@ import tf_keras as keras
 from tensorflow_model_optimization.python.core.clustering.keras.cluster import strip_clustering
 from tensorflow_model_optimization.python.core.clustering.keras.cluster_config import CentroidInitialization
 from tensorflow_model_optimization.python.core.clustering.keras.experimental import cluster as experimental_cluster
+from tensorflow_model_optimization.python.core.quantization.keras.default_8bit.default_8bit_quantize_configs import (
+    NoOpQuantizeConfig,
+)
 
 from steps import contract
 from steps.datasets.data import Dataset
 from steps.modeling.architectures import kernel_sparsity
 from steps.modeling.convert import to_tflite
 from steps.modeling.training import fine_tune, independent_copy
+from steps.parameters import UsageError
 from steps.settings import ClusterConfig, PruneConfig, QuantizeConfig
 
 M_BY_N = (2, 4)  # zeros, block length
@@ -160,8 +164,15 @@ def quantization_aware_model(
     parent: keras.Model, data: Dataset, config: QuantizeConfig, scheme: str, callbacks=()
 ) -> keras.Model:
     """A fine-tuned copy of `parent` with fake-quantization, ready for int8 conversion."""
-    annotated = tfmot.quantization.keras.quantize_annotate_model(independent_copy(parent))
-    with tfmot.quantization.keras.quantize_scope():
+    nested = [layer.name for layer in parent.layers if isinstance(layer, keras.Model)]
+    if nested:  # TFMOT quantizes layers, not models inside models (keras_io flattens the ones it can)
+        raise UsageError(
+            f"quantization-aware training needs a flat model; {nested} are models nested inside it that could not "
+            "be flattened (a subclassed model?); use post-training int8 (mode=int8) or rebuild it functionally"
+        )
+    copy = keras.models.clone_model(independent_copy(parent), clone_function=_annotate_rescaling)
+    annotated = tfmot.quantization.keras.quantize_annotate_model(copy)
+    with tfmot.quantization.keras.quantize_scope({"NoOpQuantizeConfig": NoOpQuantizeConfig}):
         if scheme == "QAT":
             model = tfmot.quantization.keras.quantize_apply(annotated)
         elif scheme == "PQAT":
@@ -177,6 +188,14 @@ def quantization_aware_model(
             )
     fine_tune(model, data, config, callbacks)
     return model
+
+
+def _annotate_rescaling(layer: keras.layers.Layer) -> keras.layers.Layer:
+    """A Rescaling layer (the mobilenets' [0, 1] -> [-1, 1]) is affine: TFMOT has no rule for it, so it gets
+    one that leaves it as it is; the converter calibrates its output like any other activation."""
+    if isinstance(layer, keras.layers.Rescaling):
+        return tfmot.quantization.keras.quantize_annotate_layer(layer, NoOpQuantizeConfig())
+    return layer
 
 
 def quantize(

@@ -14,6 +14,7 @@ import numpy as np
 from scipy.stats import binomtest
 
 CONFIDENCE = 0.95
+CHANCE_MARGIN = 0.05  # how far above chance a model must be able to be, before it is worth compressing
 
 
 @dataclass(frozen=True)
@@ -51,11 +52,27 @@ class PairedComparison:
 def proportion(correct: np.ndarray) -> Accuracy:
     """Accuracy of per-sample correctness flags, with its Wilson interval."""
     correct = np.asarray(correct, bool)
-    if correct.size == 0:
+    return wilson(int(correct.sum()), correct.size)
+
+
+def wilson(hits: int, total: int) -> Accuracy:
+    """`hits` correct of `total`, with its Wilson interval."""
+    if total == 0:
         raise ValueError("the accuracy of zero samples is undefined")
-    hits = int(correct.sum())
-    interval = binomtest(hits, correct.size).proportion_ci(confidence_level=CONFIDENCE, method="wilson")
-    return Accuracy(hits, correct.size, float(interval.low), float(interval.high))
+    interval = binomtest(hits, total).proportion_ci(confidence_level=CONFIDENCE, method="wilson")
+    return Accuracy(hits, total, float(interval.low), float(interval.high))
+
+
+def chance_level(labels: np.ndarray, n_classes: int) -> float:
+    """What a model that ignores its input scores: guessing uniformly, or always answering the commonest class."""
+    shares = np.bincount(np.asarray(labels), minlength=n_classes) / len(labels)
+    return max(1.0 / n_classes, float(shares.max()))
+
+
+def no_better_than_chance(measured: Accuracy, labels: np.ndarray, n_classes: int) -> bool:
+    """Even the top of the accuracy's interval is within CHANCE_MARGIN of chance: the model has learnt nothing
+    that these samples can show."""
+    return measured.high <= chance_level(labels, n_classes) + CHANCE_MARGIN
 
 
 def accuracy(predicted: np.ndarray, truth: np.ndarray) -> Accuracy:

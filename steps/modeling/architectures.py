@@ -7,20 +7,44 @@ import math
 import numpy as np
 import tf_keras as keras
 
-from steps.contract import ARCHITECTURES
+from steps.contract import ARCHITECTURES, MOBILENETS
 from steps.parameters import require_choice
+from steps.settings import TrainConfig
 
+NORMALIZE = "normalize"  # the mobilenets' layer that maps [0, 1] pixels to their [-1, 1]
 FLATTEN_TARGET = 4  # pool until the feature map is about this wide, so the dense head stays modest
 
 
-def build_model(architecture: str, input_shape: tuple[int, ...], n_classes: int, width: int) -> keras.Model:
-    """A fresh, uncompiled classifier; `width` scales every layer.
+def build_model(
+    architecture: str, input_shape: tuple[int, ...], n_classes: int, width: int, alpha: float = TrainConfig.alpha
+) -> keras.Model:
+    """A fresh, uncompiled classifier; `width` scales every layer of cnn, dscnn and mlp, `alpha` the mobilenets.
 
     The default cnn on digits (8x8x1, width 32) has about 190k parameters:
     enough that compression results are about weights, not file-format overhead.
     """
     require_choice("architecture", architecture, ARCHITECTURES)
+    if architecture in MOBILENETS:
+        return _mobilenet(architecture, input_shape, n_classes, alpha)
     return {"cnn": _cnn, "dscnn": _dscnn, "mlp": _mlp}[architecture](input_shape, n_classes, width)
+
+
+def _mobilenet(architecture: str, input_shape, n_classes, alpha) -> keras.Model:
+    """tf_keras's MobileNetV2 or MobileNetV3Small (random init, no download), as one flat functional model:
+    the application is built on this model's own tensors, so TFMOT sees every layer (a nested model it cannot
+    quantize). Inputs stay pixels in [0, 1], the contract of every deployable; the [-1, 1] these networks
+    expect is the `normalize` layer inside. V3 is the minimalistic form: its hard-swish and squeeze-excite
+    blocks are what TFMOT's QAT rejects."""
+    inputs = keras.layers.Input(input_shape)
+    normalized = keras.layers.Rescaling(2.0, offset=-1.0, name=NORMALIZE)(inputs)
+    common = {"input_tensor": normalized, "alpha": alpha, "include_top": False, "weights": None, "pooling": "avg"}
+    if architecture == "mobilenetv2":
+        backbone = keras.applications.MobileNetV2(**common)
+    else:
+        backbone = keras.applications.MobileNetV3Small(**common, minimalistic=True, include_preprocessing=False)
+    features = keras.layers.Dropout(0.2, name="dropout")(backbone.output)
+    outputs = keras.layers.Dense(n_classes, activation="softmax", name="probabilities")(features)
+    return keras.Model(inputs, outputs, name=architecture)
 
 
 def _cnn(input_shape, n_classes, width) -> keras.Model:

@@ -10,6 +10,7 @@ import tf_keras as keras
 from steps import contract
 from steps.datasets.data import Dataset
 from steps.modeling.architectures import build_model
+from steps.modeling.flatten import flattened, nested_models
 from steps.modeling.training import seed_everything
 from steps.parameters import UsageError, is_missing
 from steps.release.lineage import is_model_uri
@@ -38,6 +39,10 @@ def load_keras_model(reference: str) -> keras.Model:
         ) from error
     if not isinstance(model, keras.Model):
         raise ModelLoadError(f"{reference!r} is a {type(model).__name__}, not a tf_keras model")
+    nested = [inner.name for inner in nested_models(model)]
+    model = flattened(model)
+    if nested and not nested_models(model):
+        print(f"flattened the models nested in {reference!r} ({', '.join(nested)}), so compression sees every layer")
     return model
 
 
@@ -58,7 +63,7 @@ def initial_model(config: TrainConfig, data: Dataset) -> keras.Model:
     """What `train` fits: the base model checked against the data, or a new model of `architecture`."""
     if not config.base_model:
         seed_everything(config.seed)  # the initial weights are drawn too
-        return build_model(config.architecture, data.input_shape, data.n_classes, config.width)
+        return build_model(config.architecture, data.input_shape, data.n_classes, config.width, config.alpha)
     model = load_keras_model(config.base_model)
     require_fit(model, data, "base_model")
     return model

@@ -19,6 +19,11 @@ from steps.parameters import require_choice
 from steps.settings import FineTuneConfig, TrainConfig
 
 MOMENTUM = 0.9  # the classic value for SGD with momentum
+# A BatchNorm layer learning its statistics from scratch: Keras's 0.99 (0.999 in the mobilenets) moves them
+# too little in a few hundred steps, so inference normalises with the initial mean 0 and variance 1 and answers
+# one class whatever the training accuracy. 0.9 lets them settle within a few dozen steps.
+FRESH_BATCHNORM_MOMENTUM = 0.9
+CALIBRATION_SAMPLES = 256  # one batch's statistics per channel over 256 images x every pixel: precise enough
 LOSS = "sparse_categorical_crossentropy"  # integer labels, softmax outputs
 
 
@@ -45,9 +50,82 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
+def has_initial_statistics(layer: keras.layers.BatchNormalization) -> bool:
+    """Mean 0 and variance 1 everywhere: the layer has never seen data."""
+    return bool(np.all(layer.moving_mean.numpy() == 0) and np.all(layer.moving_variance.numpy() == 1))
+
+
+@dataclass
+class BatchNormPlan:
+    learning: list  # BatchNorm layers that learn their statistics in this fit
+    inference: list  # the ones that stay in inference mode
+
+    def __str__(self) -> str:
+        return (
+            f"BatchNorm: {len(self.learning)} layers learn their statistics (recalibrated on "
+            f"{CALIBRATION_SAMPLES} training samples before each validation), {len(self.inference)} stay in "
+            "inference mode"
+        )
+
+
+def prepare_batchnorm(model: keras.Model, mode: str = "auto") -> BatchNormPlan:
+    """Set how each BatchNorm layer (wrapped ones too) trains, before compiling. auto: a layer at its initial
+    statistics learns them with momentum 0.9; one with learned statistics stays in inference mode, as the
+    Keras transfer-learning guide does, since a few fine-tuning batches would only make them noisier.
+    train / frozen: every layer."""
+    require_choice("batchnorm", mode, contract.BATCHNORM_MODES)
+    plan = BatchNormPlan([], [])
+    for layer in model.submodules:
+        if not isinstance(layer, keras.layers.BatchNormalization):
+            continue
+        fresh = has_initial_statistics(layer)
+        learns = mode == "train" or (mode == "auto" and fresh)
+        layer.trainable = learns  # a BatchNorm layer that is not trainable runs in inference mode
+        if learns and fresh:
+            layer.momentum = min(layer.momentum, FRESH_BATCHNORM_MOMENTUM)
+        (plan.learning if learns else plan.inference).append(layer)
+    return plan
+
+
+class BatchNormCalibration(keras.callbacks.Callback):
+    """Before each validation, the learning BatchNorm layers' statistics become those of one large batch of
+    training samples under the current weights. A moving average lags behind weights that change fast (a
+    new network's first epochs): measured on a new MobileNetV2, validation in inference mode then stays near
+    chance for epochs while the same model normalised by batch statistics is right 85% of the time; early
+    stopping would judge, and keep, the wrong epoch."""
+
+    def __init__(self, layers: list, samples: np.ndarray):
+        super().__init__()
+        self.layers, self.samples = layers, samples
+
+    def on_test_begin(self, logs=None):
+        calibrate_batchnorm(self.model, self.layers, self.samples)
+
+
+def calibration(plan: BatchNormPlan, data: Dataset) -> tuple[keras.callbacks.Callback, ...]:
+    """The callback that calibrates the plan's learning layers, if any learn."""
+    return (BatchNormCalibration(plan.learning, data.x_train[:CALIBRATION_SAMPLES]),) if plan.learning else ()
+
+
+def calibrate_batchnorm(model: keras.Model, layers: list, samples: np.ndarray) -> None:
+    """One forward pass in training mode with momentum 0: each layer's moving statistics become the batch's."""
+    momenta = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.momentum = 0.0
+    try:
+        model(samples, training=True)  # eager: BatchNorm assigns its moving statistics; no weight changes
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+
+
 def train(config: TrainConfig, data: Dataset, model: keras.Model, callbacks=()) -> TrainedModel:
     """Fit `model` (new, or a base model to fine-tune) on the train split with early stopping on validation loss."""
     seed_everything(config.seed)
+    batchnorm = prepare_batchnorm(model, config.batchnorm)
+    if batchnorm.learning or batchnorm.inference:
+        print(f"train: {batchnorm} (batchnorm={config.batchnorm})")
+    callbacks = (*calibration(batchnorm, data), *callbacks)
     model.compile(optimizer=make_optimizer(config.optimizer, config.learning_rate), loss=LOSS, metrics=["accuracy"])
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True)
     history = model.fit(
@@ -65,8 +143,10 @@ def train(config: TrainConfig, data: Dataset, model: keras.Model, callbacks=()) 
 
 
 def fine_tune(model: keras.Model, data: Dataset, config: FineTuneConfig, callbacks=()) -> None:
-    """A fixed number of epochs (schedules like pruning's must run to the end): no early stopping."""
+    """A fixed number of epochs (schedules like pruning's must run to the end): no early stopping.
+    BatchNorm layers follow prepare_batchnorm's auto rule: a trained parent's statistics stay as they are."""
     seed_everything(config.seed)
+    callbacks = (*calibration(prepare_batchnorm(model), data), *callbacks)
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=LOSS, metrics=["accuracy"])
     model.fit(
         data.x_train,

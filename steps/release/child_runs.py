@@ -78,6 +78,22 @@ def find_reusable_run(entry_point: str, parameters: dict[str, str], git_commit: 
     return None
 
 
+def earlier_durations(entry_points: set[str], parameters: dict[str, str], experiment_id: str) -> dict:
+    """Seconds each entry point's newest finished runs with these parameters (the data's) took, at most 5."""
+    found = {}
+    for entry_point in entry_points:
+        runs = mlflow.search_runs(
+            experiment_ids=[experiment_id],
+            filter_string=f"tags.`{MLFLOW_PROJECT_ENTRY_POINT}` = '{entry_point}' and attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time DESC"],
+            max_results=50,
+            output_format="list",
+        )
+        alike = [run for run in runs if all(run.data.params.get(k) == quote(v) for k, v in parameters.items())]
+        found[entry_point] = [(run.info.end_time - run.info.start_time) / 1000 for run in alike[:5]]
+    return found
+
+
 def run_step(entry_point: str, parameters: dict[str, str], *, env_manager: str, reuse: bool = True) -> str:
     """Run an entry point as a child of the active run, or reuse a matching finished run; returns its run id.
 

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from steps.core.stats import accuracy, mcnemar, proportion
+from steps.core.stats import accuracy, chance_level, mcnemar, no_better_than_chance, proportion
 
 
 def wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -62,3 +62,17 @@ def test_readme_worked_examples():
     assert one_worse.p_value == 1.0
     one_way = {n: mcnemar(np.arange(360) >= n, np.ones(360, bool)).p_value for n in (5, 6)}
     assert one_way[5] > 0.05 > one_way[6]
+
+
+def test_chance_is_the_better_of_guessing_and_always_answering_the_commonest_class():
+    assert chance_level(np.array([0, 1, 2, 0, 1, 2]), 3) == pytest.approx(1 / 3)
+    assert chance_level(np.array([0] * 8 + [1, 2]), 3) == pytest.approx(0.8)
+    assert chance_level(np.array([0, 0, 1, 1]), 4) == pytest.approx(0.5)  # two of four classes present
+
+
+def test_a_model_is_no_better_than_chance_only_when_even_the_top_of_its_interval_is_within_five_points():
+    balanced = np.arange(400) % 10  # chance 0.10
+    assert no_better_than_chance(proportion(np.arange(400) < 40), balanced, 10)  # 0.10 [0.074, 0.133]
+    assert not no_better_than_chance(proportion(np.arange(400) < 60), balanced, 10)  # 0.15 [0.118, 0.188]
+    # 3 of 12 is chance-level too, but 12 samples cannot show it: the guard stays quiet
+    assert not no_better_than_chance(proportion(np.arange(12) < 3), np.arange(12) % 4, 4)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 
 from steps import contract
@@ -29,6 +30,7 @@ pytestmark = pytest.mark.e2e
 
 MISSING_RUN = "0123456789abcdef0123456789abcdef"  # a well-formed run id that no store has
 ADMIN_PASSWORD = "admin-password-for-the-exit-tests"
+TINY = ("--epochs", "2", "--width", "4")
 CASE_TIMEOUT = 120  # a mistake is found in seconds; a step that goes on instead (or loops) fails its row
 
 
@@ -62,8 +64,13 @@ def cases(files: dict[str, str]) -> list[Case]:
         Case("train", ("--dataset", f["empty_folder"]), usage, "has 0 class sub-folder"),
         Case("train", ("--base_model", f["missing_model"]), usage, "does not exist"),
         Case("train", ("--optimizer", "adamw"), usage, "optimizer='adamw' is not valid"),
+        Case(
+            "train", ("--architecture", "mobilenetv2"), usage, "needs images of at least 32x32 px, the data's are 8x8"
+        ),
+        Case("train", ("--dataset", f["chance_npz"], *TINY), failure, "no better than chance", no_tensorflow=False),
         Case("pipeline", ("--dataset", f["missing"]), usage, "not found", step="main"),
         Case("pipeline", ("--variants", "int3"), usage, "int3", step="main"),
+        Case("pipeline", ("--architecture", "mobilenetv3small"), usage, "the data's are 8x8", step="main"),
         Case("pipeline", ("--base_model", f["missing_model"]), usage, "does not exist", step="main"),
         Case("prune", ("--model_uri", keras), usage, "check the run id"),
         Case("prune", ("--model_uri", f["missing_model"]), usage, "does not exist"),
@@ -221,6 +228,7 @@ def bad_inputs(folder: Path) -> dict[str, str]:
     for name in ("corrupt.npz", "corrupt.db", "corrupt.keras"):
         (folder / name).write_bytes(CORRUPT)
     (folder / "empty-folder").mkdir()
+    write_unlearnable(folder / "unlearnable.npz")
     client = mlflow.MlflowClient()
     plain_run = client.create_run(client.create_experiment("plain")).info.run_id
     client.set_terminated(plain_run)
@@ -229,6 +237,7 @@ def bad_inputs(folder: Path) -> dict[str, str]:
         "missing": str(folder / "missing.npz"),
         "corrupt_npz": str(folder / "corrupt.npz"),
         "empty_folder": str(folder / "empty-folder"),
+        "chance_npz": str(folder / "unlearnable.npz"),
         "missing_model": str(folder / "missing.keras"),
         "corrupt_model": str(folder / "corrupt.keras"),
         "plain_run": plain_run,
@@ -238,6 +247,19 @@ def bad_inputs(folder: Path) -> dict[str, str]:
         "corrupt_log": str(folder / "corrupt.db"),
         "closed_port": str(free_port()),
     }
+
+
+def write_unlearnable(path: Path) -> None:
+    """Ten balanced classes of one identical image: no model can beat chance (0.10), and the 320 validation
+    samples are enough to show it (at most 0.15 even at the top of the interval)."""
+    labels = np.arange(2000) % 10
+    np.savez(
+        path,
+        x_train=np.zeros((1600, 4, 4), np.uint8),
+        y_train=labels[:1600],
+        x_test=np.zeros((400, 4, 4), np.uint8),
+        y_test=labels[1600:],
+    )
 
 
 class Placeholders(dict):

@@ -59,6 +59,7 @@ def test_train_on_a_user_npz_without_code_changes(tracking, tmp_path):
     assert {d.dataset.name for d in run.inputs.dataset_inputs} == {"shapes"}
     assert run.inputs.dataset_inputs[0].dataset.source and str(path) in run.inputs.dataset_inputs[0].dataset.source
     assert contract.ACCURACY in run.data.metrics and run.data.metrics[contract.AGREEMENT] >= 0.95
+    assert run.data.metrics[contract.PEAK_RSS_MB] > 100  # TensorFlow alone takes more: the process's, in MB
 
 
 def test_train_on_an_image_folder_without_code_changes(tracking, tmp_path):
