@@ -15,6 +15,7 @@ import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
 MAX_INTERPRETER_BATCH = 64  # larger batches run in chunks: per-sample cost is flat beyond a few samples
+THREADS = "threads"  # the pyfunc's model_config key: LiteRT threads per invocation (default 1)
 
 
 class InputError(ValueError):
@@ -35,7 +36,7 @@ class LiteRTClassifier:
 
     def __init__(self, model_content: bytes, num_threads: int = 1):
         self._model_content = model_content
-        self._num_threads = num_threads
+        self.num_threads = num_threads
         self._local = threading.local()
         probe = _Runner(model_content, num_threads, batch_size=None)  # fails now, not on a request, if the file is bad
         signature = probe.input_detail["shape_signature"]
@@ -78,7 +79,7 @@ class LiteRTClassifier:
         runner = runners.get(batch_size)
         if runner is None:
             runner = runners[batch_size] = _Runner(
-                self._model_content, self._num_threads, None if self.fixed_batch else batch_size
+                self._model_content, self.num_threads, None if self.fixed_batch else batch_size
             )
         return runner
 

@@ -115,17 +115,25 @@ def format_predictions(probabilities: np.ndarray) -> bytes:
 
 def image_input(data: bytes, sample_shape: tuple[int, ...]) -> np.ndarray:
     """One PNG/JPEG -> a batch of one for the model, decoded as in training (`steps.datasets.images`)."""
+    return images_input([data], sample_shape)
+
+
+def images_input(encoded: list[bytes], sample_shape: tuple[int, ...]) -> np.ndarray:
+    """PNG/JPEG files -> a batch for the model, each decoded as in training (`steps.datasets.images`): /predict's
+    one image, and the Open Inference Protocol's BYTES input."""
     if len(sample_shape) != 3 or sample_shape[-1] not in (1, 3):
         raise BadRequest(
-            f"/predict takes images for models of 1 or 3 channels; this one takes {sample_shape}: "
-            "send its pixels to /invocations"
+            f"images are taken for models of 1 or 3 channels; this one takes {sample_shape}: send its pixels"
         )
     from steps.datasets.images import ImageError, decode_image  # Pillow (3 MB) only in servers that get images
 
-    try:
-        return decode_image(data, sample_shape, max_pixels=MAX_IMAGE_PIXELS)[np.newaxis]
-    except ImageError as error:
-        raise BadRequest(str(error))
+    batch = np.empty((len(encoded), *sample_shape), np.float32)
+    for index, data in enumerate(encoded):
+        try:
+            batch[index] = decode_image(data, sample_shape, max_pixels=MAX_IMAGE_PIXELS)
+        except ImageError as error:
+            raise BadRequest(str(error) if len(encoded) == 1 else f"image {index}: {error}")
+    return batch
 
 
 def predict_answer(probabilities: np.ndarray, class_names: list[str], k: int, request_id: str, version: str) -> dict:

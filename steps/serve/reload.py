@@ -46,8 +46,10 @@ class AliasFollower:
         *,
         download=fetch_in_child,
         lookup=alias_lookup,
+        threads: int = 1,
     ):
         self.model_uri = model_uri
+        self.threads = threads  # LiteRT threads of each loaded version
         self.name, self.alias, self.fixed_version = parse_model_uri(model_uri)
         self.holder = holder
         self.engine = engine
@@ -83,7 +85,7 @@ class AliasFollower:
 
     def _fetch(self) -> Fetched:
         try:
-            fetched = fetch(self.model_uri, self._download)
+            fetched = fetch(self.model_uri, self._download, self.threads)
         except ModelLoadFailed as error:  # what was learnt before the failure still counts
             self._note_fetch_peak(error.peak_rss_bytes)
             if error.registry_uri:

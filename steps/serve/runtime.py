@@ -104,24 +104,24 @@ def fetch_in_child(model_uri: str, folder: str) -> dict:
     return answer
 
 
-def fetch(model_uri: str, download=fetch_in_child) -> Fetched:
+def fetch(model_uri: str, download=fetch_in_child, threads: int = 1) -> Fetched:
     """Resolve and load model_uri. download(model_uri, folder) -> answer is the child process, or a stand-in."""
     with tempfile.TemporaryDirectory(prefix="rtdeploy-fetch-") as folder:
         answer = download(model_uri, folder)
         ref = ModelRef(answer["name"], answer["version"], answer["alias"], answer["run_id"])
         peak = answer.get("peak_rss_bytes")
         try:
-            model = load(ref, answer["tflite"], answer["class_names"])
+            model = load(ref, answer["tflite"], answer["class_names"], threads)
         except ModelLoadFailed as error:
             raise ModelLoadFailed(str(error), ref.version, answer["registry_uri"], peak) from error
         return Fetched(model, answer["registry_uri"], peak)
 
 
-def load(ref: ModelRef, tflite_path: str, class_names: list[str] | None) -> ServedModel:
-    """Open a version's .tflite; any problem becomes ModelLoadFailed with the reason."""
+def load(ref: ModelRef, tflite_path: str, class_names: list[str] | None, threads: int = 1) -> ServedModel:
+    """Open a version's .tflite (each invocation on `threads` threads); any problem becomes ModelLoadFailed."""
     uri = f"models:/{ref.name}/{ref.version}"
     try:
-        classifier = LiteRTClassifier.from_file(tflite_path)
+        classifier = LiteRTClassifier.from_file(tflite_path, threads)
     except Exception as error:  # corrupt flatbuffer, unsupported ops
         raise ModelLoadFailed(f"{uri} cannot be loaded: {type(error).__name__}: {error}") from error
     if len(classifier.sample_shape) != 3:

@@ -52,6 +52,7 @@ class Server:
             config.poll_seconds,
             download=download,
             lookup=lookup,
+            threads=config.threads,
         )
 
     @contextlib.asynccontextmanager

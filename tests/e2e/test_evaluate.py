@@ -33,6 +33,9 @@ def test_evaluate_reports_on_keras_and_litert_models(first_main, model, tmp_path
         contract.SIZE_GZIP_BYTES,
     ):
         assert metrics[key] > 0, key
+    threaded = contract.latency_p50_ms_threads(2)  # the default threads: LiteRT has them, a Keras model does not
+    assert (threaded in metrics) == (model == contract.LITERT_MODEL)
+    assert metrics.get(threaded, 1.0) > 0
     assert "accuracy_score" in metrics  # mlflow.models.evaluate ran on the same predictions
     local = mlflow.artifacts.download_artifacts(
         run_id=run.info.run_id, artifact_path=contract.EVALUATION_FOLDER, dst_path=str(tmp_path)

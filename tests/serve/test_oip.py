@@ -13,6 +13,8 @@ tested against a server process in tests/test_serve.py.
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import sqlite3
 import time
@@ -22,7 +24,9 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from PIL import Image
 
+from steps.serve import protocol
 from steps.serve.oip import grpc_predict_v2_pb2 as pb
 from steps.serve.oip import grpc_predict_v2_pb2_grpc as pb_grpc
 from tests.support.server_process import free_port
@@ -180,6 +184,73 @@ def test_json_binary_and_grpc_answers_equal_invocations_for_the_same_pixels(serv
     tensor = Input(name="input", datatype="FP32", shape=[3, 8, 8, 1], contents=contents)
     response = stub.ModelInfer(pb.ModelInferRequest(model_name=MODEL, model_version="1", inputs=[tensor]))
     assert np.array_equal(np.frombuffer(response.raw_output_contents[0], "<f4").reshape(3, 10), expected)
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_a_bytes_input_of_encoded_images_is_decoded_as_predict_decodes_them_on_every_transport(server, stub):
+    """Photos of any size go to v2 as encoded files (a few kB, not 4 bytes per pixel), decoded by the one
+    function training and /predict use."""
+    rng = np.random.default_rng(5)
+    images = [_png(rng.integers(0, 256, (side, side), dtype=np.uint8)) for side in (8, 20, 33)]
+    expected = invocations(server, np.concatenate([protocol.image_input(image, GRAY_SHAPE) for image in images]))
+    length_prefixed = b"".join(len(image).to_bytes(4, "little") + image for image in images)
+
+    as_json = {
+        "name": "input",
+        "datatype": "BYTES",
+        "shape": [3],
+        "data": [base64.b64encode(i).decode() for i in images],
+    }
+    status, _, body = server.request("POST", INFER, json.dumps({"inputs": [as_json]}).encode(), JSON)
+    assert status == 200, body
+    assert np.array_equal(np.array(json.loads(body)["outputs"][0]["data"], np.float32).reshape(3, 10), expected)
+
+    tensor = {
+        "name": "input",
+        "datatype": "BYTES",
+        "shape": [3],
+        "parameters": {"binary_data_size": len(length_prefixed)},
+    }
+    head = json.dumps({"inputs": [tensor]}).encode()
+    status, _, body = server.request(
+        "POST", INFER, head + length_prefixed, {"Inference-Header-Content-Length": str(len(head))}
+    )
+    assert status == 200 and np.array_equal(np.array(json.loads(body)["outputs"][0]["data"]).reshape(3, 10), expected)
+
+    grpc_tensor = Input(name="input", datatype="BYTES", shape=[3])
+    for request in (
+        pb.ModelInferRequest(model_name=MODEL, inputs=[grpc_tensor], raw_input_contents=[length_prefixed]),
+        pb.ModelInferRequest(
+            model_name=MODEL,
+            inputs=[
+                Input(name="input", datatype="BYTES", shape=[3], contents=pb.InferTensorContents(bytes_contents=images))
+            ],
+        ),
+    ):
+        response = stub.ModelInfer(request)
+        assert np.array_equal(np.frombuffer(response.raw_output_contents[0], "<f4").reshape(3, 10), expected)
+
+
+@pytest.mark.parametrize(
+    "tensor, words",
+    [
+        ({"shape": [2], "data": [base64.b64encode(b"x").decode()]}, "has shape [2] and 1 elements"),
+        ({"shape": [1], "data": ["not base64!"]}, "base64"),
+        ({"shape": [1], "data": [base64.b64encode(b"GIF89a not really").decode()]}, "not a readable PNG or JPEG"),
+        ({"shape": [0], "data": []}, "n >= 1"),
+        ({"shape": [1], "data": [1.5]}, "base64 strings"),
+    ],
+    ids=["shape-vs-elements", "not-base64", "not-an-image", "none", "numbers"],
+)
+def test_a_bad_bytes_input_is_a_400_naming_the_problem(server, tensor, words):
+    body = json.dumps({"inputs": [{"name": "input", "datatype": "BYTES"} | tensor]}).encode()
+    status, _, answer = server.request("POST", INFER, body, JSON)
+    assert status == 400 and words in json.loads(answer)["error"], answer
 
 
 def test_the_request_id_is_answered_logged_and_echoed_on_both_transports(server, stub):

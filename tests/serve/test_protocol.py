@@ -141,5 +141,5 @@ def test_predict_answers_the_label_every_probability_and_the_k_most_likely():
 
 
 def test_predict_refuses_a_model_it_cannot_make_images_for():
-    with pytest.raises(ServeError, match="1 or 3 channels.*invocations"):
+    with pytest.raises(ServeError, match="1 or 3 channels; this one takes \\(4, 4, 2\\): send its pixels"):
         protocol.image_input(b"anything", (4, 4, 2))

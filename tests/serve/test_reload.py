@@ -11,6 +11,7 @@ child's peak memory is kept (its largest) for /version and /metrics.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from steps.serve.batching import InferenceEngine
@@ -31,7 +32,7 @@ def registry(tmp_path):
     return registry
 
 
-def follower_of(registry: StandInRegistry) -> AliasFollower:
+def follower_of(registry: StandInRegistry, threads: int = 1) -> AliasFollower:
     metrics = ServerMetrics()
     return AliasFollower(
         f"models:/{MODEL}@champion",
@@ -41,6 +42,7 @@ def follower_of(registry: StandInRegistry) -> AliasFollower:
         poll_seconds=0,
         download=registry.download,
         lookup=registry.lookup,
+        threads=threads,
     )
 
 
@@ -60,6 +62,18 @@ def test_the_first_check_serves_the_aliased_version(registry):
     model = follower.holder.current
     assert model.ref.alias == "champion" and model.ref.run_id == "run-1" and model.class_names == GRAY_CLASSES
     assert follower.metrics.registry.get_sample_value("rtdeploy_model_version", {"name": MODEL}) == 1.0
+
+
+def test_every_version_loaded_runs_on_the_threads_asked_for_and_answers_as_on_one(registry):
+    one, two = follower_of(registry), follower_of(registry, threads=2)
+    for follower in (one, two):
+        follower.check_once()
+    assert (one.holder.current.classifier.num_threads, two.holder.current.classifier.num_threads) == (1, 2)
+    batch = np.random.default_rng(0).random((4, *GRAY_SHAPE), np.float32)
+    np.testing.assert_allclose(two.holder.current.predict(batch), one.holder.current.predict(batch), rtol=1e-6)
+    registry.aliases["champion"] = "2"
+    two.check_once()
+    assert two.holder.current.ref.version == "2" and two.holder.current.classifier.num_threads == 2
 
 
 def test_a_poll_that_finds_the_alias_unmoved_fetches_nothing(registry):

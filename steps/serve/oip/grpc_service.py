@@ -128,7 +128,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
 
 
 def input_tensors(request: pb.ModelInferRequest) -> list[InputTensor]:
-    """The request's inputs, each with its raw_input_contents entry, or its FP32 contents."""
+    """The request's inputs, each with its raw_input_contents entry, or its FP32 (or BYTES) contents."""
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
         raise BadRequest(
@@ -140,6 +140,8 @@ def input_tensors(request: pb.ModelInferRequest) -> list[InputTensor]:
             if tensor.HasField("contents"):
                 raise BadRequest(f"input {tensor.name[:40]!r} has contents while the request has raw_input_contents")
             data = raw[index]
+        elif tensor.datatype == tensors.BYTES:
+            data = list(tensor.contents.bytes_contents)
         else:
             data = list(tensor.contents.fp32_contents)
             if not data and tensor.datatype == tensors.FP32 and tensor.contents.ListFields():

@@ -1,8 +1,9 @@
 """The Open Inference Protocol without a transport: model metadata, input tensors to a batch, outputs to tensors.
 
 The served model has one input, `input` (FP32, [-1, *sample_shape]; int8
-deployables quantize inside the runtime, so clients always send floats),
-and two outputs: `probabilities` (FP32, [-1, n_classes]), returned when no
+deployables quantize inside the runtime, so clients always send floats; or
+BYTES, [n]: n encoded PNG/JPEG images, decoded as /predict and training
+decode them), and two outputs: `probabilities` (FP32, [-1, n_classes]), returned when no
 output is asked for, and `label` (BYTES, [-1]), the most likely class's
 name. Data is row-major, raw (little-endian bytes; a BYTES element is a
 4-byte little-endian length and its bytes) or as JSON numbers. Every
@@ -12,6 +13,8 @@ own form.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import importlib.metadata
 from dataclasses import dataclass
 from math import prod
@@ -20,6 +23,7 @@ import numpy as np
 
 from steps.modeling.litert_runtime import InputError, to_batch
 from steps.serve.errors import BadRequest, NotFound
+from steps.serve.protocol import images_input
 from steps.serve.runtime import ServedModel
 
 SERVER_NAME = "rtdeploy"
@@ -97,9 +101,12 @@ def input_batch(inputs: list[InputTensor], sample_shape: tuple[int, ...]) -> np.
     tensor = inputs[0]
     if tensor.name != INPUT:
         raise BadRequest(f"the model has no input {tensor.name[:40]!r}; its one input is {INPUT!r}")
+    if tensor.datatype == BYTES:
+        return images_input(encoded_images(tensor), sample_shape)
     if tensor.datatype != FP32:
         raise BadRequest(
-            f"input {INPUT!r} has datatype {tensor.datatype[:20]!r}; the model takes {FP32} (pixels as floats)"
+            f"input {INPUT!r} has datatype {tensor.datatype[:20]!r}; the model takes {FP32} (pixels as floats) "
+            f"or {BYTES} (encoded PNG/JPEG images)"
         )
     shape, flat = tensor.shape, prod(sample_shape)
     if not shape or len(shape) > MAX_DIMENSIONS or any(type(d) is not int or d < 0 for d in shape):
@@ -131,6 +138,36 @@ def input_batch(inputs: list[InputTensor], sample_shape: tuple[int, ...]) -> np.
         return to_batch(array, sample_shape)
     except InputError as error:
         raise BadRequest(f"input {INPUT!r}: {error}")
+
+
+def encoded_images(tensor: InputTensor) -> list[bytes]:
+    """The BYTES input's elements: raw (each a 4-byte little-endian length and its bytes), gRPC's bytes_contents,
+    or JSON strings holding base64."""
+    if isinstance(tensor.data, bytes):
+        items, offset = [], 0
+        while offset < len(tensor.data):
+            if offset + 4 > len(tensor.data):
+                raise BadRequest(f"input {INPUT!r}: BYTES data ends inside an element's 4-byte length")
+            size = int.from_bytes(tensor.data[offset : offset + 4], "little")
+            items.append(tensor.data[offset + 4 : offset + 4 + size])
+            offset += 4 + size
+        if offset != len(tensor.data):
+            raise BadRequest(f"input {INPUT!r}: BYTES data ends inside an element; each is its length, then its bytes")
+    elif all(isinstance(item, bytes) for item in tensor.data):
+        items = list(tensor.data)
+    elif all(isinstance(item, str) for item in tensor.data):
+        try:
+            items = [base64.b64decode(item, validate=True) for item in tensor.data]
+        except binascii.Error as error:
+            raise BadRequest(f"input {INPUT!r}: BYTES data in JSON are base64 strings ({error})")
+    else:
+        raise BadRequest(f"input {INPUT!r}: BYTES data are encoded images (base64 strings in JSON)")
+    if tensor.shape != (len(items),) or not items:
+        raise BadRequest(
+            f"input {INPUT!r} of {BYTES} has shape {list(tensor.shape)} and {len(items)} elements; send shape [n] "
+            "with n >= 1 encoded images"
+        )
+    return items
 
 
 def requested_outputs(names: list[str]) -> tuple[str, ...]:
