@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import mlflow  # noqa: E402
 
 import steps  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before tensorflow)
-from results import write_readme_block, write_section  # noqa: E402
+from results import spread, write_readme_block, write_section  # noqa: E402
 from steps import contract  # noqa: E402
 from steps.core.timing import latency_percentiles_ms  # noqa: E402
 from steps.datasets.data import load_dataset  # noqa: E402
@@ -83,10 +83,6 @@ def repeated(measure) -> dict[str, list[float]]:
     return {"p50": [r[0] for r in results], "p99": [r[2] for r in results]}
 
 
-def spread(values: list[float], digits: int = 3) -> str:
-    return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}–{max(values):.{digits}f})"
-
-
 def deployable(run_id: str) -> LiteRTClassifier:
     folder = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/{contract.LITERT_MODEL}")
     return LiteRTClassifier.from_file(str(next(Path(folder).rglob("*.tflite"))))
@@ -129,7 +125,7 @@ def report(main_run_id: str) -> tuple[str, dict]:
             f"| {row.variant} | {100 * row.val_accuracy_drop:+.2f} | {row.accuracy:.4f} "
             f"[{row.accuracy_low:.3f}, {row.accuracy_high:.3f}] | {int(row.size_bytes):,} | "
             f"{int(row.size_gzip_bytes):,} | {row.compression_ratio:.1f}x | {row.sparsity:.2f} | "
-            f"{spread(latency['p50'])} | {spread(latency['p99'])} |"
+            f"{spread(latency['p50'], 3)} | {spread(latency['p99'], 3)} |"
         )
     train_run_id = main.data.tags[contract.TAG_STEP_RUN.format(step=contract.TRAIN)]
     lines += [
@@ -141,7 +137,7 @@ def report(main_run_id: str) -> tuple[str, dict]:
     ]
     keras = reference_latencies(train_run_id, sample)
     for name, latency in keras.items():
-        lines.append(f"| {name} | {spread(latency['p50'])} | {spread(latency['p99'])} |")
+        lines.append(f"| {name} | {spread(latency['p50'], 3)} | {spread(latency['p99'], 3)} |")
     best = main.data.tags.get(contract.TAG_BEST_VARIANT, "none")
     ratio = main.data.metrics.get(contract.BEST_COMPRESSION_RATIO, float("nan"))
     budget = main.data.params.get("max_accuracy_drop", "?")

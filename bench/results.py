@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import statistics
 from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
@@ -25,6 +26,11 @@ def machine() -> str:
         pass
     packages = ", ".join(f"{name} {version(name)}" for name in ("tensorflow", "ai-edge-litert", "mlflow"))
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {packages}"
+
+
+def spread(values: list[float], digits: int = 2) -> str:
+    """A repeated measurement as its median and range: `1,234.5 (1,200.0–1,250.1)`."""
+    return f"{statistics.median(values):,.{digits}f} ({min(values):,.{digits}f}–{max(values):,.{digits}f})"
 
 
 def write_section(name: str, command: str, body: str) -> None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import mlflow  # noqa: E402
 
-from results import write_readme_block, write_section  # noqa: E402
+from results import spread, write_readme_block, write_section  # noqa: E402
 from steps import contract  # noqa: E402
 from steps.release.registry import version_by_alias  # noqa: E402
 from steps.settings import SearchConfig  # noqa: E402
@@ -107,10 +106,6 @@ def benchmark(architecture: str, seeds: list[int]) -> dict:
     return {"architecture": architecture, "train": train.data.metrics, "seeds": runs}
 
 
-def spread(values: list[float], digits: int = 1) -> str:
-    return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}–{max(values):.{digits}f})"
-
-
 def report(results: list[dict], seeds: list[int]) -> str:
     lines = [
         f"Each architecture trained with `train`'s defaults, then README's command `mlflow run . -e search -P "
@@ -128,11 +123,11 @@ def report(results: list[dict], seeds: list[int]) -> str:
     for r in results:
         f, runs = r["train"], r["seeds"]
         within = [run for run in runs if run["within"]]
-        ratio = spread([run["best"][contract.COMPRESSION_RATIO] if run["within"] else 1.0 for run in runs])
+        ratio = spread([run["best"][contract.COMPRESSION_RATIO] if run["within"] else 1.0 for run in runs], 1)
         lines.append(
             f"| {r['architecture']} | {int(f[contract.PARAMS]):,} | {int(f[contract.SIZE_GZIP_BYTES]):,} | "
             f"{f[contract.ACCURACY]:.4f} [{f[contract.ACCURACY_LOW]:.3f}, {f[contract.ACCURACY_HIGH]:.3f}] | "
-            f"{ratio} | {spread([run['minutes'] for run in runs])} | {len(within)} of {len(runs)} |"
+            f"{ratio} | {spread([run['minutes'] for run in runs], 1)} | {len(within)} of {len(runs)} |"
         )
     lines += [
         "",
@@ -175,9 +170,9 @@ def readme_summary(results: list[dict], seeds: list[int]) -> str:
         )
         lines.append(
             f"- **{r['architecture']}** (float32 {int(float32[contract.SIZE_GZIP_BYTES]):,} B gzipped, test accuracy "
-            f"{float32[contract.ACCURACY]:.2%}): **{spread(ratios)}x smaller** gzipped, median (min–max) over "
+            f"{float32[contract.ACCURACY]:.2%}): **{spread(ratios, 1)}x smaller** gzipped, median (min–max) over "
             f"{len(runs)} seeds, {len(within)} of them within the budget; the whole command took "
-            f"{spread([run['minutes'] for run in runs])} minutes. {chosen}."
+            f"{spread([run['minutes'] for run in runs], 1)} minutes. {chosen}."
         )
     return "\n".join(lines)
 
