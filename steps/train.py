@@ -7,13 +7,12 @@ The float Keras model is the parent of every compressed variant; the float32
 
 from __future__ import annotations
 
-import resource
-
 import mlflow
 
 from steps import contract
 from steps.core.stats import chance_level, no_better_than_chance, wilson
 from steps.datasets.data import Dataset
+from steps.modeling.profile import peak_rss_mb
 from steps.parameters import StepFailed, parse_config, run_cli
 from steps.release.lineage import checked_inputs, set_lineage_tags
 from steps.release.tracking import (
@@ -64,11 +63,6 @@ def main(argv: list[str] | None = None) -> None:
         f"float32 .tflite {metrics[contract.SIZE_BYTES]:,} B ({metrics[contract.SIZE_GZIP_BYTES]:,} B gzipped), "
         f"p50 {metrics[contract.LATENCY_P50_MS]:.3f} ms"
     )
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory so far (Linux reports ru_maxrss in kB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def refuse_chance_level(val_accuracy: float, data: Dataset) -> None:
