@@ -29,6 +29,7 @@ import numpy as np  # noqa: E402
 from results import spread, write_readme_block, write_section  # noqa: E402
 from steps.core.timing import latency_percentiles_ms  # noqa: E402
 from steps.modeling.litert_runtime import LiteRTClassifier  # noqa: E402
+from steps.modeling.measure import sizes  # noqa: E402
 
 SIZES = ((0.35, 96), (1.0, 224))  # (alpha, side)
 SPARSITY = 0.8
@@ -130,7 +131,7 @@ def measure(alpha: float, side: int, runs: int, repeats: int) -> dict:
     forms = deployables(alpha, side)
     sample = np.random.default_rng(1).random((1, side, side, 3), np.float32)
     runs = runs if side < 200 else max(runs // 4, 30)
-    result = {"sizes": {name: len(tflite) for name, tflite in forms.items()}, "latency": {}, "concurrent": {}}
+    result = {"sizes": {name: sizes(tflite) for name, tflite in forms.items()}, "latency": {}, "concurrent": {}}
     for name, tflite in forms.items():
         for threads in (1, 2):
             print(f"model_speed: {alpha}/{side} {name}, {threads} thread(s)", flush=True)
@@ -153,17 +154,17 @@ def ratio(numerator: list[float], denominator: list[float]) -> str:
 
 def report(results: dict[tuple[float, int], dict], repeats: int) -> tuple[str, str]:
     lines = [
-        "| model | form | size (B) | p50 1 thread (ms) | p99 1 thread (ms) | p50 2 threads (ms) | "
+        "| model | form | size (B) | gzip size (B) | p50 1 thread (ms) | p99 1 thread (ms) | p50 2 threads (ms) | "
         "2 threads vs 1 (p50) |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     headline = []
     for (alpha, side), result in results.items():
         latencies = result["latency"]
-        for name, size in result["sizes"].items():
+        for name, (size, gzip_size) in result["sizes"].items():
             one, two = latencies[name, 1], latencies[name, 2]
             lines.append(
-                f"| MobileNetV2 {alpha}/{side} | {name} | {size:,} | {spread(one['p50'], 3)} | "
+                f"| MobileNetV2 {alpha}/{side} | {name} | {size:,} | {gzip_size:,} | {spread(one['p50'], 3)} | "
                 f"{spread(one['p99'], 3)} | {spread(two['p50'], 3)} | {ratio(one['p50'], two['p50'])} |"
             )
         int8_vs_float = ratio(latencies["int8", 1]["p50"], latencies["float32", 1]["p50"])

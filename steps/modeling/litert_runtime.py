@@ -30,7 +30,8 @@ class LiteRTClassifier:
     keeps one interpreter per power-of-two batch size up to 64 (a batch is
     padded up to it, a larger one runs in chunks) instead of re-allocating
     tensors whenever the batch size changes.
-    int8/uint8 inputs and outputs are (de)quantized here, so callers always
+    int8/uint8 inputs and outputs (`to_tflite(integer_io=True)`, and int8
+    deployables made before 2026-12) are (de)quantized here, so callers always
     pass and get float32.
     """
 

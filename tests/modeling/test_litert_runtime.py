@@ -10,6 +10,7 @@ import tf_keras as keras
 from steps.modeling.architectures import build_model
 from steps.modeling.convert import to_tflite
 from steps.modeling.litert_runtime import InputError, LiteRTClassifier, to_batch
+from tests.support.tflite_graph import float_tensors_inside
 
 SHAPE = (8, 8, 1)
 
@@ -24,9 +25,9 @@ def tiny_model():
     return model, x
 
 
-def _classifier(tmp_path, model, mode="none", representative=None) -> LiteRTClassifier:
+def _classifier(tmp_path, model, mode="none", representative=None, integer_io=False) -> LiteRTClassifier:
     path = tmp_path / f"{mode}.tflite"
-    path.write_bytes(to_tflite(model, mode, representative))
+    path.write_bytes(to_tflite(model, mode, representative, integer_io))
     return LiteRTClassifier.from_file(str(path))
 
 
@@ -37,9 +38,19 @@ def test_float32_deployable_matches_keras_probabilities(tmp_path, tiny_model):
     np.testing.assert_allclose(classifier.predict_proba(x), model.predict(x, verbose=0), atol=1e-5)
 
 
-def test_int8_deployable_takes_and_returns_floats(tmp_path, tiny_model):
+def test_int8_deployable_is_integer_inside_and_float_at_its_edges(tmp_path, tiny_model):
     model, x = tiny_model
-    classifier = _classifier(tmp_path, model, "int8", representative=x[:32])
+    tflite = to_tflite(model, "int8", x[:32])
+    assert float_tensors_inside(tflite) == []
+    classifier = LiteRTClassifier(tflite)
+    assert classifier.input_dtype == np.float32 and classifier.output_dtype == np.float32
+    np.testing.assert_allclose(classifier.predict_proba(x), model.predict(x, verbose=0), atol=0.05)
+
+
+def test_an_integer_io_deployable_takes_and_returns_floats(tmp_path, tiny_model):
+    # what microcontroller runtimes want, and what int8 deployables registered before 2026-12 are
+    model, x = tiny_model
+    classifier = _classifier(tmp_path, model, "int8", representative=x[:32], integer_io=True)
     assert classifier.input_dtype == np.int8 and classifier.output_dtype == np.int8
     probabilities = classifier.predict_proba(x)
     assert probabilities.dtype == np.float32 and probabilities.shape == (64, 10)
