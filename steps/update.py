@@ -42,7 +42,7 @@ from steps.parameters import GateRefused, StepFailed, as_parameters, parse_confi
 from steps.release.child_runs import child_env_manager, project_commit, run_step
 from steps.release.lineage import data_of_run
 from steps.release.tracking import log_config, step_run
-from steps.settings import TrainConfig, UpdateConfig
+from steps.settings import LEARNING_RATE, TrainConfig, UpdateConfig
 
 DATA_ARTIFACT = "update_data"
 DATA_FILE = "update.npz"
@@ -77,6 +77,17 @@ def report_reused(previous: mlflow.entities.Run) -> str | None:
     return tags.get(contract.VERSION_TAG_VALIDATION_REASON, "") if status == contract.VALIDATION_FAILED else None
 
 
+def original_step_size(params: dict[str, str]) -> float:
+    """The learning rate the original training used, worked out from its run's parameters as it was (`auto`
+    picks by architecture; runs before `auto` logged a number; the oldest logged none)."""
+    defaults = TrainConfig()
+    return TrainConfig(
+        learning_rate=unquoted(params.get("learning_rate", str(LEARNING_RATE))),
+        architecture=unquoted(params.get("architecture", defaults.architecture)),
+        base_model=unquoted(params.get("base_model", "")),
+    ).step_size()
+
+
 def run_children(config: UpdateConfig, origin: Origin, data_uri: str) -> list[str]:
     """train on the update data from the float parent, then the recipe; returns the child run ids in order."""
     env_manager = child_env_manager(config.env_manager)
@@ -86,9 +97,7 @@ def run_children(config: UpdateConfig, origin: Origin, data_uri: str) -> list[st
         image_size=origin.image_size,
         optimizer=unquoted(params.get("optimizer", defaults.optimizer)),
         # a tenth of the original training's rate, not of the last update's (a tenth of a tenth...)
-        learning_rate=config.fine_tuning_rate(
-            float(origin.first_train.params.get("learning_rate", defaults.learning_rate))
-        ),
+        learning_rate=str(config.fine_tuning_rate(original_step_size(origin.first_train.params))),
         epochs=config.epochs,
         batch_size=config.batch_size,
         patience=config.patience,

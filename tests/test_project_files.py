@@ -118,8 +118,8 @@ def test_unknown_parameter_is_an_error_not_ignored(capsys):
 
 
 def test_options_take_dashes_as_well_as_the_underscores_of_mlproject():
-    assert parse_config(TrainConfig, ["--learning-rate", "0.01"]).learning_rate == 0.01
-    assert parse_config(TrainConfig, ["--learning_rate", "0.02"]).learning_rate == 0.02
+    assert parse_config(TrainConfig, ["--learning-rate", "0.01"]).step_size() == 0.01
+    assert parse_config(TrainConfig, ["--learning_rate", "0.02"]).step_size() == 0.02
 
 
 def test_shared_parameters_reach_every_config():
@@ -127,7 +127,10 @@ def test_shared_parameters_reach_every_config():
     assert train.epochs == 3 and pipeline.reuse_runs is False
 
 
-@pytest.mark.parametrize("bad", [{"learning_rate": 0.0}, {"epochs": 0}, {"architecture": "resnet"}, {"patience": -1}])
+@pytest.mark.parametrize(
+    "bad",
+    [{"learning_rate": "0"}, {"learning_rate": "fast"}, {"epochs": 0}, {"architecture": "resnet"}, {"patience": -1}],
+)
 def test_out_of_range_settings_are_rejected(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         TrainConfig(**bad)

@@ -140,9 +140,14 @@ def _load_shapes(image_size: int, seed: int) -> Dataset:
 
     if image_size < 1:
         raise DatasetError(f"image_size must be >= 1, got {image_size}")
-    log.info("drawing %d shapes of %d px", shapes.PER_CLASS * len(shapes.CLASSES), image_size)
-    images, y = shapes.generate_shapes(image_size, shapes.PER_CLASS)
-    x = images.astype(np.float32) / np.float32(255)
+    key = folder_cache.drawn_key(shapes.recipe(), image_size)
+    drawn = folder_cache.read(key)
+    if drawn is None:
+        log.info("drawing %d shapes of %d px", shapes.PER_CLASS * len(shapes.CLASSES), image_size)
+        images, y = shapes.generate_shapes(image_size, shapes.PER_CLASS)
+        drawn = images.astype(np.float32) / np.float32(255), y
+        folder_cache.write(key, *drawn)
+    x, y = drawn
     x_rest, x_test, y_rest, y_test = stratified_split(x, y, TEST_FRACTION, seed)
     source = f"steps.datasets.shapes (seed {shapes.SEED}, {shapes.PER_CLASS} per class, {image_size} px)"
     return _with_validation(SHAPES, source, x_rest, y_rest, x_test, y_test, shapes.CLASSES, seed)

@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw
 CLASSES = ("circle", "ring", "square", "triangle", "hexagon", "star", "cross", "crescent", "stripes", "checker")
 PER_CLASS = 400  # pinned: the figures README reports are on this many
 SEED = 20261205  # pinned too: dataset=shapes is one data set, not one per run seed
+DRAWING_VERSION = 1  # bump when the drawing changes: drawn sets are cached (steps/datasets/folder_cache.py)
 # Ten far-apart hues, for colour_coded classes
 CLASS_COLOURS = np.array(
     [(230, 25, 75), (60, 180, 75), (0, 130, 200), (255, 225, 25), (245, 130, 48)]
@@ -26,6 +27,11 @@ CLASS_COLOURS = np.array(
 )
 LEAST_CONTRAST = 90  # of 255, between a shape's colour and its background's mean
 SUPERSAMPLE = 2  # drawn at twice the size, then averaged down: edges anti-aliased like a photo's
+
+
+def recipe() -> str:
+    """What dataset=shapes draws, as the cache keys it (with the size)."""
+    return f"shapes v{DRAWING_VERSION} seed {SEED} {PER_CLASS} per class of {','.join(CLASSES)}"
 
 
 def generate_shapes(

@@ -125,8 +125,9 @@ def train(config: TrainConfig, data: Dataset, model: keras.Model, callbacks=()) 
     batchnorm = prepare_batchnorm(model, config.batchnorm)
     if batchnorm.learning or batchnorm.inference:
         print(f"train: {batchnorm} (batchnorm={config.batchnorm})")
+    print(f"train: {config.optimizer} at learning rate {config.step_size()} (learning_rate={config.learning_rate})")
     callbacks = (*calibration(batchnorm, data), *callbacks)
-    model.compile(optimizer=make_optimizer(config.optimizer, config.learning_rate), loss=LOSS, metrics=["accuracy"])
+    model.compile(optimizer=make_optimizer(config.optimizer, config.step_size()), loss=LOSS, metrics=["accuracy"])
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True)
     history = model.fit(
         data.x_train,

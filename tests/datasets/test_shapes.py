@@ -48,3 +48,19 @@ def test_dataset_shapes_loads_at_image_size_with_stratified_splits(monkeypatch):
     assert 0.0 <= data.x_train.min() and data.x_train.max() <= 1.0
     assert len(data.y_train) + len(data.y_val) + len(data.y_test) == 200
     assert list(np.bincount(data.y_test)) == [4] * 10
+
+
+def test_dataset_shapes_is_drawn_once_per_size_then_read_back(monkeypatch):
+    monkeypatch.setattr(shapes, "PER_CLASS", 6)
+    first = load_dataset("shapes", image_size=20)
+    monkeypatch.setattr(shapes, "generate_shapes", _must_not_draw)
+    again = load_dataset("shapes", image_size=20)
+    np.testing.assert_array_equal(again.x_train, first.x_train)
+    np.testing.assert_array_equal(again.y_test, first.y_test)
+    monkeypatch.setattr(shapes, "PER_CLASS", 7)  # another recipe: drawn anew, not read back
+    with pytest.raises(AssertionError, match="drawn again"):
+        load_dataset("shapes", image_size=20)
+
+
+def _must_not_draw(*args, **kwargs):
+    raise AssertionError("shapes drawn again although the same recipe was cached")
