@@ -155,16 +155,25 @@ def test_each_sample_holds_its_class_its_full_probabilities_and_the_input_the_mo
         assert decoded.shape == (2, 2, 1) and np.abs(decoded - np.clip(seen, 0, 1)).max() <= HALF_GREY_LEVEL
 
 
-def test_a_large_input_is_deflated_and_a_small_one_stored_both_read_by_zlib(tmp_path):
+def test_a_handwriting_sized_input_is_deflated_a_tiny_or_photo_sized_one_stored_all_read_by_zlib(tmp_path):
     path = tmp_path / "p.db"
     large = SimpleNamespace(ref=MODEL.ref, class_names=CLASSES, sample_shape=(28, 28, 1))
     image = np.zeros((1, 28, 28, 1), np.float32)
     image[0, 8:20, 12:16] = 1.0  # a stroke on a blank field, as handwriting is
+    photo_model = SimpleNamespace(ref=MODEL.ref, class_names=CLASSES, sample_shape=(64, 64, 3))
+    photo = np.random.default_rng(0).random((1, 64, 64, 3), np.float32)  # sensor noise: deflate would gain little
     one = PROBABILITIES[:1]
-    logged(path, predict("large", image, one, model=large), predict("small", BATCH[:1], one))
-    large_input, small_input = [sample["input"] for sample in rows(path, "samples")]
+    logged(
+        path,
+        predict("large", image, one, model=large),
+        predict("small", BATCH[:1], one),
+        predict("photo", photo, one, model=photo_model),
+    )
+    large_input, small_input, photo_input = [sample["input"] for sample in rows(path, "samples")]
     assert len(large_input) < 784 / 4 and np.array_equal(decode_input(large_input, "28,28,1"), image[0])
     assert len(small_input) == 4 + 11  # zlib's header, a stored block's, and the checksum around 4 pixels
+    assert len(photo_input) == 64 * 64 * 3 + 11
+    assert np.abs(decode_input(photo_input, "64,64,3") - photo[0]).max() <= HALF_GREY_LEVEL
 
 
 def test_a_group_commit_with_two_models_of_other_shapes_keeps_each_input_whole(tmp_path):
