@@ -148,7 +148,7 @@ def measure(alpha: float, side: int, runs: int, repeats: int) -> dict:
 
 
 def ratio(numerator: list[float], denominator: list[float]) -> str:
-    """Median of the per-repeat ratios (min–max): repeat i of both was measured back to back."""
+    """Median of the per-repeat ratios (min–max): repeat i of one over repeat i of the other."""
     return spread([n / d for n, d in zip(numerator, denominator)]) + "x"
 
 

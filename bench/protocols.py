@@ -78,8 +78,9 @@ def logged_refusals(log: str) -> float:
         return connection.execute("SELECT count(*) FROM refusals WHERE endpoint = 'grpc_ModelInfer'").fetchone()[0]
 
 
-def protocol_requests(folder: Path, sample: list) -> dict[str, tuple[Path, str]]:
-    """Each protocol's request for the same one sample: name -> (wrk script, or h2load's gRPC frame; path)."""
+def protocol_requests(folder: Path, sample: list, model: str = loadtest.MODEL) -> dict[str, tuple[Path, str]]:
+    """Each protocol's request for the same one sample to `model`: name -> (wrk script, or h2load's gRPC frame;
+    path)."""
     from steps.serve.oip import grpc_predict_v2_pb2 as pb
 
     pixels = np.asarray(sample, "<f4")
@@ -95,10 +96,10 @@ def protocol_requests(folder: Path, sample: list) -> dict[str, tuple[Path, str]]
     requests = {}
     for index, (name, (body, headers)) in enumerate(bodies.items()):
         (folder / f"v2-{index}.body").write_bytes(body)
-        path = "/invocations" if name == INVOCATIONS else f"/v2/models/{loadtest.MODEL}/infer"
+        path = "/invocations" if name == INVOCATIONS else f"/v2/models/{model}/infer"
         requests[name] = (loadtest.wrk_script(folder / f"v2-{index}.body", headers), path)
     grpc_input = pb.ModelInferRequest.InferInputTensor(**tensor)
-    infer = pb.ModelInferRequest(model_name=loadtest.MODEL, inputs=[grpc_input], raw_input_contents=[pixels.tobytes()])
+    infer = pb.ModelInferRequest(model_name=model, inputs=[grpc_input], raw_input_contents=[pixels.tobytes()])
     message = infer.SerializeToString()
     frame = folder / "grpc.frame"
     frame.write_bytes(b"\0" + len(message).to_bytes(4, "big") + message)  # gRPC's length-prefixed message
