@@ -21,7 +21,7 @@ from steps.modeling.architectures import build_model
 from steps.modeling.convert import to_tflite
 from steps.modeling.litert_runtime import LiteRTClassifier
 from steps.modeling.training import train
-from steps.settings import ClusterConfig, PruneConfig, QuantizeConfig, TrainConfig
+from steps.settings import FROM_SCRATCH_RATE, ClusterConfig, PruneConfig, QuantizeConfig, TrainConfig
 from tests.support.commands import mlflow_run
 from tests.support.server_process import ServerProcess
 from tests.support.tflite_graph import float_tensors_inside
@@ -31,8 +31,7 @@ pytestmark = pytest.mark.e2e
 EASY = ("circle", "square", "stripes")
 SIDE = 32
 # A new MobileNetV2 on a few hundred images: at 0.001 it learns them by heart and stays near 55% on others;
-# at 0.01 it generalises (97% validation here)
-FROM_SCRATCH_RATE = 0.01
+# at 0.01 (learning_rate=auto's choice for a mobilenet built here) it generalises (97% validation here)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +54,8 @@ def easy_shapes(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained_mobilenet(easy_shapes):
-    config = TrainConfig(architecture="mobilenetv2", learning_rate=FROM_SCRATCH_RATE, epochs=20, patience=5)
+    config = TrainConfig(architecture="mobilenetv2", epochs=20, patience=5)  # learning_rate=auto
+    assert config.step_size() == FROM_SCRATCH_RATE
     model = build_model(config.architecture, easy_shapes.input_shape, easy_shapes.n_classes, config.width)
     return train(config, easy_shapes, model)
 
@@ -115,6 +115,7 @@ def test_a_users_nested_mobilenetv2_goes_from_jpegs_through_main_to_a_served_cha
 
     result = mlflow_run(
         *("-P", f"base_model={tmp_path / 'mine.keras'}", "-P", f"dataset={tmp_path / 'photos'}"),
+        # a base_model gets auto's fine-tuning rate (0.001); this one is untrained, so it is given the other
         *("-P", f"image_size={SIDE}", "-P", f"learning_rate={FROM_SCRATCH_RATE}", "-P", "epochs=20"),
         *("-P", "variants=int8,pruned-int8"),
         *("-P", "model_name=my-shapes", "-P", "max_accuracy_drop=0.05"),
