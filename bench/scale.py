@@ -1,7 +1,7 @@
 """Real-size models: the lifecycle measured where the model's time dominates, on MobileNetV2 0.35 at 96 px
 trained on `shapes` through README's command, and the published 1.0 at 224 px (random init: speed only).
 
-In one run, on this machine (about an hour and a half on 2 cores; wrk and h2load installed):
+In one run, on this machine (about 45 minutes on 2 cores, half of it `main`; wrk and h2load installed):
   1. `main` as README runs it at this scale, timed, with the peak resident memory of its whole process tree
      (sampled every half second). Kept in --store, so that `--reuse-main` measures the rest again on the
      same models without the training.
@@ -20,7 +20,7 @@ In one run, on this machine (about an hour and a half on 2 cores; wrk and h2load
 Writes bench/RESULTS.md ("Real-size models") and README's block `scale`.
 
     apt-get install wrk nghttp2-client   # once
-    python bench/scale.py [--seconds 8] [--repeats 3] [--store DIR] [--reuse-main]
+    python bench/scale.py [--seconds 8] [--repeats 3] [--store DIR] [--reuse-main | --main-only]
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ BIG = (1.0, 224)  # alpha, side: the published MobileNetV2, random init, for spe
 BIG_MODEL = "bench-mobilenetv2-224"
 CONCURRENCY = (1, 16)
 JPEG_SIZE = (320, 240)  # a camera frame as users send it; the server decodes and resizes it to SIDE
-BATCHINGS = ((8, 0.0), (16, 1.0), (16, 2.0))  # (max_batch_size, max_batch_wait_ms) tried at concurrency 16
+BATCHINGS = ((8, 0.0), (16, 1.0), (16, 2.0))  # (max_batch_size, max_batch_wait_ms) beside batching off
 LOG_INPUTS_SHARE = 0.05  # the other log_inputs setting measured beside the default (1.0)
 MEMORY_SAMPLE_SECONDS = 0.5
 DRIFT_SEED = 7  # fresh shapes: the data set's own images are drawn with shapes.SEED
@@ -107,6 +107,14 @@ def run_main(store: Path) -> dict:
     (store / "main.json").write_text(json.dumps(record, indent=1))
     print(f"bench: main took {seconds / 60:.1f} min, peak tree RSS {peak:,.0f} MB", flush=True)
     return record
+
+
+def recorded_main(store: Path) -> dict:
+    """What run_main recorded of the main run kept in store."""
+    try:
+        return json.loads((store / "main.json").read_text())
+    except FileNotFoundError:
+        raise SystemExit(f"{store} holds no finished main run: run bench/scale.py without --reuse-main") from None
 
 
 # 2. the variants ----------------------------------------------------------------------------------------------
@@ -497,11 +505,12 @@ def headline(record: dict, found: dict, served: dict, extra: dict) -> list[str]:
 def main() -> None:
     parser = loadtest.argument_parser(__doc__)
     parser.add_argument("--store", type=Path, default=default_store(), help="where main's tracking store is kept")
-    parser.add_argument("--reuse-main", action="store_true", help="measure the models of an earlier main run")
-    parser.add_argument("--main-only", action="store_true", help="run main and stop (the rest: --reuse-main)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--reuse-main", action="store_true", help="measure the models of an earlier main run")
+    which.add_argument("--main-only", action="store_true", help="run main and stop (the rest: --reuse-main)")
     args = loadtest.parse(parser, tools=("wrk", "h2load"))
     store = args.store.resolve()
-    record = json.loads((store / "main.json").read_text()) if args.reuse_main else run_main(store)
+    record = recorded_main(store) if args.reuse_main else run_main(store)
     if args.main_only:
         return
     from model_speed import latency, per_sample_ms
