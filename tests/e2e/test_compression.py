@@ -21,7 +21,7 @@ from steps.modeling.training import train
 from steps.release.lineage import set_lineage_tags
 from steps.release.tracking import log_dataset, log_litert_model
 from steps.settings import ClusterConfig, PruneConfig, QuantizeConfig, TrainConfig
-from tests.support.tflite_graph import float_tensors_inside
+from tests.support.tflite_graph import float_ops
 
 pytestmark = pytest.mark.e2e
 PARENT = "runs:/parent/keras_model"  # plain functions take the model itself; the URI only satisfies the config
@@ -107,7 +107,7 @@ def test_each_post_training_mode_agrees_with_its_keras_parent(float_model, digit
     tflite, sparsity = quantize(float_model, digits, QuantizeConfig(model_uri=PARENT, mode=mode), recipe=[])
     assert agreement(tflite, float_model, digits.x_test) >= minimum
     if mode == "int8":
-        assert float_tensors_inside(tflite) == []
+        assert float_ops(tflite) == []
 
 
 def test_pcqat_keeps_sparsity_through_quantization_aware_training(pruned, digits):

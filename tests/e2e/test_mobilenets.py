@@ -24,7 +24,7 @@ from steps.modeling.training import train
 from steps.settings import FROM_SCRATCH_RATE, ClusterConfig, PruneConfig, QuantizeConfig, TrainConfig
 from tests.support.commands import mlflow_run
 from tests.support.server_process import ServerProcess
-from tests.support.tflite_graph import float_tensors_inside
+from tests.support.tflite_graph import float_ops
 
 pytestmark = pytest.mark.e2e
 
@@ -78,7 +78,7 @@ def test_qat_and_pcqat_accept_the_normalisation_layer_and_give_int8_deployables(
     clustered = cluster_model(pruned, easy_shapes, ClusterConfig(**short, n_clusters=16)).model
     pcqat = quantization_aware_model(clustered, easy_shapes, QuantizeConfig(**short, mode="qat"), "PCQAT")
     tflite = to_tflite(pcqat, "int8", easy_shapes.representative())
-    assert float_tensors_inside(tflite) == []  # fully integer, the normalisation layer included
+    assert float_ops(tflite) == []  # fully integer, the normalisation layer included
     deployable = LiteRTClassifier(tflite)
     assert _accuracy(deployable.predict_proba(easy_shapes.x_test), easy_shapes) >= 0.7
     for mine, kept in zip(parent.get_weights(), before):  # the parent is untouched

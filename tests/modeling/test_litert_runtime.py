@@ -10,7 +10,7 @@ import tf_keras as keras
 from steps.modeling.architectures import build_model
 from steps.modeling.convert import to_tflite
 from steps.modeling.litert_runtime import InputError, LiteRTClassifier, to_batch
-from tests.support.tflite_graph import float_tensors_inside
+from tests.support.tflite_graph import float_ops
 
 SHAPE = (8, 8, 1)
 
@@ -41,7 +41,7 @@ def test_float32_deployable_matches_keras_probabilities(tmp_path, tiny_model):
 def test_int8_deployable_is_integer_inside_and_float_at_its_edges(tmp_path, tiny_model):
     model, x = tiny_model
     tflite = to_tflite(model, "int8", x[:32])
-    assert float_tensors_inside(tflite) == []
+    assert float_ops(tflite) == []
     classifier = LiteRTClassifier(tflite)
     assert classifier.input_dtype == np.float32 and classifier.output_dtype == np.float32
     np.testing.assert_allclose(classifier.predict_proba(x), model.predict(x, verbose=0), atol=0.05)

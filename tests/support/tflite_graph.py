@@ -5,14 +5,18 @@ from __future__ import annotations
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
+CONVERSIONS = {"QUANTIZE", "DEQUANTIZE"}  # float <-> int8 at the edges, and after QAT once more at the input
 
-def float_tensors_inside(tflite: bytes) -> list[str]:
-    """The float32 tensors between the graph's input and output: none in a fully integer model, whose edges
-    alone may be float (its QUANTIZE and DEQUANTIZE ops)."""
+
+def float_ops(tflite: bytes) -> list[str]:
+    """The ops that compute in float32 (read or write a float32 tensor), conversions aside: none in a fully
+    integer model. After QAT the converter leaves the input's fake-quant as QUANTIZE, DEQUANTIZE, QUANTIZE (a
+    requantization through float, no arithmetic), hence ops, not tensors."""
     interpreter = Interpreter(model_content=tflite)
-    edges = {detail["index"] for detail in interpreter.get_input_details() + interpreter.get_output_details()}
+    dtypes = {detail["index"]: detail["dtype"] for detail in interpreter.get_tensor_details()}
     return [
-        detail["name"]
-        for detail in interpreter.get_tensor_details()
-        if detail["dtype"] == np.float32 and detail["index"] not in edges
+        op["op_name"]
+        for op in interpreter._get_ops_details()  # LiteRT's only listing of the graph's ops
+        if op["op_name"] not in CONVERSIONS
+        and any(dtypes.get(index) == np.float32 for index in [*op["inputs"], *op["outputs"]] if index >= 0)
     ]
