@@ -124,6 +124,7 @@ KERAS_ACCURACY = "keras_accuracy"  # the float Keras model itself on the test sp
 AGREEMENT = "agreement_with_parent"  # share of test samples where deployable and Keras model agree
 EPOCHS_TRAINED = "epochs_trained"
 PEAK_RSS_MB = "peak_rss_mb"  # the train process's most resident memory: what a machine must hold for this data
+LEARNING_RATE_USED = "learning_rate_used"  # train param: the rate learning_rate=auto chose (or the one given)
 # Per-epoch curves: Keras history key -> MLflow metric key (stepped by epoch).
 # Prefixed so they never collide with the final `accuracy` of the test split.
 EPOCH_METRICS = {

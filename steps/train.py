@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     with step_run(contract.TRAIN) as run:
         set_variant_tags(contract.FLOAT32_VARIANT, config.base_model)
         log_config(config)
-        mlflow.log_param("learning_rate_used", config.step_size())  # what `auto` chose, beside `learning_rate`
+        mlflow.log_param(contract.LEARNING_RATE_USED, config.step_size())
         log_dataset(data)
         trained = train(config, data, model, callbacks=(epoch_callback(log_epoch),))
         mlflow.log_metrics(

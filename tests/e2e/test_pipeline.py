@@ -43,7 +43,8 @@ def test_main_runs_land_in_a_named_model_training_experiment_with_readable_run_n
 
 def test_train_run_logs_params_curves_metrics_and_dataset(first_main):
     _, train = first_main
-    assert set(train.data.params) == {f.name for f in dataclasses.fields(TrainConfig)}
+    assert set(train.data.params) == {f.name for f in dataclasses.fields(TrainConfig)} | {contract.LEARNING_RATE_USED}
+    assert train.data.params["learning_rate"] == "auto" and train.data.params[contract.LEARNING_RATE_USED] == "0.001"
     assert train.data.tags[contract.TAG_STEP] == "train"
     assert train.data.tags[contract.TAG_VARIANT] == contract.FLOAT32_VARIANT
     metrics = train.data.metrics
