@@ -24,7 +24,7 @@ import steps  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before tensorflow)
 from results import write_readme_block, write_section  # noqa: E402
 from steps import contract  # noqa: E402
 from steps.datasets.corruptions import DEFAULT_SEVERITY, SEVERITY_MEANING  # noqa: E402
-from steps.monitoring.drift_rates import WINDOW, measure, rates_of  # noqa: E402
+from steps.monitoring.drift_rates import WINDOW, Rate, measure, rates_of  # noqa: E402
 from steps.monitoring.drift_statistics import DEFAULT_ALPHA  # noqa: E402
 from steps.monitoring.reference_profile import calibrate, make_reference  # noqa: E402
 
@@ -47,12 +47,26 @@ def deployable():
     return LiteRTClassifier(to_tflite(trained.model)), data
 
 
+def reference_of(predict, data):
+    """The reference profile as `register` makes it: the deployable's answers on the validation split."""
+    return make_reference(predict(data.x_val), data.y_val, data.x_val, class_names=data.class_names)
+
+
+def detections(predict, reference, x, y) -> dict[str, Rate]:
+    """Each drift kind at its default severity, tested at DEFAULT_ALPHA on disjoint windows of (x, y)."""
+    found = {}
+    for kind in (kind for kind in contract.DRIFTS if kind != "none"):
+        print(f"bench: windows with drift {kind}", flush=True)
+        found[kind] = measure(predict, reference, x, y, kind, seed=contract.DRIFTS.index(kind))[DEFAULT_ALPHA]
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.parse_args()
     classifier, data = deployable()
     predict = classifier.predict_proba
-    reference = make_reference(predict(data.x_val), data.y_val, data.x_val, class_names=data.class_names)
+    reference = reference_of(predict, data)
     test_probabilities = predict(data.x_test)
     print("bench: clean windows (the profile's calibration)", flush=True)
     calibrated = calibrate(reference, test_probabilities, data.x_test)
@@ -82,10 +96,7 @@ def main() -> None:
     for alpha, rate in rates_of(calibrated.calibration[WINDOW], ALPHAS, WINDOW, test_accuracy).items():
         lines.append(row("clean (false alarms)", "", alpha, rate))
         readme.append(f"| clean: false alarms at `drift_alpha` {alpha} | | {rate} | {rate.accuracy:.3f} |")
-    for kind in (kind for kind in contract.DRIFTS if kind != "none"):
-        print(f"bench: windows with drift {kind}", flush=True)
-        seed = contract.DRIFTS.index(kind)
-        rate = measure(predict, reference, data.x_test, data.y_test, kind, seed=seed)[DEFAULT_ALPHA]
+    for kind, rate in detections(predict, reference, data.x_test, data.y_test).items():
         lines.append(row(f"{kind} (detection)", DEFAULT_SEVERITY[kind], DEFAULT_ALPHA, rate))
         readme.append(f"| `{kind}` | {DEFAULT_SEVERITY[kind]} | {rate} | {rate.accuracy:.3f} |")
     lines += [

@@ -31,7 +31,16 @@ from steps.release.infra import free_port
 FIXTURES = Path(__file__).resolve().parent / "fixtures"  # the servers the benchmarks run and wrk's report script
 MODEL = "bench-digits"
 CHAMPION_URI = f"models:/{MODEL}@{contract.CHAMPION}"
-SERVE = [sys.executable, "-m", "steps.serve", "--model_uri", CHAMPION_URI, "--port", "{port}"]  # + its options
+
+
+def serve_command(model_uri: str) -> list[str]:
+    """rtdeploy's server of model_uri on "{port}"; a benchmark adds its options."""
+    return [sys.executable, "-m", "steps.serve", "--model_uri", model_uri, "--port", "{port}"]
+
+
+SERVE = serve_command(CHAMPION_URI)
+MLFLOW_SERVE = [sys.executable, "-m", "mlflow", "models", "serve", "-p", "{port}"]
+MLFLOW_SERVE += ["--env-manager", "local", "-m"]  # + the model URI: mlflow's own server, the reference
 WARMUP_SECONDS = 3  # untimed load before any measurement, the same for every server
 WARMUP_CONCURRENCY = 16
 GRPC_PATH = "/inference.GRPCInferenceService/ModelInfer"

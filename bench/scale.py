@@ -246,9 +246,7 @@ def serving_rows(model: str, keras_uri: str | None, sweep: bool) -> dict[str, tu
 
 
 def servers_for(model: str, keras_uri: str | None, folder: Path, sweep: bool) -> dict[str, loadtest.Server]:
-    serve = [sys.executable, "-m", "steps.serve", "--model_uri", f"models:/{model}@{contract.CHAMPION}"]
-    serve += ["--port", "{port}"]
-    mlflow_serve = [sys.executable, "-m", "mlflow", "models", "serve", "-p", "{port}", "--env-manager", "local", "-m"]
+    serve = loadtest.serve_command(f"models:/{model}@{contract.CHAMPION}")
     servers = {OURS: loadtest.Server(OURS, [*serve, "--prediction_log", str(folder / f"{model}.db")])}
     if sweep:
         for size, wait in BATCHINGS:
@@ -260,11 +258,14 @@ def servers_for(model: str, keras_uri: str | None, folder: Path, sweep: bool) ->
         options = ["--log_inputs", str(LOG_INPUTS_SHARE), "--prediction_log", str(folder / "few.db")]
         servers[LOG_FEW] = loadtest.Server(LOG_FEW, [*serve, *options])
     servers[MLFLOW_LITERT] = loadtest.Server(
-        MLFLOW_LITERT, [*mlflow_serve, f"models:/{model}@{contract.CHAMPION}"], "/ping", launcher_is_parent=True
+        MLFLOW_LITERT,
+        [*loadtest.MLFLOW_SERVE, f"models:/{model}@{contract.CHAMPION}"],
+        "/ping",
+        launcher_is_parent=True,
     )
     if keras_uri:
         servers[MLFLOW_KERAS] = loadtest.Server(
-            MLFLOW_KERAS, [*mlflow_serve, keras_uri], "/ping", launcher_is_parent=True
+            MLFLOW_KERAS, [*loadtest.MLFLOW_SERVE, keras_uri], "/ping", launcher_is_parent=True
         )
     return servers
 
@@ -417,23 +418,23 @@ def big_report(forms: dict[str, bytes], latencies: dict, served: dict, ceiling: 
 def drift_rates(predict, data) -> tuple[list[str], dict]:
     """The champion's reference profile on the validation split (as `register` makes it); clean and drifted
     windows cut from fresh shapes images, disjoint within each rate."""
+    from drift import detections, reference_of
+
     from steps.datasets import shapes
     from steps.datasets.corruptions import DEFAULT_SEVERITY
-    from steps.monitoring.drift_rates import WINDOW, measure, rates_of
+    from steps.monitoring.drift_rates import WINDOW, rates_of
     from steps.monitoring.drift_statistics import DEFAULT_ALPHA
-    from steps.monitoring.reference_profile import calibrate, make_reference
+    from steps.monitoring.reference_profile import calibrate
 
     print(f"bench: drift windows on {DRIFT_PER_CLASS * len(shapes.CLASSES)} fresh shapes", flush=True)
     images, y = shapes.generate_shapes(SIDE, DRIFT_PER_CLASS, seed=DRIFT_SEED)
     x = images.astype(np.float32) / np.float32(255)
-    reference = make_reference(predict(data.x_val), data.y_val, data.x_val, class_names=data.class_names)
+    reference = reference_of(predict, data)
     probabilities = predict(x)
     accuracy = float((probabilities.argmax(axis=1) == y).mean())
     calibrated = calibrate(reference, probabilities, x, window_sizes=(WINDOW,))
     rates = {"clean": rates_of(calibrated.calibration[WINDOW], (DEFAULT_ALPHA,), WINDOW, accuracy)[DEFAULT_ALPHA]}
-    for index, kind in enumerate(contract.DRIFTS):
-        if kind != "none":
-            rates[kind] = measure(predict, reference, x, y, kind, seed=index)[DEFAULT_ALPHA]
+    rates |= detections(predict, reference, x, y)
     lines = [
         f"| traffic ({rates['clean'].windows} disjoint windows of {WINDOW} fresh images) | severity | "
         f"windows flagged at drift_alpha {DEFAULT_ALPHA} | champion's accuracy |",

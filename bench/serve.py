@@ -126,7 +126,6 @@ def flip_under_load(port: int, script: Path, seconds: float) -> dict:
 
 
 def servers(folder: str, keras_uri: str, litert_uri: str) -> list[loadtest.Server]:
-    mlflow_serve = [sys.executable, "-m", "mlflow", "models", "serve", "-p", "{port}", "--env-manager", "local", "-m"]
     noop = [
         sys.executable,
         "-m",
@@ -147,9 +146,9 @@ def servers(folder: str, keras_uri: str, litert_uri: str) -> list[loadtest.Serve
             f"{OURS}, batching on (max_batch_size 32, wait 0)",
             [*loadtest.SERVE, *batching, "--prediction_log", f"{folder}/p2.db"],
         ),
-        loadtest.Server(LIKE_FOR_LIKE, [*mlflow_serve, litert_uri], "/ping", launcher_is_parent=True),
+        loadtest.Server(LIKE_FOR_LIKE, [*loadtest.MLFLOW_SERVE, litert_uri], "/ping", launcher_is_parent=True),
         loadtest.Server(
-            "mlflow models serve, Keras parent", [*mlflow_serve, keras_uri], "/ping", launcher_is_parent=True
+            "mlflow models serve, Keras parent", [*loadtest.MLFLOW_SERVE, keras_uri], "/ping", launcher_is_parent=True
         ),
         loadtest.Server("no-op endpoint, same HTTP stack (ceiling)", noop, "/ping"),
     ]

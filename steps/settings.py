@@ -21,9 +21,8 @@ ENV_MANAGER_HELP = f"environment of the child runs: {', '.join(ENV_MANAGERS)} (a
 LOGS_HELP = "the servers' prediction logs: a path, a comma-separated list or a glob (one file per replica)"
 IMAGE_SIZE_HELP = "side in pixels that images of an image folder are resized to, and that shapes are drawn at"
 LEARNING_RATE = 0.001  # train's step size unless auto picks another
-FROM_SCRATCH_RATE = (
-    0.01  # auto's for the mobilenets: on shapes at 96 px, val 72% after 30 epochs at 0.001, 96% after 17 at 0.01
-)
+# auto's rate for a mobilenet built here: on shapes at 96 px, val 72% after 30 epochs at 0.001, 96% after 17 at 0.01
+FROM_SCRATCH_RATE = 0.01
 MAX_SIMULATED_REQUESTS = 1_000_000  # simulate is bounded: it is a test tool, not a load generator left running
 
 
