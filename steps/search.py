@@ -151,15 +151,22 @@ def open_study(config: SearchConfig, run_id: str):
 def shared_storage(url: str):
     """Optuna's RDB storage at url, for several processes at once. SQLite waits up to a minute for another
     process's write instead of its default 5 s; and processes that start together on a fresh file can collide
-    while creating its tables (an OperationalError), so the later one tries again."""
+    while creating its tables (an OperationalError) or stamping its schema version (an IntegrityError on
+    alembic_version, seen in CI; optuna wraps the one on its own version row as StorageInternalError), so the
+    later one tries again and finds them made."""
     import optuna
     import sqlalchemy
 
+    collisions = (
+        sqlalchemy.exc.OperationalError,
+        sqlalchemy.exc.IntegrityError,
+        optuna.exceptions.StorageInternalError,
+    )
     engine = {"connect_args": {"timeout": SQLITE_WAIT_SECONDS}} if url.startswith("sqlite") else {}
     for attempt in range(1, STORAGE_ATTEMPTS + 1):
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=engine)
-        except sqlalchemy.exc.OperationalError:
+        except collisions:
             if attempt == STORAGE_ATTEMPTS:
                 raise
             time.sleep(attempt)
