@@ -6,7 +6,7 @@ In one run, on this machine (about 45 minutes on 2 cores, half of it `main`; wrk
      (sampled every half second). Kept in --store, so that `--reuse-main` measures the rest again on the
      same models without the training.
   2. Every variant that run made: gzip size, test accuracy with its 95% interval (its run's metrics), and
-     LiteRT p50/p99 at 1 and 2 threads, timed here in process (median of repeats); int8 vs float32, and
+     LiteRT p50/p99 at 1 and 2 threads, timed here (median of repeats, each a fresh process); int8 vs float32, and
      pruned/clustered vs dense int8.
   3. Serving the champion at concurrency 1 and 16, taking turns: rtdeploy (MLflow JSON `/invocations`,
      `/predict` with a 320x240 JPEG, v2 REST JSON and binary tensors, v2 gRPC), rtdeploy with dynamic
@@ -147,22 +147,18 @@ def variants(folder: Path, sample: np.ndarray, repeats: int) -> dict:
     """Every variant of the main run: its metrics, its deployable, and its LiteRT latency here at 1 and 2
     threads; which one is the champion, and the float parent's Keras model."""
     import mlflow
-    from model_speed import latency
+    from model_speed import latencies
 
     from steps.release.lineage import variant_rows_of_pipeline
 
     main_run = the_main_run()
     champion = mlflow.MlflowClient().get_model_version_by_alias(MODEL, contract.CHAMPION)
     train_run = main_run.data.tags[contract.TAG_STEP_RUN.format(step=contract.TRAIN)]
-    rows = {}
-    for row in sorted(variant_rows_of_pipeline(main_run.info.run_id), key=lambda r: -r[contract.SIZE_GZIP_BYTES]):
-        print(f"bench: timing {row.variant} in process", flush=True)
-        tflite = tflite_of(row.run_id, folder / row.run_id)
-        rows[row.variant] = {
-            "row": row,
-            "tflite": tflite,
-            **{threads: latency(tflite, threads, sample, 200, repeats) for threads in (1, 2)},
-        }
+    found = sorted(variant_rows_of_pipeline(main_run.info.run_id), key=lambda r: -r[contract.SIZE_GZIP_BYTES])
+    rows = {row.variant: {"row": row, "tflite": tflite_of(row.run_id, folder / row.run_id)} for row in found}
+    timed = latencies({name: variant["tflite"] for name, variant in rows.items()}, sample, 200, repeats)
+    for (name, threads), latency in timed.items():
+        rows[name][threads] = latency
     champion_variant = next(name for name, found in rows.items() if found["row"].run_id == champion.run_id)
     return {
         "rows": rows,
@@ -326,10 +322,10 @@ def predict_log_latency(port: int, script: Path, log: Path, args) -> dict:
 
 def in_process(tflite: bytes, sample: np.ndarray, repeats: int) -> dict:
     """The ceiling: one caller's p50/p99 and calls per second, and two callers' (the cores) calls per second."""
-    from model_speed import concurrent_throughput, latency
+    from model_speed import concurrent_throughput, latencies
 
     return {
-        1: latency(tflite, 1, sample, 300, repeats)
+        1: latencies({"alone": tflite}, sample, 300, repeats, threads=(1,))["alone", 1]
         | {"throughput": concurrent_throughput(tflite, 1, sample, 1, repeats)},
         16: {"throughput": concurrent_throughput(tflite, 1, sample, 2, repeats)},
     }
@@ -514,7 +510,7 @@ def main() -> None:
     record = recorded_main(store) if args.reuse_main else run_main(store)
     if args.main_only:
         return
-    from model_speed import latency, per_sample_ms
+    from model_speed import latencies, per_sample_ms
 
     from steps.datasets.data import load_dataset
     from steps.modeling.litert_runtime import LiteRTClassifier
@@ -536,11 +532,7 @@ def main() -> None:
         }
         forms = register_big(folder)
         big_sample = np.random.default_rng(3).random((1, BIG[1], BIG[1], 3), np.float32)
-        extra["big_latency"] = {
-            (name, threads): latency(forms[name], threads, big_sample, 50, args.repeats)
-            for name in forms
-            for threads in (1, 2)
-        }
+        extra["big_latency"] = latencies(forms, big_sample, 50, args.repeats)
         big_served = serve_side_by_side(BIG_MODEL, None, big_sample, folder, env, args, sweep=False)
         big_ceiling = in_process(forms["int8"], big_sample, args.repeats)
         drift_lines, extra["drift"] = drift_rates(LiteRTClassifier(champion).predict_proba, data)
@@ -562,7 +554,8 @@ def main() -> None:
         *variants_report(found),
         "",
         "Accuracy and size are the variant runs' own metrics; the latencies are timed here, single-sample calls "
-        f"through LiteRTClassifier, median (min–max) of {args.repeats} repeats. XNNPACK's sparse path is off on "
+        f"through LiteRTClassifier, median (min–max) of {args.repeats} repeats, each a fresh process, the variants "
+        "taking turns. XNNPACK's sparse path is off on "
         "x86 with AVX: pruned and clustered variants are smaller gzipped, not faster.",
         "",
         f"### Serving the champion (MobileNetV2 0.35/{SIDE})",
