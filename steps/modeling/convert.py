@@ -3,9 +3,17 @@
 TF 2.21's `TFLiteConverter.from_keras_model` fails on tf_keras models
 ('SymbolicTensor' object has no attribute 'numpy'), so conversion goes through
 a concrete function with a dynamic batch axis; the server can then batch.
+
+The concrete function is converted without the model as its trackable object: given one, the converter first
+writes the model as a SavedModel, which on a MobileNetV2 with QAT wrappers took 36-39 s of a 38 s conversion
+here; frozen directly it takes 1.7 s, with the same flatbuffer ops and bit-identical outputs (measured on
+MobileNetV2 0.35/32, float and int8, plain and QAT). The converter calls this path deprecated and says so on
+every call; that one line is filtered out below.
 """
 
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 import tensorflow as tf
@@ -13,6 +21,9 @@ import tf_keras as keras
 
 from steps.contract import CONVERSION_MODES
 from steps.parameters import require_choice
+
+_TRACKABLE_WARNING = "Please consider providing the trackable_obj argument"
+logging.getLogger("absl").addFilter(lambda record: not record.getMessage().startswith(_TRACKABLE_WARNING))
 
 
 def to_tflite(
@@ -29,7 +40,7 @@ def to_tflite(
         raise ValueError("int8 conversion needs a representative sample of training inputs for calibration")
     input_spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32, name="images")
     concrete = tf.function(lambda images: model(images, training=False)).get_concrete_function(input_spec)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete])  # frozen, no SavedModel: see above
     if mode != "none":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if mode == "float16":
