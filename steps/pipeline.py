@@ -52,6 +52,8 @@ def run_pipeline(pipeline: PipelineConfig, train: TrainConfig) -> dict[str, str]
         run_id=mlflow.active_run().info.run_id,
         model_name=pipeline.model_name,
         max_accuracy_drop=pipeline.max_accuracy_drop,
+        min_accuracy_change=pipeline.min_accuracy_change,
+        min_accuracy=pipeline.min_accuracy,
     )
     try:
         step_runs[contract.REGISTER] = run_step(

@@ -411,8 +411,9 @@ class SimulateConfig:
 
 
 @dataclass(frozen=True)
-class PipelineConfig:
-    """Run every stage on one data set (the parameters of `train` apply to its stage)."""
+class PipelineConfig(GateConfig):
+    """Run every stage on one data set (the parameters of `train` apply to its stage); the gate's thresholds
+    go to its register step, so a champion's floor is the user's to set (a hard data set may never reach 0.9)."""
 
     model_name: str = setting(contract.DEFAULT_MODEL_NAME, "registered model the best variant is registered under")
     max_accuracy_drop: float = setting(
@@ -423,6 +424,7 @@ class PipelineConfig:
     reuse_runs: bool = setting(True, "reuse a finished child run with the same entry point, parameters and git commit")
 
     def __post_init__(self):
+        super().__post_init__()
         require_choice("env_manager", self.env_manager, ENV_MANAGERS)
         plan_for(self.variants)  # raises on unknown keys
         require_budget(self.max_accuracy_drop)

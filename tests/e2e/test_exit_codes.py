@@ -70,6 +70,7 @@ def cases(files: dict[str, str]) -> list[Case]:
         Case("train", ("--dataset", f["chance_npz"], *TINY), failure, "no better than chance", no_tensorflow=False),
         Case("pipeline", ("--dataset", f["missing"]), usage, "not found", step="main"),
         Case("pipeline", ("--variants", "int3"), usage, "int3", step="main"),
+        Case("pipeline", ("--min_accuracy", "90"), usage, "min_accuracy must be in [0, 1], got 90", step="main"),
         Case("pipeline", ("--architecture", "mobilenetv3small"), usage, "the data's are 8x8", step="main"),
         Case("pipeline", ("--base_model", f["missing_model"]), usage, "does not exist", step="main"),
         Case("prune", ("--model_uri", keras), usage, "check the run id"),

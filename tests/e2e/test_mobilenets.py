@@ -22,7 +22,7 @@ from steps.modeling.convert import to_tflite
 from steps.modeling.litert_runtime import LiteRTClassifier
 from steps.modeling.training import train
 from steps.settings import FROM_SCRATCH_RATE, ClusterConfig, PruneConfig, QuantizeConfig, TrainConfig
-from tests.support.commands import mlflow_run
+from tests.support.commands import entry_point_runs, mlflow_run
 from tests.support.server_process import ServerProcess
 from tests.support.tflite_graph import float_ops
 
@@ -118,11 +118,15 @@ def test_a_users_nested_mobilenetv2_goes_from_jpegs_through_main_to_a_served_cha
         # a base_model gets auto's fine-tuning rate (0.001); this one is untrained, so it is given the other
         *("-P", f"image_size={SIDE}", "-P", f"learning_rate={FROM_SCRATCH_RATE}", "-P", "epochs=20"),
         *("-P", "variants=int8,pruned-int8"),
-        *("-P", "model_name=my-shapes", "-P", "max_accuracy_drop=0.05"),
+        # the gate's floor is this test's bar (300 photos; 90% is a coin toss on 60 test images)
+        *("-P", "model_name=my-shapes", "-P", "max_accuracy_drop=0.05", "-P", "min_accuracy=0.8"),
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     champion = mlflow.MlflowClient().get_model_version_by_alias("my-shapes", contract.CHAMPION)
     assert float(mlflow.get_run(champion.run_id).data.metrics[contract.ACCURACY]) >= 0.8
+    (main,) = [run for run in entry_point_runs(contract.MAIN) if run.data.params.get("model_name") == "my-shapes"]
+    register = mlflow.get_run(main.data.tags[contract.TAG_STEP_RUN.format(step=contract.REGISTER)])
+    assert register.data.params["min_accuracy"] == "0.8"  # main's gate floor is the one register applied
 
     server = ServerProcess("models:/my-shapes@champion", tmp_path / "predictions.db")
     try:
