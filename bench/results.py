@@ -14,18 +14,24 @@ RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 HEADER = "# Benchmark results\n\nWritten by the scripts in bench/; each section says how to reproduce it.\n"
 
 
-def machine() -> str:
-    """What the numbers were measured on."""
-    cpu = platform.processor() or platform.machine()
+def cpu() -> str:
+    """The processor and its core count: machines of one kind here differ in it (an Intel Xeon on one day, an
+    AMD EPYC on another), and a model's speed, int8's against float32's above all, differs with it."""
+    name = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
+                name = line.split(":", 1)[1].strip()
                 break
     except OSError:
         pass
+    return f"{name}, {os.cpu_count()} cores"
+
+
+def machine() -> str:
+    """What the numbers were measured on."""
     packages = ", ".join(f"{name} {version(name)}" for name in ("tensorflow", "ai-edge-litert", "mlflow"))
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {packages}"
+    return f"{cpu()}, Python {platform.python_version()}, {packages}"
 
 
 def spread(values: list[float], digits: int = 2) -> str:
@@ -53,8 +59,10 @@ def write_readme_block(name: str, body: str) -> None:
     """Replace the README's block `name` (between `<!-- bench:name -->` and `<!-- /bench:name -->`) with body.
 
     Every measured figure in README lives in such a block, written by the script that measured it
-    (tests/test_readme.py checks that each block has its writer and that no figure stands outside one)."""
+    (tests/test_readme.py checks that each block has its writer and that no figure stands outside one). The block
+    ends with the processor it was measured on, since blocks written on different machines stand side by side."""
     start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    body = f"{body.strip()}\n\n(Measured on {cpu()}.)"
     text = README.read_text()
     if start not in text or end not in text:
         raise SystemExit(f"README.md has no block {start} ... {end}; add one where these figures belong")
