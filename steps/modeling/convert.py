@@ -6,7 +6,7 @@ a concrete function with a dynamic batch axis; the server can then batch.
 
 The concrete function is converted without the model as its trackable object: given one, the converter first
 writes the model as a SavedModel, which on a MobileNetV2 with QAT wrappers took 36-39 s of a 38 s conversion
-here; frozen directly it takes 1.7 s, with the same flatbuffer ops and bit-identical outputs (measured on
+here; frozen directly it takes 1.7 s, and the deployable's outputs are bit-identical (measured on
 MobileNetV2 0.35/32, float and int8, plain and QAT). The converter calls this path deprecated and says so on
 every call; that one line is filtered out below.
 """

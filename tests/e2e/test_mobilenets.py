@@ -73,7 +73,6 @@ def test_qat_and_pcqat_accept_the_normalisation_layer_and_give_int8_deployables(
     qat = quantization_aware_model(parent, easy_shapes, QuantizeConfig(**short, mode="qat"), "QAT")
     assert _accuracy(qat.predict(easy_shapes.x_test, verbose=0), easy_shapes) >= 0.7
     # PCQAT: the same annotation on a pruned and clustered copy, through the converter to an int8 deployable
-    # (one conversion: each takes half a minute on a mobilenet)
     pruned = prune_model(parent, easy_shapes, PruneConfig(**short, target_sparsity=0.5)).model
     clustered = cluster_model(pruned, easy_shapes, ClusterConfig(**short, n_clusters=16)).model
     pcqat = quantization_aware_model(clustered, easy_shapes, QuantizeConfig(**short, mode="qat"), "PCQAT")
