@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import optuna
 import pytest
@@ -92,16 +93,37 @@ raise ImportError("tensorflow imported")
 """
 
 
-@pytest.mark.parametrize("storage", ["notaurl", "postgresql//user:secret@db/optuna", "nosuchdb://db/optuna"])
-def test_a_malformed_storage_url_is_one_line_exit_2_before_tensorflow_is_imported(storage, tmp_path):
-    shadow = tmp_path / "shadow" / "tensorflow"
-    shadow.mkdir(parents=True)
-    (shadow / "__init__.py").write_text(TENSORFLOW_MARKER)
-    marker = tmp_path / "tensorflow-imported"
-    path = os.pathsep.join([str(shadow.parent), str(PROJECT)])
-    env = os.environ | {"PYTHONPATH": path, "RTDEPLOY_TF_MARKER": str(marker)}
-    command = [sys.executable, "-m", "steps.search", "--model_uri", "runs:/0123/keras_model", "--storage", storage]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+MALFORMED_STORAGE = ("notaurl", "postgresql//user:secret@db/optuna", "nosuchdb://db/optuna")
+
+
+@pytest.fixture(scope="module")
+def refusals(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, Path]]:
+    """`search --storage <url>` for each malformed URL, the processes started together (each spends its
+    seconds importing mlflow): its result, and the marker a tensorflow import would leave."""
+    started = {}
+    for index, storage in enumerate(MALFORMED_STORAGE):
+        folder = tmp_path_factory.mktemp(f"storage{index}")
+        shadow = folder / "shadow" / "tensorflow"
+        shadow.mkdir(parents=True)
+        (shadow / "__init__.py").write_text(TENSORFLOW_MARKER)
+        marker = folder / "tensorflow-imported"
+        path = os.pathsep.join([str(shadow.parent), str(PROJECT)])
+        env = os.environ | {"PYTHONPATH": path, "RTDEPLOY_TF_MARKER": str(marker)}
+        command = [sys.executable, "-m", "steps.search", "--model_uri", "runs:/0123/keras_model", "--storage", storage]
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=folder
+        )
+        started[storage] = process, command, marker
+    found = {}
+    for storage, (process, command, marker) in started.items():
+        stdout, stderr = process.communicate(timeout=120)
+        found[storage] = subprocess.CompletedProcess(command, process.returncode, stdout, stderr), marker
+    return found
+
+
+@pytest.mark.parametrize("storage", MALFORMED_STORAGE)
+def test_a_malformed_storage_url_is_one_line_exit_2_before_tensorflow_is_imported(storage, refusals):
+    result, marker = refusals[storage]
     lines = result.stderr.splitlines()
     assert result.returncode == contract.EXIT_USAGE, result.stderr[-3000:]
     assert len(lines) == 1 and lines[0].startswith("search: error: storage="), result.stderr[-3000:]
