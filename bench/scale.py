@@ -154,8 +154,8 @@ def variants(folder: Path, sample: np.ndarray, repeats: int) -> dict:
     main_run = the_main_run()
     champion = mlflow.MlflowClient().get_model_version_by_alias(MODEL, contract.CHAMPION)
     train_run = main_run.data.tags[contract.TAG_STEP_RUN.format(step=contract.TRAIN)]
-    found = sorted(variant_rows_of_pipeline(main_run.info.run_id), key=lambda r: -r[contract.SIZE_GZIP_BYTES])
-    rows = {row.variant: {"row": row, "tflite": tflite_of(row.run_id, folder / row.run_id)} for row in found}
+    largest_first = sorted(variant_rows_of_pipeline(main_run.info.run_id), key=lambda r: -r[contract.SIZE_GZIP_BYTES])
+    rows = {row.variant: {"row": row, "tflite": tflite_of(row.run_id, folder / row.run_id)} for row in largest_first}
     timed = latencies({name: variant["tflite"] for name, variant in rows.items()}, sample, 200, repeats)
     for (name, threads), latency in timed.items():
         rows[name][threads] = latency

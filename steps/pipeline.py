@@ -5,6 +5,8 @@ best within the budget registered through the gate.
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import mlflow
 
 from steps import contract
@@ -19,6 +21,7 @@ from steps.release.lineage import check_model_reference, variant_row
 from steps.release.tracking import log_config, step_run
 from steps.reports.figures import comparison_figure, comparison_table
 from steps.settings import (
+    GateConfig,
     PipelineConfig,
     RegisterConfig,
     TrainConfig,
@@ -47,13 +50,11 @@ def run_pipeline(pipeline: PipelineConfig, train: TrainConfig) -> dict[str, str]
         step_runs[planned.key] = step(index, f"{planned.entry_point} ({planned.key})", planned.entry_point, config)
     mlflow.set_tags({contract.TAG_STEP_RUN.format(step=key): run_id for key, run_id in step_runs.items()})
     report_variants([variant_row(run_id) for run_id in step_runs.values()], pipeline.max_accuracy_drop)
-    # Registration depends on the registry's state, not only on its parameters: never reused.
+    # Registration depends on the registry's state, not only on its parameters: never reused. It gets every gate
+    # setting main took (GateConfig's fields, so a threshold added there reaches it too).
+    gate = {field.name: getattr(pipeline, field.name) for field in fields(GateConfig)}
     register = RegisterConfig(
-        run_id=mlflow.active_run().info.run_id,
-        model_name=pipeline.model_name,
-        max_accuracy_drop=pipeline.max_accuracy_drop,
-        min_accuracy_change=pipeline.min_accuracy_change,
-        min_accuracy=pipeline.min_accuracy,
+        run_id=mlflow.active_run().info.run_id, max_accuracy_drop=pipeline.max_accuracy_drop, **gate
     )
     try:
         step_runs[contract.REGISTER] = run_step(
