@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     from steps.modeling.convert import to_tflite
     from steps.modeling.training import epoch_callback
 
-    parent = load_parent(config.model_uri, data)
+    parent = load_parent(config.model_uri, data, robustness=config.robustness)
     with step_run(contract.CLUSTER):
         recipe = {
             "n_clusters": config.n_clusters,
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
             "unique_values_per_layer.json",
         )
         tflite = to_tflite(clustered.model)
-        log_variant(variant, clustered.model, tflite, data, parent, kernel_sparsity(clustered.model))
+        log_variant(variant, clustered.model, tflite, data, parent, kernel_sparsity(clustered.model), config.robustness)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,9 @@ PRUNE_STRUCTURES = ("unstructured", "2:4")
 # int8: integer-only with int8 input and output, calibrated on a representative sample.
 CONVERSION_MODES = ("none", "dynamic", "float16", "int8")
 QUANTIZE_MODES = (*CONVERSION_MODES, "qat")  # qat: quantization-aware fine-tuning, then int8
+# How much of the corruption suite each deployable is measured under: full (5 levels per kind), fast (the
+# default level only), off
+ROBUSTNESS_MODES = ("off", "fast", "full")
 
 # Run tags
 TAG_STEP = "rtdeploy.step"
@@ -61,6 +64,9 @@ TAG_BASELINE_RUN = "rtdeploy.baseline_run"  # the train run whose float32 deploy
 TAG_BASELINE_ACCURACY = "rtdeploy.baseline_accuracy"  # that deployable's test accuracy, so children need not look it up
 TAG_BASELINE_VAL_ACCURACY = "rtdeploy.baseline_val_accuracy"  # and its validation accuracy (selection uses it)
 TAG_BASELINE_GZIP_BYTES = "rtdeploy.baseline_gzip_bytes"
+TAG_BASELINE_ROBUSTNESS = "rtdeploy.baseline_robustness"  # its robustness mode, test and validation robust accuracy
+TAG_BASELINE_ROBUST_ACCURACY = "rtdeploy.baseline_robust_accuracy"
+TAG_BASELINE_VAL_ROBUST_ACCURACY = "rtdeploy.baseline_val_robust_accuracy"
 TAG_RECIPE = "rtdeploy.recipe"  # JSON list of the compression steps (with settings) that made this variant
 # Tags and metrics of the pipeline (main) run
 TAG_STEP_RUN = "rtdeploy.run.{step}"  # which child run did each step of the plan
@@ -117,6 +123,24 @@ VARIANT_METRICS = (
     LATENCY_P99_MS,
     PARAMS,
 )
+# Robustness (steps/modeling/robustness.py), logged when the run's robustness mode is not off: accuracy under the
+# corruption suite, the mean over kinds and levels, and per kind the mean over its levels (test split)
+ROBUST_ACCURACY = "robust_accuracy"
+VAL_ROBUST_ACCURACY = "val_robust_accuracy"  # on the validation split: what selection uses
+ROBUST_ACCURACY_DROP = "robust_accuracy_drop"  # float baseline's robust accuracy minus this one's (equal modes only)
+VAL_ROBUST_ACCURACY_DROP = "val_robust_accuracy_drop"
+ROBUSTNESS_FILE = "robustness.json"  # every kind and level, test and validation
+# What compression forgot (steps/compress/forgetting.py), against the float baseline's deployable
+FLIP_RATE = "flip_rate"  # share of test samples whose predicted class differs from the baseline's
+TEST_PREDICTIONS_FILE = "test_predictions.json"  # every deployable's predicted class per test sample
+FORGETTING_TABLE = "forgetting_per_class.json"  # per class: baseline accuracy, this one's, the change
+FLIPPED_FIGURE = "flipped.png"  # the test images whose class changed
+
+
+def robust_accuracy_of(kind: str) -> str:
+    return f"{ROBUST_ACCURACY}_{kind}"
+
+
 # What "best" minimises among variants within the accuracy budget: objective -> metric (lower wins)
 OBJECTIVES = {"size": SIZE_GZIP_BYTES, "latency": LATENCY_P50_MS}
 # Extra metrics of the train step
@@ -192,7 +216,9 @@ DRIFT_P_PIXELS = "drift_p_pixels"  # multivariate test on downsampled pixels
 DRIFT_STATISTICS = (DRIFT_P_CLASSES, DRIFT_P_SOFTMAX, DRIFT_P_PIXELS)
 REFERENCE = "reference"  # artifact folder of a deployable's run: its reference profile, made on validation data
 # Kinds of drift `simulate` can put into its traffic, and what it logs
-DRIFTS = ("none", "noise", "shift", "rotate", "invert", "dim", "label")
+DRIFTS = ("none", "noise", "shift", "rotate", "invert", "dim", "label", "scale", "blur", "contrast", "jpeg")
+# The corruptions every variant's robustness is measured under (a subset of DRIFTS: each changes the image only)
+ROBUSTNESS_KINDS = ("shift", "rotate", "noise", "dim", "scale", "blur", "contrast", "jpeg")
 SENT = "sent"
 ANSWERED = "answered"
 FEEDBACK_SENT = "feedback_sent"
@@ -209,6 +235,8 @@ EVALUATION_FOLDER = "evaluation"  # evaluate: the report's tables and figures
 # Tags of a registered model version: what it is, where it came from, and the gate's verdict
 VERSION_TAG_VARIANT = "variant"
 VERSION_TAG_ACCURACY = "accuracy"
+VERSION_TAG_ROBUST_ACCURACY = ROBUST_ACCURACY  # when the variant's run measured it
+VERSION_TAG_FLIP_RATE = FLIP_RATE
 VERSION_TAG_SIZE_GZIP_BYTES = "size_gzip_bytes"
 VERSION_TAG_SOURCE_RUN = "source_run_id"
 VERSION_TAG_DATASET_DIGEST = "dataset_digest"

@@ -3,7 +3,8 @@
 Accuracy with its 95% interval, per-class precision/recall/F1 and the
 confusion matrix (scikit-learn), error types (error rate per true class) and
 error causes (the most frequent true -> predicted confusions, with example
-images), single-sample latency and batch throughput, peak memory of loading
+images), accuracy under the corruption suite (per kind and level, with a
+figure), single-sample latency and batch throughput, peak memory of loading
 and predicting (measured by `steps.modeling.profile` in a fresh child process, so this
 process's imports do not count), size and gzip size.
 """
@@ -28,11 +29,17 @@ from steps import contract
 from steps.core.stats import Accuracy, accuracy
 from steps.datasets.data import Dataset, load_dataset
 from steps.modeling.measure import sizes
-from steps.modeling.pyfunc import predict_classes
+from steps.modeling.pyfunc import probability_function
+from steps.modeling.robustness import Robustness, measure_robustness
 from steps.parameters import parse_config, run_cli
 from steps.release.lineage import check_model_reference, variant_of
 from steps.release.tracking import log_config, log_dataset, set_variant_tags, step_run
-from steps.reports.figures import confusion_examples_figure, confusion_matrix_figure, error_rate_figure
+from steps.reports.figures import (
+    confusion_examples_figure,
+    confusion_matrix_figure,
+    error_rate_figure,
+    robustness_figure,
+)
 from steps.settings import EvaluateConfig
 
 BATCH_SIZE = 32  # throughput is measured on batches of this size
@@ -48,16 +55,22 @@ class Evaluation:
     per_class: pd.DataFrame  # class, precision, recall, f1, support, error_rate
     confusion: np.ndarray  # [true, predicted] counts
     top_confusions: pd.DataFrame  # true, predicted, count, share_of_errors, examples (test indices)
+    robustness: Robustness | None = None  # on the test split; None when robustness=off
 
     @property
     def metrics(self) -> dict[str, float]:
-        return {
+        metrics = {
             contract.ACCURACY: self.accuracy.value,
             contract.ACCURACY_LOW: self.accuracy.low,
             contract.ACCURACY_HIGH: self.accuracy.high,
             contract.ERROR_RATE: 1.0 - self.accuracy.value,
             contract.MACRO_F1: float(self.per_class["f1"].mean()),
         }
+        if self.robustness is not None:
+            metrics[contract.ROBUST_ACCURACY] = self.robustness.mean
+            for kind in self.robustness.accuracy:
+                metrics[contract.robust_accuracy_of(kind)] = self.robustness.of_kind(kind)
+        return metrics
 
 
 def analyse_predictions(
@@ -158,6 +171,9 @@ def log_report(evaluation: Evaluation, data: Dataset, predicted: np.ndarray) -> 
     }
     if len(evaluation.top_confusions):
         figures["top_confusions.png"] = confusion_examples_figure(evaluation.top_confusions, data.x_test)
+    if evaluation.robustness is not None:
+        mlflow.log_dict({"test": evaluation.robustness.as_dict()}, f"{folder}/{contract.ROBUSTNESS_FILE}")
+        figures["robustness.png"] = robustness_figure(evaluation.robustness, evaluation.accuracy.value)
     for name, figure in figures.items():
         mlflow.log_figure(figure, f"{folder}/{name}")
     # MLflow's own classifier evaluation on the same predictions, for its standard metrics and plots.
@@ -179,6 +195,12 @@ def summary(model_uri: str, metrics: dict[str, float], evaluation: Evaluation, t
     threaded = contract.latency_p50_ms_threads(threads)
     if threaded in metrics:  # a LiteRT deployable measured on more threads too
         lines.insert(3, f"  latency p50 on {threads} LiteRT threads {metrics[threaded]:.3f} ms")
+    if evaluation.robustness is not None:
+        kinds = sorted(evaluation.robustness.accuracy, key=evaluation.robustness.of_kind)
+        worst = ", ".join(f"{kind} {evaluation.robustness.of_kind(kind):.3f}" for kind in kinds[:3])
+        lines.append(
+            f"  robust accuracy {evaluation.robustness.mean:.4f} ({evaluation.robustness.mode}); worst: {worst}"
+        )
     for row in evaluation.top_confusions.itertuples(index=False):
         lines.append(
             f"  confused {row.true} -> {row.predicted}: {row.count} times ({row.share_of_errors:.0%} of errors)"
@@ -190,8 +212,10 @@ def evaluate(config: EvaluateConfig, data: Dataset) -> tuple[dict[str, float], E
     """Every number of the report: (metrics, analysis, predicted classes)."""
     with tempfile.TemporaryDirectory() as folder:  # downloaded once: predicting, profiling and sizing read it
         local = mlflow.artifacts.download_artifacts(config.model_uri, dst_path=folder)
-        predicted = predict_classes(local, data.x_test)
+        predict_proba = probability_function(local)
+        predicted = predict_proba(data.x_test).argmax(axis=1)
         evaluation = analyse_predictions(predicted, data.y_test, data.class_names, top=config.top_confusions)
+        evaluation.robustness = measure_robustness(predict_proba, data.x_test, data.y_test, config.robustness)
         metrics = evaluation.metrics | profile_in_child(local, data.x_test, config.latency_runs, config.threads)
         return metrics | model_sizes(Path(local)), evaluation, predicted
 

@@ -13,7 +13,7 @@ from steps import contract
 from steps.compress.recipes import RECIPE_CONFIGS
 from steps.core.plan import plan_for
 from steps.core.progress import Progress
-from steps.core.selection import VariantRow, select_best
+from steps.core.selection import Budget, VariantRow, select_best
 from steps.datasets.data import check_dataset, known_side
 from steps.parameters import GateRefused, StepFailed, as_parameters, parse_configs, run_cli
 from steps.release.child_runs import child_env_manager, earlier_durations, run_step
@@ -21,6 +21,7 @@ from steps.release.lineage import check_model_reference, variant_row
 from steps.release.tracking import log_config, step_run
 from steps.reports.figures import comparison_figure, comparison_table
 from steps.settings import (
+    BudgetConfig,
     GateConfig,
     PipelineConfig,
     RegisterConfig,
@@ -32,7 +33,12 @@ def run_pipeline(pipeline: PipelineConfig, train: TrainConfig) -> dict[str, str]
     """Run (or reuse) every stage under the active run and report the variants; returns each step's run id."""
     env_manager = child_env_manager(pipeline.env_manager)
     plan = plan_for(pipeline.variants)
-    data_settings = {"dataset": train.dataset, "image_size": train.image_size, "seed": train.seed}
+    data_settings = {
+        "dataset": train.dataset,
+        "image_size": train.image_size,
+        "seed": train.seed,
+        "robustness": train.robustness,
+    }
     entry_points = [contract.TRAIN, *(planned.entry_point for planned in plan)]
     experiment_id = mlflow.active_run().info.experiment_id
     progress = Progress(
@@ -49,13 +55,11 @@ def run_pipeline(pipeline: PipelineConfig, train: TrainConfig) -> dict[str, str]
         config = RECIPE_CONFIGS[planned.entry_point](model_uri=parent_uri, **data_settings, **planned.settings)
         step_runs[planned.key] = step(index, f"{planned.entry_point} ({planned.key})", planned.entry_point, config)
     mlflow.set_tags({contract.TAG_STEP_RUN.format(step=key): run_id for key, run_id in step_runs.items()})
-    report_variants([variant_row(run_id) for run_id in step_runs.values()], pipeline.max_accuracy_drop)
+    report_variants([variant_row(run_id) for run_id in step_runs.values()], pipeline.budget)
     # Registration depends on the registry's state, not only on its parameters: never reused. It gets every gate
-    # setting main took (GateConfig's fields, so a threshold added there reaches it too).
-    gate = {field.name: getattr(pipeline, field.name) for field in fields(GateConfig)}
-    register = RegisterConfig(
-        run_id=mlflow.active_run().info.run_id, max_accuracy_drop=pipeline.max_accuracy_drop, **gate
-    )
+    # and budget setting main took (GateConfig's and BudgetConfig's fields, so one added there reaches it too).
+    shared = {field.name: getattr(pipeline, field.name) for field in (*fields(GateConfig), *fields(BudgetConfig))}
+    register = RegisterConfig(run_id=mlflow.active_run().info.run_id, **shared)
     try:
         step_runs[contract.REGISTER] = run_step(
             contract.REGISTER, as_parameters(register), env_manager=env_manager, reuse=False
@@ -71,31 +75,36 @@ def run_pipeline(pipeline: PipelineConfig, train: TrainConfig) -> dict[str, str]
     return step_runs
 
 
-def report_variants(rows: list[VariantRow], max_accuracy_drop: float) -> VariantRow | None:
+def report_variants(rows: list[VariantRow], budget: Budget) -> VariantRow | None:
     """Log the comparison table and plot on the active run, and name the best variant within the budget.
 
     The budget is checked on the validation split; the test accuracy (with its
     95% interval) is printed and logged for every variant, never used to choose.
     """
-    best = select_best(rows, max_accuracy_drop, objective="size")
+    best = select_best(rows, budget, objective="size")
     mlflow.log_table(comparison_table(rows), contract.VARIANTS_TABLE)
-    mlflow.log_figure(comparison_figure(rows, best, max_accuracy_drop), contract.VARIANTS_FIGURE)
+    mlflow.log_figure(comparison_figure(rows, best, budget.max_accuracy_drop), contract.VARIANTS_FIGURE)
     width = max(len(row.variant) for row in rows)
-    print(f"\n{'variant':{width}}  val drop  test accuracy [95% CI]    gzip bytes  ratio  p50 ms")
+    print(
+        f"\n{'variant':{width}}  val drop  val robust drop  test accuracy [95% CI]  robust accuracy  gzip bytes  "
+        "ratio  p50 ms"
+    )
     for row in sorted(rows, key=lambda r: r[contract.SIZE_GZIP_BYTES]):
         print(
-            f"{row.variant:{width}}  {row[contract.VAL_ACCURACY_DROP]:+.4f}   {row[contract.ACCURACY]:.4f} "
-            f"[{row[contract.ACCURACY_LOW]:.3f}, {row[contract.ACCURACY_HIGH]:.3f}]  "
-            f"{int(row[contract.SIZE_GZIP_BYTES]):>11,}  {row[contract.COMPRESSION_RATIO]:5.1f}  "
+            f"{row.variant:{width}}  {row[contract.VAL_ACCURACY_DROP]:+.4f}   "
+            f"{_optional(row, contract.VAL_ROBUST_ACCURACY_DROP, '+.4f'):>15}  "
+            f"{row[contract.ACCURACY]:.4f} [{row[contract.ACCURACY_LOW]:.3f}, {row[contract.ACCURACY_HIGH]:.3f}]  "
+            f"{_optional(row, contract.ROBUST_ACCURACY, '.4f'):>15}  "
+            f"{int(row[contract.SIZE_GZIP_BYTES]):>10,}  {row[contract.COMPRESSION_RATIO]:5.1f}  "
             f"{row[contract.LATENCY_P50_MS]:.3f}"
         )
     if best is None:
-        print(f"pipeline: no variant is within max_accuracy_drop={max_accuracy_drop} on the validation split")
+        print(f"pipeline: no variant is within {budget} on the validation split")
         return None
     mlflow.set_tag(contract.TAG_BEST_VARIANT, best.variant)
     mlflow.log_metric(contract.BEST_COMPRESSION_RATIO, best[contract.COMPRESSION_RATIO])
     print(
-        f"pipeline: best within max_accuracy_drop={max_accuracy_drop} (validation): {best.variant} "
+        f"pipeline: best within {budget} (validation): {best.variant} "
         f"({best[contract.COMPRESSION_RATIO]:.1f}x smaller gzipped than float32; test accuracy "
         f"{best[contract.ACCURACY]:.4f} [{best[contract.ACCURACY_LOW]:.4f}, {best[contract.ACCURACY_HIGH]:.4f}], "
         f"run {best.run_id})"
@@ -119,3 +128,8 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     run_cli(contract.MAIN, main)
+
+
+def _optional(row: VariantRow, key: str, spec: str) -> str:
+    """A metric a variant may lack (robustness off), formatted, or a dash."""
+    return format(row.metrics[key], spec) if key in row.metrics else "-"

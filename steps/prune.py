@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     from steps.modeling.convert import to_tflite
     from steps.modeling.training import epoch_callback
 
-    parent = load_parent(config.model_uri, data)
+    parent = load_parent(config.model_uri, data, robustness=config.robustness)
     with step_run(contract.PRUNE):
         recipe = {"target_sparsity": config.target_sparsity, "structure": config.structure, "epochs": config.epochs}
         if config.per_layer is not None:
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
             "sparsity_per_layer.json",
         )
         tflite = to_tflite(pruned.model)
-        log_variant(variant, pruned.model, tflite, data, parent, kernel_sparsity(pruned.model))
+        log_variant(variant, pruned.model, tflite, data, parent, kernel_sparsity(pruned.model), config.robustness)
 
 
 if __name__ == "__main__":

@@ -20,14 +20,14 @@ def main(argv: list[str] | None = None) -> None:
     from steps.compress.variants import load_parent, log_variant, start_variant_run
     from steps.modeling.training import epoch_callback
 
-    parent = load_parent(config.model_uri, data)
+    parent = load_parent(config.model_uri, data, robustness=config.robustness)
     with step_run(contract.QUANTIZE):
         recipe = {"mode": config.mode}
         if config.mode == "qat":
             recipe |= {"scheme": qat_scheme_name(parent.recipe), "epochs": config.epochs}
         variant = start_variant_run(contract.QUANTIZE, config.variant_suffix, parent, config, data, **recipe)
         tflite, sparsity = quantize(parent.model, data, config, parent.recipe, callbacks=(epoch_callback(log_epoch),))
-        log_variant(variant, None, tflite, data, parent, sparsity)
+        log_variant(variant, None, tflite, data, parent, sparsity, config.robustness)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from __future__ import annotations
 from mlflow.entities.model_registry import ModelVersion
 
 from steps import contract
-from steps.core.selection import VariantRow, select_best
+from steps.core.selection import Budget, VariantRow, select_best
 from steps.parameters import GateRefused, parse_config, run_cli
 from steps.release.gate import Verdict
 from steps.release.lineage import variant_rows_of_pipeline
@@ -24,21 +24,20 @@ from steps.release.tracking import log_config, step_run
 from steps.settings import RegisterConfig
 
 
-def choose_variant(rows: list[VariantRow], max_accuracy_drop: float, objective: str) -> VariantRow:
-    best = select_best(rows, max_accuracy_drop, objective)
+def choose_variant(rows: list[VariantRow], budget: Budget, objective: str) -> VariantRow:
+    best = select_best(rows, budget, objective)
     if best is None:
         closest = min(rows, key=lambda r: r[contract.VAL_ACCURACY_DROP])
         raise RegistryError(
-            f"no variant is within max_accuracy_drop={max_accuracy_drop} on the validation split; the closest is "
-            f"{closest.variant} (drop {closest[contract.VAL_ACCURACY_DROP]:.4f}): raise max_accuracy_drop or train "
-            "a better baseline"
+            f"no variant is within {budget} on the validation split; the closest is {closest.variant} "
+            f"({'; '.join(budget.exceeded(closest.metrics))}): raise the budget or train a better baseline"
         )
     return best
 
 
 def register(config: RegisterConfig) -> tuple[ModelVersion, Verdict]:
     """Register the chosen variant as challenger and put it through the gate (the verdict is recorded)."""
-    best = choose_variant(variant_rows_of_pipeline(config.run_id), config.max_accuracy_drop, config.objective)
+    best = choose_variant(variant_rows_of_pipeline(config.run_id), config.budget, config.objective)
     return register_challenger(config.model_name, best.run_id, config)
 
 

@@ -34,7 +34,7 @@ import mlflow
 
 from steps import contract
 from steps.compress.recipes import FINE_TUNING, TRIAL_QUANTIZE_MODE, stage_epochs
-from steps.core.selection import within_budget
+from steps.core.selection import Budget, within_budget
 from steps.datasets.data import Dataset
 from steps.parameters import GateRefused, StepFailed, UsageError, parse_config, run_cli
 from steps.release.lineage import checked_inputs
@@ -60,6 +60,7 @@ HOPELESS_DROP = 0.03  # pruned alone this far beyond the budget, clustering and 
 SENSITIVITY_ATTR = "sensitivity"  # study user attribute: the table, shared by every process of the study
 SETTINGS_ATTR = "fine_tuning"  # trial user attribute: what besides its parameters decides its result
 REPEATS_ATTR = "repeats"  # trial user attribute: the earlier trial whose result it took
+TRIAL_METRICS = (contract.VAL_ACCURACY_DROP, contract.SIZE_GZIP_BYTES, contract.COMPRESSION_RATIO)  # kept per trial
 SQLITE_WAIT_SECONDS = 60  # how long a search process waits for another's write to a shared SQLite study
 STORAGE_ATTEMPTS = 3
 
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     data = checked_inputs(config.dataset, config.image_size, config.model_uri, "model_uri")
     from steps.compress.variants import load_parent
 
-    parent = load_parent(config.model_uri, data)
+    parent = load_parent(config.model_uri, data, robustness=config.robustness)
     verdict = None
     with step_run(contract.SEARCH) as run:
         log_config(config)
@@ -172,10 +173,20 @@ def shared_storage(url: str):
             time.sleep(attempt)
 
 
+BUDGET_ATTRS = {  # a trial's drop -> the budget it is held to, both kept as user attributes of the trial
+    contract.VAL_ACCURACY_DROP: "max_accuracy_drop",
+    contract.VAL_ROBUST_ACCURACY_DROP: "max_robust_accuracy_drop",
+}
+
+
 def _constraint(trial) -> list[float]:
-    """0 when the trial is within the budget on the validation split (selection's definition), else how far over."""
-    drop, budget = trial.user_attrs[contract.VAL_ACCURACY_DROP], trial.user_attrs["max_accuracy_drop"]
-    return [0.0 if within_budget(drop, budget) else drop - budget]
+    """Per budget (accuracy, robust accuracy), 0 when the trial is within it on the validation split (selection's
+    definition, Budget), else how far over; a drop that was not measured (robustness off, a pruned trial) is 0."""
+    attrs = trial.user_attrs
+    return [
+        0.0 if drop not in attrs or within_budget(attrs[drop], attrs[name]) else attrs[drop] - attrs[name]
+        for drop, name in BUDGET_ATTRS.items()
+    ]
 
 
 def shared_sensitivity(study, parent, data: Dataset, config: SearchConfig) -> dict[str, float]:
@@ -227,7 +238,8 @@ def run_trial(trial, parent, data: Dataset, config: SearchConfig, tolerated: dic
     quantization = trial.suggest_categorical("quantization", config.quantization_choices)
     sparsity = scaled_targets(tolerated, scale)
     layer_clusters = {layer: clusters[group] for layer, group in groups.items() if clusters[group]}
-    trial.set_user_attr("max_accuracy_drop", config.max_accuracy_drop)
+    for name in BUDGET_ATTRS.values():
+        trial.set_user_attr(name, getattr(config, name))
     trial.set_user_attr(SETTINGS_ATTR, json.dumps(_fine_tuning(config) | {"epochs": config.epochs}, sort_keys=True))
     twin = earlier_twin(trial)
     if twin is not None:
@@ -265,18 +277,19 @@ def run_trial(trial, parent, data: Dataset, config: SearchConfig, tolerated: dic
                 steps.append({"step": contract.CLUSTER})
             quantize_config = _quantize_config(config, TRIAL_QUANTIZE_MODE[quantization])
             tflite, kernel_sparsity = quantize(model, data, quantize_config, steps)
-            metrics = log_variant(variant, None, tflite, data, parent, kernel_sparsity)
+            metrics = log_variant(variant, None, tflite, data, parent, kernel_sparsity, config.robustness)
         mlflow.set_tag(contract.TAG_TRIAL_STATE, "pruned" if hopeless else "complete")  # the run itself FINISHED
     if hopeless:
         print(f"search: trial {trial.number} pruned: pruning alone loses {pruned_drop:+.4f} on validation")
         raise optuna.TrialPruned()
-    for key in (contract.VAL_ACCURACY_DROP, contract.SIZE_GZIP_BYTES, contract.COMPRESSION_RATIO):
-        trial.set_user_attr(key, metrics[key])
-    within = "within" if within_budget(metrics[contract.VAL_ACCURACY_DROP], config.max_accuracy_drop) else "over"
+    for key in (*TRIAL_METRICS, contract.VAL_ROBUST_ACCURACY_DROP):
+        if key in metrics:  # the robust drop only when robustness was measured
+            trial.set_user_attr(key, metrics[key])
+    over = config.budget.exceeded(metrics)
     print(
         f"search: trial {trial.number} ({variant}): {metrics[contract.SIZE_GZIP_BYTES]:,} B gzipped, "
         f"{metrics[contract.COMPRESSION_RATIO]:.1f}x, validation drop {metrics[contract.VAL_ACCURACY_DROP]:+.4f} "
-        f"({within} budget), {time.monotonic() - started:.0f} s",
+        f"({'over budget: ' + '; '.join(over) if over else 'within budget'}), {time.monotonic() - started:.0f} s",
         flush=True,
     )
     return metrics[contract.SIZE_GZIP_BYTES]
@@ -302,7 +315,9 @@ def repeat(trial, twin) -> float:
     import optuna
 
     trial.set_user_attr(REPEATS_ATTR, twin.number)
-    trial.set_user_attr(contract.VAL_ACCURACY_DROP, twin.user_attrs[contract.VAL_ACCURACY_DROP])
+    for drop in BUDGET_ATTRS:
+        if drop in twin.user_attrs:
+            trial.set_user_attr(drop, twin.user_attrs[drop])
     state = "pruned" if twin.state == optuna.trial.TrialState.PRUNED else "complete"
     with mlflow.start_run(nested=True, run_name=f"t{trial.number}-repeats-t{twin.number}"):
         mlflow.set_tags(
@@ -388,28 +403,28 @@ def finished_trials(study) -> list[dict]:
             "run_id": t.user_attrs["run_id"],
             **{
                 key: t.user_attrs[key]
-                for key in (contract.VAL_ACCURACY_DROP, contract.SIZE_GZIP_BYTES, contract.COMPRESSION_RATIO)
+                for key in (*TRIAL_METRICS, contract.VAL_ROBUST_ACCURACY_DROP)
+                if key in t.user_attrs
             },
         }
         for t in done
     ]
 
 
-def best_trial(trials: list[dict], max_accuracy_drop: float) -> dict | None:
+def best_trial(trials: list[dict], budget: Budget) -> dict | None:
     """The smallest deployable within the budget on validation; ties go to the smaller drop, then the earlier."""
-    feasible = [t for t in trials if within_budget(t[contract.VAL_ACCURACY_DROP], max_accuracy_drop)]
+    feasible = [t for t in trials if budget.admits(t)]
     key = (contract.SIZE_GZIP_BYTES, contract.VAL_ACCURACY_DROP, "number")
     return min(feasible, key=lambda t: tuple(t[k] for k in key), default=None)
 
 
 def nothing_within(trials: list[dict], config: SearchConfig) -> str:
     """Why a search chose nothing, and what to change."""
-    closest = min((t[contract.VAL_ACCURACY_DROP] for t in trials), default=None)
-    lost = "" if closest is None else f" (the closest lost {closest:+.4f})"
+    closest = min(trials, key=lambda t: t[contract.VAL_ACCURACY_DROP], default=None)
+    lost = "" if closest is None else f" (the closest: {'; '.join(config.budget.exceeded(closest))})"
     return (
-        f"no trial of {len(trials)} complete is within max_accuracy_drop={config.max_accuracy_drop} on the "
-        f"validation split{lost}; raise max_accuracy_drop, give it more time (timeout_minutes) or fine-tune "
-        "longer (epochs)"
+        f"no trial of {len(trials)} complete is within {config.budget} on the validation split{lost}; raise the "
+        "budget, give it more time (timeout_minutes) or fine-tune longer (epochs)"
     )
 
 
@@ -417,12 +432,10 @@ def report_study(study, trials: list[dict], config: SearchConfig, baseline_gzip:
     """The study's history and trade-off plots, its trials as a table, and the choice, on the active run."""
     from steps.reports.figures import study_figure
 
-    best = best_trial(trials, config.max_accuracy_drop)
+    best = best_trial(trials, config.budget)
     if trials:
-        mlflow.log_table({key: [t[key] for t in trials] for key in trials[0]}, "trials.json")
-        mlflow.log_figure(
-            study_figure(trials, best and best["number"], config.max_accuracy_drop, baseline_gzip), "study.png"
-        )
+        mlflow.log_table({key: [t.get(key) for t in trials] for key in trials[0]}, "trials.json")
+        mlflow.log_figure(study_figure(trials, best and best["number"], config.budget, baseline_gzip), "study.png")
     pruned = sum(t.state.name == "PRUNED" for t in study.get_trials(deepcopy=False))
     mlflow.log_metrics({"trials_complete": len(trials), "trials_pruned": pruned})
     if best is None:

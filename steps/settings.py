@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from steps import contract
 from steps.core.plan import ALL_VARIANTS, plan_for
+from steps.core.selection import Budget
 from steps.parameters import UsageError, require_choice, require_positive, setting
 
 AUTO = "auto"  # a setting this step works out: env_manager (the one `mlflow run` gave it), learning_rate
@@ -20,6 +21,14 @@ ENV_MANAGERS = (AUTO, "local", "virtualenv", "uv", "conda")
 ENV_MANAGER_HELP = f"environment of the child runs: {', '.join(ENV_MANAGERS)} (auto = this run's)"
 LOGS_HELP = "the servers' prediction logs: a path, a comma-separated list or a glob (one file per replica)"
 IMAGE_SIZE_HELP = "side in pixels that images of an image folder are resized to, and that shapes are drawn at"
+ROBUSTNESS_HELP = (
+    f"corruption suite each deployable is measured under ({', '.join(contract.ROBUSTNESS_MODES)}): full, 8 kinds "
+    "at 5 levels; fast, only each kind's default level (a fifth of the cost, for photo-sized data); off"
+)
+DISTILL_HELP = (
+    "weight in [0, 1) of {teacher}'s answers in the training targets (knowledge distillation; 0: the labels "
+    "alone); update sets it so that a model adapted to new data keeps what it knew"
+)
 LEARNING_RATE = 0.001  # train's step size unless auto picks another
 # auto's rate for a mobilenet built here: on shapes at 96 px, val 72% after 30 epochs at 0.001, 96% after 17 at 0.01
 FROM_SCRATCH_RATE = 0.01
@@ -67,9 +76,13 @@ class TrainConfig:
     base_model: str = setting(
         "", "a Keras model to fine-tune instead of a new one: MLflow model URI, .keras/.h5 or SavedModel"
     )
+    robustness: str = setting("full", ROBUSTNESS_HELP)
+    distill: float = setting(0.0, DISTILL_HELP.format(teacher="base_model (as it was before this training)"))
 
     def __post_init__(self):
         require_choice("optimizer", self.optimizer, contract.OPTIMIZERS)
+        require_share("distill", self.distill)
+        require_choice("robustness", self.robustness, contract.ROBUSTNESS_MODES)
         require_choice("architecture", self.architecture, contract.ARCHITECTURES)
         require_choice("batchnorm", self.batchnorm, contract.BATCHNORM_MODES)
         require_rate_or_auto(self.learning_rate)
@@ -124,8 +137,12 @@ class FineTuneConfig:
     learning_rate: float = setting(0.0005, "fine-tuning step size (Adam)")
     batch_size: int = setting(32, "samples per gradient step")
     seed: int = setting(42, "seed for weight init and shuffling")
+    robustness: str = setting("full", ROBUSTNESS_HELP)
+    distill: float = setting(0.0, DISTILL_HELP.format(teacher="the parent model"))
 
     def __post_init__(self):
+        require_choice("robustness", self.robustness, contract.ROBUSTNESS_MODES)
+        require_share("distill", self.distill)
         if not self.model_uri:
             raise ValueError(
                 f"model_uri is required: the parent Keras model, e.g. runs:/<train_run_id>/{contract.KERAS_MODEL}"
@@ -234,8 +251,10 @@ class EvaluateConfig:
         "LiteRT threads of a second latency measurement, logged as latency_p50_ms_threads<N> "
         "(latency_p*_ms stay one-thread; 1: no second measurement)",
     )
+    robustness: str = setting("full", ROBUSTNESS_HELP)
 
     def __post_init__(self):
+        require_choice("robustness", self.robustness, contract.ROBUSTNESS_MODES)
         if not self.model_uri:
             raise ValueError(
                 f"model_uri is required, e.g. runs:/<run_id>/{contract.LITERT_MODEL} "
@@ -263,23 +282,43 @@ class GateConfig:
 
 
 @dataclass(frozen=True)
-class RegisterConfig(GateConfig):
+class BudgetConfig:
+    """How far below the float baseline, on the validation split, a chosen variant may be (main, register and
+    search choose within it)."""
+
+    max_accuracy_drop: float = setting(
+        0.005, "largest validation-accuracy loss vs the float32 baseline a chosen variant may have"
+    )
+    max_robust_accuracy_drop: float = setting(
+        0.02,
+        "largest validation robust-accuracy loss (the corruption suite) vs the float32 baseline a chosen variant "
+        "may have; variants measured with robustness=off are not held to it",
+    )
+
+    def __post_init__(self):
+        require_share("max_accuracy_drop", self.max_accuracy_drop)
+        require_share("max_robust_accuracy_drop", self.max_robust_accuracy_drop)
+
+    @property
+    def budget(self) -> Budget:
+        return Budget(self.max_accuracy_drop, self.max_robust_accuracy_drop)
+
+
+@dataclass(frozen=True)
+class RegisterConfig(GateConfig, BudgetConfig):
     """Register the best variant of a main run as challenger and promote it if it passes the gate."""
 
     run_id: str = setting("", "the main (pipeline) run whose variants to choose from")
-    max_accuracy_drop: float = setting(
-        0.005, "largest validation-accuracy loss vs the float baseline the chosen variant may have"
-    )
     objective: str = setting(
         "size", f"best means smallest: {' or '.join(contract.OBJECTIVES)} (gzip size or p50 latency)"
     )
 
     def __post_init__(self):
-        super().__post_init__()
+        GateConfig.__post_init__(self)
+        BudgetConfig.__post_init__(self)
         if not self.run_id:
             raise ValueError("run_id is required: the id of a finished main (pipeline) run")
         require_choice("objective", self.objective, tuple(contract.OBJECTIVES))
-        require_budget(self.max_accuracy_drop)
 
 
 @dataclass(frozen=True)
@@ -411,42 +450,37 @@ class SimulateConfig:
 
 
 @dataclass(frozen=True)
-class PipelineConfig(GateConfig):
+class PipelineConfig(GateConfig, BudgetConfig):
     """Run every stage on one data set (the parameters of `train` apply to its stage); the gate's thresholds
     go to its register step, so a champion's floor is the user's to set (a hard data set may never reach 0.9)."""
 
     model_name: str = setting(contract.DEFAULT_MODEL_NAME, "registered model the best variant is registered under")
-    max_accuracy_drop: float = setting(
-        0.005, "largest validation-accuracy loss vs the float baseline a chosen variant may have"
-    )
     env_manager: str = setting(AUTO, ENV_MANAGER_HELP)
     variants: str = setting(ALL_VARIANTS, "which compression variants to make: all, or plan keys like int8,pruned-int8")
     reuse_runs: bool = setting(True, "reuse a finished child run with the same entry point, parameters and git commit")
 
     def __post_init__(self):
-        super().__post_init__()
+        GateConfig.__post_init__(self)
+        BudgetConfig.__post_init__(self)
         require_choice("env_manager", self.env_manager, ENV_MANAGERS)
         plan_for(self.variants)  # raises on unknown keys
-        require_budget(self.max_accuracy_drop)
 
 
-def require_budget(max_accuracy_drop: float) -> None:
-    if not 0 <= max_accuracy_drop < 1:
-        raise ValueError(f"max_accuracy_drop must be in [0, 1), got {max_accuracy_drop}")
+def require_share(name: str, value: float) -> None:
+    """A share, a weight or a budget of accuracy: in [0, 1)."""
+    if not 0 <= value < 1:
+        raise ValueError(f"{name} must be in [0, 1), got {value}")
 
 
 QUANTIZATIONS = ("ptq", "qat")  # what search may choose: post-training int8, or quantization-aware int8
 
 
 @dataclass(frozen=True)
-class SearchConfig(FineTuneConfig, GateConfig):
+class SearchConfig(FineTuneConfig, GateConfig, BudgetConfig):
     """Search compressions of a Keras model with Optuna: the smallest deployable within the accuracy budget."""
 
     epochs: int = setting(6, "pruning fine-tuning epochs per trial (clustering and QAT get half as many)")
     learning_rate: float = setting(0.0001, "fine-tuning step size (Adam)")
-    max_accuracy_drop: float = setting(
-        0.005, "largest validation-accuracy loss vs the float32 baseline a trial may have (the constraint)"
-    )
     n_trials: int = setting(0, "trials this process runs at most (0: as many as timeout_minutes allows)")
     timeout_minutes: float = setting(10.0, "this process starts no trial after this long (0: no limit)")
     storage: str = setting(
@@ -461,7 +495,7 @@ class SearchConfig(FineTuneConfig, GateConfig):
     def __post_init__(self):
         FineTuneConfig.__post_init__(self)
         GateConfig.__post_init__(self)
-        require_budget(self.max_accuracy_drop)
+        BudgetConfig.__post_init__(self)
         if self.n_trials < 0 or self.timeout_minutes < 0:
             raise ValueError(f"n_trials and timeout_minutes must be >= 0, got {self.n_trials}, {self.timeout_minutes}")
         if not (self.n_trials or self.timeout_minutes):
@@ -498,6 +532,11 @@ class UpdateConfig:
         0.5, "share of each batch (on average) drawn from the old training data, in [0, 1)"
     )
     max_old_drop: float = setting(0.01, "most the challenger may lose against the champion on the old test split")
+    distill: float = setting(
+        0.0,
+        "weight of the champion's own answers in the training targets of train (its float parent as teacher) and of "
+        "each recipe step (its parent as teacher): Learning without Forgetting; 0: the labels alone",
+    )
     seed: int = setting(42, "the new data's split, the replay draw, and training")
     env_manager: str = setting(AUTO, ENV_MANAGER_HELP)
     reuse_runs: bool = setting(True, "an update with the same commit, model, new data and settings is not run again")
@@ -513,9 +552,9 @@ class UpdateConfig:
             require_positive(name, getattr(self, name))
         if self.patience < 0:
             raise ValueError(f"patience must be >= 0, got {self.patience}")
-        if not 0 <= self.replay_fraction < 1:
-            raise ValueError(f"replay_fraction must be in [0, 1), got {self.replay_fraction}")
-        require_budget(self.max_old_drop)
+        require_share("replay_fraction", self.replay_fraction)
+        require_share("max_old_drop", self.max_old_drop)
+        require_share("distill", self.distill)
 
     def fine_tuning_rate(self, original: float) -> float:
         return original / 10 if self.learning_rate == AUTO else float(self.learning_rate)

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     from steps.modeling.convert import to_tflite
     from steps.modeling.keras_io import initial_model, log_keras_model
     from steps.modeling.measure import Baseline
-    from steps.modeling.training import epoch_callback, train
+    from steps.modeling.training import epoch_callback, independent_copy, train
 
     model = initial_model(config, data)
     with step_run(contract.TRAIN) as run:
@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> None:
         log_config(config)
         mlflow.log_param(contract.LEARNING_RATE_USED, config.step_size())
         log_dataset(data)
-        trained = train(config, data, model, callbacks=(epoch_callback(log_epoch),))
+        teacher = independent_copy(model) if config.distill > 0 and config.base_model else None  # as it was
+        trained = train(config, data, model, callbacks=(epoch_callback(log_epoch),), teacher=teacher)
         mlflow.log_metrics(
             {contract.KERAS_ACCURACY: trained.keras_accuracy, contract.EPOCHS_TRAINED: len(trained.history["loss"])}
         )
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> None:
             None,  # the float32 deployable is its own baseline
             sparsity=kernel_sparsity(trained.model),
             params=trained.model.count_params(),
+            robustness=config.robustness,
         )
         set_lineage_tags(Baseline.of(measured, run.info.run_id), [])
         agreement = float((trained.test_predictions == measured.predictions).mean())

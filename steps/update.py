@@ -25,6 +25,7 @@ reached a verdict is not run again (reuse_runs=false forces it).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import tempfile
@@ -103,11 +104,13 @@ def run_children(config: UpdateConfig, origin: Origin, data_uri: str) -> list[st
         patience=config.patience,
         seed=config.seed,
         base_model=origin.float_model_uri,
+        robustness=unquoted(params.get("robustness", defaults.robustness)),
+        distill=config.distill,
     )
     run_ids = [run_step(contract.TRAIN, as_parameters(train), env_manager=env_manager, reuse=config.reuse_runs)]
     for step in origin.recipe:
         parent = f"runs:/{run_ids[-1]}/{contract.KERAS_MODEL}"
-        settings = recipe_config(step, parent, data_uri)
+        settings = dataclasses.replace(recipe_config(step, parent, data_uri), distill=config.distill)
         run_ids.append(run_step(step.step, as_parameters(settings), env_manager=env_manager, reuse=config.reuse_runs))
     return run_ids
 

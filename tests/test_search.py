@@ -12,7 +12,7 @@ import optuna
 import pytest
 
 from steps import contract
-from steps.core.selection import BUDGET_SLACK
+from steps.core.selection import BUDGET_SLACK, Budget
 from steps.search import (
     FIRST_CLUSTERS,
     SCALE_RANGE,
@@ -72,17 +72,18 @@ def trial(number: int, size: int, drop: float) -> dict:
 
 def test_the_choice_is_the_smallest_within_the_budget_on_validation_and_none_when_nothing_is():
     trials = [trial(0, 30_000, 0.004), trial(1, 20_000, 0.02), trial(2, 30_000, 0.0), trial(3, 25_000, 0.005)]
-    assert best_trial(trials, 0.005)["number"] == 3  # the smaller over-budget trial 1 is not eligible
-    assert best_trial(trials[:3], 0.005)["number"] == 2  # a tie on size goes to the smaller drop
-    assert best_trial([trial(1, 20_000, 0.02)], 0.005) is None
+    assert best_trial(trials, Budget(0.005, 0.02))["number"] == 3  # the smaller over-budget trial 1 is not eligible
+    assert best_trial(trials[:3], Budget(0.005, 0.02))["number"] == 2  # a tie on size goes to the smaller drop
+    assert best_trial([trial(1, 20_000, 0.02)], Budget(0.005, 0.02)) is None
 
 
 def test_a_drop_at_the_budget_is_within_it_as_for_selection_and_nothing_within_says_what_to_change():
     at_budget = 0.1 + 0.2 - 0.2  # 0.10000000000000003: the budget, after float rounding
-    assert best_trial([trial(0, 20_000, at_budget)], 0.1)["number"] == 0
-    assert best_trial([trial(0, 20_000, 0.1 + 10 * BUDGET_SLACK)], 0.1) is None
+    assert best_trial([trial(0, 20_000, at_budget)], Budget(0.1, 0.02))["number"] == 0
+    assert best_trial([trial(0, 20_000, 0.1 + 10 * BUDGET_SLACK)], Budget(0.1, 0.02)) is None
     line = nothing_within([trial(0, 20_000, 0.02), trial(1, 30_000, 0.01)], SearchConfig(model_uri="m"))
-    assert "no trial of 2 complete is within max_accuracy_drop=0.005" in line and "+0.0100" in line
+    assert "no trial of 2 complete is within max_accuracy_drop=0.005, max_robust_accuracy_drop=0.02" in line
+    assert "val_accuracy_drop +0.0100 > 0.005" in line
     assert "timeout_minutes" in line and "\n" not in line
 
 

@@ -115,7 +115,7 @@ def prune_model(
         )
 
     wrapped = keras.models.clone_model(independent_copy(parent), clone_function=wrap)
-    fine_tune(wrapped, data, config, callbacks=(tfmot.sparsity.keras.UpdatePruningStep(), *callbacks))
+    fine_tune(wrapped, data, config, (tfmot.sparsity.keras.UpdatePruningStep(), *callbacks), teacher=parent)
     model = tfmot.sparsity.keras.strip_pruning(wrapped)
     return PrunedModel(model, _per_layer(model, lambda kernel: float(np.mean(kernel == 0))), left_dense)
 
@@ -146,7 +146,7 @@ def cluster_model(
         )
 
     wrapped = keras.models.clone_model(independent_copy(parent), clone_function=wrap)
-    fine_tune(wrapped, data, config, callbacks)
+    fine_tune(wrapped, data, config, callbacks, teacher=parent)
     model = strip_clustering(wrapped)
     return ClusteredModel(model, _per_layer(model, lambda kernel: int(np.unique(kernel).size)))
 
@@ -186,7 +186,7 @@ def quantization_aware_model(
                     preserve_sparsity=scheme == "PCQAT"
                 ),
             )
-    fine_tune(model, data, config, callbacks)
+    fine_tune(model, data, config, callbacks, teacher=parent)
     return model
 
 

@@ -18,7 +18,15 @@ from steps.settings import ClusterConfig, PruneConfig, QuantizeConfig
 
 RECIPE_CONFIGS = {contract.PRUNE: PruneConfig, contract.CLUSTER: ClusterConfig, contract.QUANTIZE: QuantizeConfig}
 TRIAL_QUANTIZE_MODE = {"ptq": "int8", "qat": "qat"}  # a search trial's quantization -> quantize's mode
-FINE_TUNING = ("model_uri", "dataset", "image_size", "learning_rate", "batch_size", "seed")  # every stage's
+FINE_TUNING = (
+    "model_uri",
+    "dataset",
+    "image_size",
+    "learning_rate",
+    "batch_size",
+    "seed",
+    "robustness",
+)  # every stage's
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ MOMENTUM = 0.9  # the classic value for SGD with momentum
 FRESH_BATCHNORM_MOMENTUM = 0.9
 CALIBRATION_SAMPLES = 256  # one batch's statistics per channel over 256 images x every pixel: precise enough
 LOSS = "sparse_categorical_crossentropy"  # integer labels, softmax outputs
+DISTILLATION_LOSS = "categorical_crossentropy"  # soft targets: labels mixed with a teacher's probabilities
 
 
 @dataclass
@@ -119,20 +120,44 @@ def calibrate_batchnorm(model: keras.Model, layers: list, samples: np.ndarray) -
             layer.momentum = momentum
 
 
-def train(config: TrainConfig, data: Dataset, model: keras.Model, callbacks=()) -> TrainedModel:
-    """Fit `model` (new, or a base model to fine-tune) on the train split with early stopping on validation loss."""
+def distilled_targets(teacher: keras.Model, x: np.ndarray, y: np.ndarray, weight: float) -> np.ndarray:
+    """(1 - weight) x one-hot labels + weight x the teacher's probabilities. Cross-entropy against these is the
+    labels' loss plus `weight` times the KL divergence to the teacher (temperature 1), up to a constant:
+    knowledge distillation, and Learning without Forgetting when the teacher is the model before an update."""
+    probabilities = teacher.predict(x, batch_size=256, verbose=0)
+    one_hot = np.eye(probabilities.shape[1], dtype=np.float32)[np.asarray(y, np.int64)]
+    return ((1.0 - weight) * one_hot + weight * probabilities).astype(np.float32)
+
+
+def fit_targets(data: Dataset, teacher: keras.Model | None, weight: float):
+    """The loss and the (training, validation) targets of a fit: integer labels, or with a teacher and a
+    positive weight, distilled training targets (validation keeps the plain labels, one-hot, so early
+    stopping and the logged curves judge the labels alone)."""
+    if teacher is None or weight <= 0:
+        return LOSS, data.y_train, data.y_val
+    n_classes = teacher.output_shape[-1]
+    one_hot_val = np.eye(n_classes, dtype=np.float32)[np.asarray(data.y_val, np.int64)]
+    return DISTILLATION_LOSS, distilled_targets(teacher, data.x_train, data.y_train, weight), one_hot_val
+
+
+def train(
+    config: TrainConfig, data: Dataset, model: keras.Model, callbacks=(), teacher: keras.Model | None = None
+) -> TrainedModel:
+    """Fit `model` (new, or a base model to fine-tune) on the train split with early stopping on validation loss;
+    with a teacher and config.distill > 0, towards its answers too (see distilled_targets)."""
     seed_everything(config.seed)
     batchnorm = prepare_batchnorm(model, config.batchnorm)
     if batchnorm.learning or batchnorm.inference:
         print(f"train: {batchnorm} (batchnorm={config.batchnorm})")
     print(f"train: {config.optimizer} at learning rate {config.step_size()} (learning_rate={config.learning_rate})")
     callbacks = (*calibration(batchnorm, data), *callbacks)
-    model.compile(optimizer=make_optimizer(config.optimizer, config.step_size()), loss=LOSS, metrics=["accuracy"])
+    loss, y_train, y_val = fit_targets(data, teacher, config.distill)
+    model.compile(optimizer=make_optimizer(config.optimizer, config.step_size()), loss=loss, metrics=["accuracy"])
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True)
     history = model.fit(
         data.x_train,
-        data.y_train,
-        validation_data=(data.x_val, data.y_val),
+        y_train,
+        validation_data=(data.x_val, y_val),
         epochs=config.epochs,
         batch_size=config.batch_size,
         callbacks=[stop, *callbacks],
@@ -143,16 +168,20 @@ def train(config: TrainConfig, data: Dataset, model: keras.Model, callbacks=()) 
     return TrainedModel(model, history, predictions, float((predictions == data.y_test).mean()))
 
 
-def fine_tune(model: keras.Model, data: Dataset, config: FineTuneConfig, callbacks=()) -> None:
+def fine_tune(
+    model: keras.Model, data: Dataset, config: FineTuneConfig, callbacks=(), teacher: keras.Model | None = None
+) -> None:
     """A fixed number of epochs (schedules like pruning's must run to the end): no early stopping.
-    BatchNorm layers follow prepare_batchnorm's auto rule: a trained parent's statistics stay as they are."""
+    BatchNorm layers follow prepare_batchnorm's auto rule: a trained parent's statistics stay as they are.
+    With config.distill > 0 the targets mix in the teacher's answers (the parent the variant is made from)."""
     seed_everything(config.seed)
     callbacks = (*calibration(prepare_batchnorm(model), data), *callbacks)
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=LOSS, metrics=["accuracy"])
+    loss, y_train, y_val = fit_targets(data, teacher, config.distill)
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=loss, metrics=["accuracy"])
     model.fit(
         data.x_train,
-        data.y_train,
-        validation_data=(data.x_val, data.y_val),
+        y_train,
+        validation_data=(data.x_val, y_val),
         epochs=config.epochs,
         batch_size=config.batch_size,
         callbacks=list(callbacks),

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
+import numpy as np
+from mlflow.exceptions import MlflowException
 
 from steps import contract
 from steps.core.selection import VariantRow
@@ -69,6 +71,10 @@ def set_lineage_tags(baseline: Baseline, recipe: list[dict]) -> None:
     }
     if baseline.run_id:
         tags[contract.TAG_BASELINE_RUN] = baseline.run_id
+    if baseline.robust_accuracy is not None:
+        tags[contract.TAG_BASELINE_ROBUSTNESS] = baseline.robustness_mode
+        tags[contract.TAG_BASELINE_ROBUST_ACCURACY] = str(baseline.robust_accuracy)
+        tags[contract.TAG_BASELINE_VAL_ROBUST_ACCURACY] = str(baseline.val_robust_accuracy)
     mlflow.set_tags(tags)
 
 
@@ -76,12 +82,25 @@ def baseline_of(tags: dict[str, str]) -> Baseline | None:
     """The baseline recorded on a run made by an rtdeploy step, or None for any other run."""
     if contract.TAG_BASELINE_VAL_ACCURACY not in tags:
         return None
+    robust = contract.TAG_BASELINE_ROBUST_ACCURACY in tags  # runs before robustness, or measured with it off: none
     return Baseline(
         tags.get(contract.TAG_BASELINE_RUN, ""),
         float(tags[contract.TAG_BASELINE_ACCURACY]),
         float(tags[contract.TAG_BASELINE_VAL_ACCURACY]),
         int(tags[contract.TAG_BASELINE_GZIP_BYTES]),
+        tags.get(contract.TAG_BASELINE_ROBUSTNESS, "off"),
+        float(tags[contract.TAG_BASELINE_ROBUST_ACCURACY]) if robust else None,
+        float(tags[contract.TAG_BASELINE_VAL_ROBUST_ACCURACY]) if robust else None,
     )
+
+
+def test_predictions_of(run_id: str) -> np.ndarray | None:
+    """The predicted class per test sample a step's run logged for its deployable (None for older runs)."""
+    try:
+        logged = mlflow.artifacts.load_dict(f"runs:/{run_id}/{contract.TEST_PREDICTIONS_FILE}")
+    except MlflowException:
+        return None
+    return np.asarray(logged["predicted"])
 
 
 def recipe_of(tags: dict[str, str]) -> list[dict]:

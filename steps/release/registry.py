@@ -88,6 +88,12 @@ def register_deployable(name: str, source_run_id: str) -> ModelVersion:
         contract.VERSION_TAG_BASELINE_RUN: tags.get(contract.TAG_BASELINE_RUN, ""),
         contract.VERSION_TAG_RECIPE: tags.get(contract.TAG_RECIPE, "[]"),
     }
+    for tag, metric in (
+        (contract.VERSION_TAG_ROBUST_ACCURACY, contract.ROBUST_ACCURACY),
+        (contract.VERSION_TAG_FLIP_RATE, contract.FLIP_RATE),
+    ):
+        if metric in run.data.metrics:  # runs with robustness off, and the float baseline, have none
+            lineage[tag] = str(run.data.metrics[metric])
     uri = f"runs:/{source_run_id}/{contract.LITERT_MODEL}"
     version = mlflow.register_model(uri, name, tags=lineage)
     print(f"register: {uri} is {name} version {version.version}")

@@ -143,18 +143,23 @@ def log_litert_model(tflite_path: str | Path, data: Dataset) -> str:
 
 
 def log_deployable(
-    tflite: bytes, data: Dataset, baseline: Baseline | None, *, sparsity: float, params: int
+    tflite: bytes, data: Dataset, baseline: Baseline | None, *, sparsity: float, params: int, robustness: str
 ) -> tuple[dict[str, float], DeployableMeasurement]:
-    """Measure a .tflite deployable, log it and its metric set; returns both.
+    """Measure a .tflite deployable (under the corruption suite in mode `robustness`), log it and its metric
+    set, and every kind and level of its robustness as robustness.json; returns the metrics and measurement.
 
     With no baseline the deployable is the baseline itself (the float32 export
     of a training run): accuracy drop 0, compression ratio 1.
     """
-    measured = measure_deployable(tflite, data)
+    measured = measure_deployable(tflite, data, robustness)
     metrics = variant_metrics(measured, baseline or Baseline.of(measured), sparsity=sparsity, params=params)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model.tflite"
         path.write_bytes(tflite)
         log_litert_model(path, data)
     mlflow.log_metrics(metrics)
+    mlflow.log_dict({"predicted": measured.predictions.tolist()}, contract.TEST_PREDICTIONS_FILE)
+    if measured.robustness is not None:
+        splits = {"test": measured.robustness.as_dict(), "validation": measured.val_robustness.as_dict()}
+        mlflow.log_dict(splits, contract.ROBUSTNESS_FILE)
     return metrics, measured

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import ScalarFormatter  # noqa: E402
 
 from steps import contract  # noqa: E402
-from steps.core.selection import VariantRow, pareto_front, within_budget  # noqa: E402
+from steps.core.selection import Budget, VariantRow, pareto_front  # noqa: E402
 
 TABLE_METRICS = (
     contract.VAL_ACCURACY,
@@ -175,6 +175,47 @@ def confusion_examples_figure(top_confusions, images) -> Figure:
     return figure
 
 
+FLIPPED_SHOWN = 24  # images in the flipped figure at most
+
+
+def flipped_figure(flipped, data, baseline_predictions, predictions) -> Figure:
+    """The test images whose class a variant changed: baseline's class -> variant's, and the true one."""
+    shown = flipped[:FLIPPED_SHOWN]
+    columns = min(8, len(shown))
+    rows = -(-len(shown) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(1.5 * columns, 1.8 * rows + 0.5), squeeze=False)
+    names = data.class_names
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, index in zip(axes.flat, shown):
+        image = data.x_test[index]
+        axis.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
+        axis.set_title(
+            f"{names[baseline_predictions[index]]}->{names[predictions[index]]}\n(true {names[data.y_test[index]]})",
+            fontsize=7,
+        )
+    figure.suptitle(f"test samples that changed class: float baseline -> variant ({len(shown)} of {len(flipped)})")
+    figure.tight_layout()
+    return figure
+
+
+def robustness_figure(robustness, clean_accuracy: float, title: str = "accuracy under corruption") -> Figure:
+    """Accuracy against corruption level (1 mildest, 5 harshest), one line per kind, clean accuracy dashed."""
+    figure, axis = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
+    for kind, accuracies in robustness.accuracy.items():
+        levels = np.arange(1, len(accuracies) + 1) if len(accuracies) > 1 else [3]  # fast: the default level only
+        axis.plot(levels, accuracies, marker="o", label=kind)
+    axis.axhline(clean_accuracy, color="black", linestyle="--", linewidth=1, label="clean")
+    axis.set_xticks(range(1, 6))
+    axis.set_xlabel("corruption level (3: the default severity)")
+    axis.set_ylabel("accuracy")
+    axis.set_ylim(0, 1.02)
+    axis.set_title(f"{title}: mean {robustness.mean:.3f} ({robustness.mode})")
+    axis.grid(True, alpha=0.3)
+    axis.legend(fontsize=8, ncol=2, loc="lower left")
+    return figure
+
+
 def sensitivity_figure(rows: list[dict], tolerated: dict[str, float], max_drop: float) -> Figure:
     """Validation accuracy drop vs sparsity, one line per layer pruned alone; its share of the weights in the legend."""
     figure, axis = plt.subplots(figsize=(8, 5), constrained_layout=True)
@@ -192,12 +233,12 @@ def sensitivity_figure(rows: list[dict], tolerated: dict[str, float], max_drop: 
     return figure
 
 
-def study_figure(trials: list[dict], best_number: int | None, max_accuracy_drop: float, baseline_gzip: int) -> Figure:
+def study_figure(trials: list[dict], best_number: int | None, budget: Budget, baseline_gzip: int) -> Figure:
     """The search in two panels: each trial's size in order (best feasible so far as a line), and the
     trade-off, size vs validation accuracy drop, with the budget and the front of the feasible trials."""
     figure, (history, tradeoff) = plt.subplots(1, 2, figsize=(14, 5.5), constrained_layout=True)
-    feasible = [t for t in trials if within_budget(t[contract.VAL_ACCURACY_DROP], max_accuracy_drop)]
-    infeasible = [t for t in trials if not within_budget(t[contract.VAL_ACCURACY_DROP], max_accuracy_drop)]
+    feasible = [t for t in trials if budget.admits(t)]
+    infeasible = [t for t in trials if not budget.admits(t)]
     for axis_trials, colour, label in (
         (feasible, "tab:blue", "within budget"),
         (infeasible, "tab:gray", "over budget"),
@@ -242,7 +283,7 @@ def study_figure(trials: list[dict], best_number: int | None, max_accuracy_drop:
         marker="o",
         label="Pareto front",
     )
-    tradeoff.axhline(max_accuracy_drop * 100, color="tab:red", linestyle="--", linewidth=1, label="budget")
+    tradeoff.axhline(budget.max_accuracy_drop * 100, color="tab:red", linestyle="--", linewidth=1, label="budget")
     for trial in (t for t in trials if t["number"] == best_number):
         size = trial["size_gzip_bytes"] / 1024
         for axis, xy in ((history, (trial["number"], size)), (tradeoff, (size, trial["val_accuracy_drop"] * 100))):

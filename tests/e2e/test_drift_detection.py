@@ -4,11 +4,12 @@ windows of 50 test samples each (`pytest -s tests/e2e/test_drift_detection.py` p
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from scipy.stats import binom
 
 from steps import contract
-from steps.datasets.corruptions import DEFAULT_SEVERITY
+from steps.datasets.corruptions import DEFAULT_SEVERITY, apply_drift
 from steps.monitoring.drift_rates import WINDOW, measure
 from steps.monitoring.drift_statistics import (
     DEFAULT_ALPHA,
@@ -26,6 +27,9 @@ MAX_CLEAN_ALARMS = {DEFAULT_ALPHA: 1, 0.05: 2}
 
 
 WEAKER_DRIFT = {"noise": 0.15, "invert": 0.1, "label": 0.3}  # README: missed in some windows of 50
+# README: on 8x8 digits a JPEG round trip at quality 58 is one 8x8 DCT block, changes the pixels little and costs
+# the model about a point; the monitor does not see it, and is not claimed to.
+UNSEEN_ON_DIGITS = ("jpeg",)
 
 
 def test_the_clean_alarm_limits_are_what_a_rate_of_alpha_rarely_exceeds_over_7_windows():
@@ -65,7 +69,7 @@ def test_clean_windows_of_the_test_split_rarely_raise_a_false_alarm(deployable):
         assert calibrated.false_alarms(WINDOW, alpha).false_alarms <= most
 
 
-@pytest.mark.parametrize("kind", [kind for kind in contract.DRIFTS if kind != "none"])
+@pytest.mark.parametrize("kind", [kind for kind in contract.DRIFTS if kind not in ("none", *UNSEEN_ON_DIGITS)])
 def test_every_drift_at_its_default_severity_is_detected_in_every_window(deployable, kind):
     classifier, data, reference = deployable
     seed = contract.DRIFTS.index(kind)
@@ -90,3 +94,12 @@ def test_weaker_drift_is_missed_in_some_windows(deployable, kind):
     rate = measure(classifier.predict_proba, reference, data.x_test, data.y_test, kind, WEAKER_DRIFT[kind], seed=seed)
     print(f"\n{kind} severity {WEAKER_DRIFT[kind]}: detected in {rate[DEFAULT_ALPHA]}")
     assert rate[DEFAULT_ALPHA].flagged < rate[DEFAULT_ALPHA].windows
+
+
+@pytest.mark.parametrize("kind", UNSEEN_ON_DIGITS)
+def test_a_drift_the_monitor_is_not_claimed_to_see_on_digits_barely_changes_the_answers(deployable, kind):
+    classifier, data, _ = deployable
+    drifted, _ = apply_drift(data.x_test, data.y_test, kind, None, np.random.default_rng(0))
+    clean = classifier.predict_proba(data.x_test).argmax(axis=1)
+    assert np.abs(drifted - data.x_test).mean() < 0.05
+    assert (classifier.predict_proba(drifted).argmax(axis=1) == clean).mean() > 0.97

@@ -154,6 +154,36 @@ def test_main_derives_every_compression_variant_with_lineage(first_main):
     assert "unique_values_per_layer.json" in {f.path for f in client.list_artifacts(runs["clustered"].info.run_id)}
 
 
+ROBUST_METRICS = {
+    contract.ROBUST_ACCURACY,
+    contract.VAL_ROBUST_ACCURACY,
+    contract.ROBUST_ACCURACY_DROP,
+    contract.VAL_ROBUST_ACCURACY_DROP,
+    *(contract.robust_accuracy_of(kind) for kind in contract.ROBUSTNESS_KINDS),
+}
+
+
+def test_every_variant_reports_its_robustness_and_what_compression_forgot(first_main):
+    main, train = first_main
+    client = mlflow.MlflowClient()
+    assert ROBUST_METRICS <= set(train.data.metrics) and train.data.metrics[contract.ROBUST_ACCURACY_DROP] == 0
+    assert train.data.metrics[contract.ROBUST_ACCURACY] < train.data.metrics[contract.ACCURACY]
+    for planned in COMPRESSION_PLAN:
+        run = mlflow.get_run(main.data.tags[contract.TAG_STEP_RUN.format(step=planned.key)])
+        metrics = run.data.metrics
+        assert ROBUST_METRICS | {contract.FLIP_RATE} <= set(metrics), planned.key
+        assert metrics[contract.ROBUST_ACCURACY_DROP] == pytest.approx(
+            train.data.metrics[contract.ROBUST_ACCURACY] - metrics[contract.ROBUST_ACCURACY]
+        )
+        robustness = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/{contract.ROBUSTNESS_FILE}")
+        assert set(robustness["test"]["kinds"]) == set(contract.ROBUSTNESS_KINDS)
+        assert all(len(kind["accuracy"]) == 5 for kind in robustness["validation"]["kinds"].values())
+        assert robustness["test"]["mean"] == pytest.approx(metrics[contract.ROBUST_ACCURACY])
+        artifacts = {f.path for f in client.list_artifacts(run.info.run_id)}
+        assert contract.FORGETTING_TABLE in artifacts
+        assert (contract.FLIPPED_FIGURE in artifacts) == (metrics[contract.FLIP_RATE] > 0)
+
+
 def test_best_variant_within_half_a_point_is_at_least_10x_smaller(first_main):
     main, train = first_main
     best_ratio = main.data.metrics[contract.BEST_COMPRESSION_RATIO]

@@ -40,6 +40,11 @@ def test_main_makes_the_smallest_variant_within_budget_the_champion(first_main):
     data = load_dataset("digits")
     accuracy = float((np.asarray(served.predict(data.x_test)).argmax(axis=1) == data.y_test).mean())
     assert accuracy == pytest.approx(float(champion.tags[contract.VERSION_TAG_ACCURACY]))
+    for tag, metric in (
+        (contract.VERSION_TAG_ROBUST_ACCURACY, contract.ROBUST_ACCURACY),
+        (contract.VERSION_TAG_FLIP_RATE, contract.FLIP_RATE),
+    ):
+        assert float(champion.tags[tag]) == pytest.approx(source.data.metrics[metric])
 
 
 def test_a_version_leads_back_to_its_float_baseline_with_its_recipe(first_main):

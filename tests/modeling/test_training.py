@@ -1,4 +1,5 @@
-"""Every optimizer name builds its optimizer; BatchNorm layers learn or keep their statistics as README says."""
+"""Every optimizer name builds its optimizer; BatchNorm layers learn or keep their statistics as README says;
+distillation mixes a teacher's answers into the targets and pulls the student towards them."""
 
 from __future__ import annotations
 
@@ -7,7 +8,17 @@ import pytest
 import tf_keras as keras
 
 from steps import contract
-from steps.modeling.training import calibrate_batchnorm, make_optimizer, prepare_batchnorm
+from steps.datasets.data import Dataset, load_dataset
+from steps.modeling.training import (
+    LOSS,
+    calibrate_batchnorm,
+    distilled_targets,
+    fine_tune,
+    fit_targets,
+    make_optimizer,
+    prepare_batchnorm,
+)
+from steps.settings import FineTuneConfig
 
 
 @pytest.mark.parametrize("name", contract.OPTIMIZERS)
@@ -71,3 +82,40 @@ def test_calibration_sets_the_learning_layers_statistics_to_those_of_the_samples
     unbiased = features.reshape(-1, 2).var(axis=0, ddof=1)  # Keras keeps the unbiased variance
     np.testing.assert_allclose(bn.moving_variance.numpy(), unbiased, rtol=1e-4)
     assert bn.momentum == 0.9
+
+
+def _classifier(seed: int) -> keras.Model:
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+
+
+def test_distilled_targets_mix_the_labels_with_the_teachers_probabilities():
+    teacher, x, y = _classifier(0), np.random.default_rng(0).random((6, 4)).astype(np.float32), np.arange(6) % 3
+    targets = distilled_targets(teacher, x, y, 0.3)
+    assert targets == pytest.approx(0.7 * np.eye(3)[y] + 0.3 * teacher.predict(x, verbose=0), abs=1e-6)
+    assert targets.sum(axis=1) == pytest.approx(1.0)
+
+
+def test_without_a_teacher_or_a_weight_a_fit_learns_the_labels_alone():
+    data = load_dataset("digits")
+    for teacher, weight in ((None, 0.5), (_classifier(0), 0.0)):
+        loss, y_train, y_val = fit_targets(data, teacher, weight)
+        assert loss == LOSS and y_train is data.y_train and y_val is data.y_val
+
+
+def test_distillation_pulls_a_student_towards_its_teacher_on_the_same_labels():
+    """Labels that carry nothing (all one class): with weight 0.9 the student's answers end near the teacher's."""
+    rng = np.random.default_rng(1)
+    x = rng.random((128, 4)).astype(np.float32)
+    data = Dataset(
+        "toy", "toy", x, np.zeros(128, int), x[:32], np.zeros(32, int), x[:32], np.zeros(32, int), ("a", "b", "c")
+    )
+    teacher = _classifier(1)
+    gaps = []
+    for weight in (0.0, 0.9):
+        student = _classifier(2)
+        fine_tune(
+            student, data, FineTuneConfig(model_uri="m", epochs=10, learning_rate=0.1, distill=weight), teacher=teacher
+        )
+        gaps.append(np.abs(student.predict(x, verbose=0) - teacher.predict(x, verbose=0)).mean())
+    assert gaps[1] < gaps[0] / 3

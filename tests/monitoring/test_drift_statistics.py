@@ -97,8 +97,9 @@ def test_per_pixel_tests_at_1_percent_would_alarm_in_about_half_of_clean_windows
     assert 1 - 0.99**64 == pytest.approx(0.47, abs=0.005) and share == pytest.approx(0.47, abs=0.1)
 
 
-def test_drift_and_shifts_need_numpy_and_scipy_only():
-    """`monitor` and `simulate` run them in light processes: nothing beyond what numpy and scipy load themselves."""
+def test_drift_and_shifts_need_numpy_scipy_and_pillow_only():
+    """`monitor` and `simulate` run them in light processes: nothing beyond what numpy and scipy load themselves,
+    and Pillow (the corruptions' JPEG round trip; the server decodes images with it too)."""
     probe = (
         "import sys, numpy, scipy.stats, scipy.ndimage; before = set(sys.modules); "
         "import steps.monitoring.reference_profile, steps.datasets.corruptions; "
@@ -106,7 +107,7 @@ def test_drift_and_shifts_need_numpy_and_scipy_only():
     )
     result = run_command([sys.executable, "-c", probe])
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip() == "['steps']"
+    assert result.stdout.strip() == "['PIL', 'steps']"
 
 
 def test_downsampling_keeps_8x8_and_brings_larger_and_colour_images_to_the_same_grid():
