@@ -168,6 +168,10 @@ CHALLENGER_ACCURACY = "challenger_accuracy"
 CHAMPION_ACCURACY = "champion_accuracy"
 ACCURACY_CHANGE = "accuracy_change_vs_champion"  # challenger minus champion, on the same test samples
 MCNEMAR_P_VALUE = "mcnemar_p_value"  # exact McNemar test of that difference (paired, same samples)
+# The same under the corruption suite (the challenger run's robustness mode; none when it was off)
+CHALLENGER_ROBUST_ACCURACY = "challenger_robust_accuracy"
+CHAMPION_ROBUST_ACCURACY = "champion_robust_accuracy"
+ROBUST_ACCURACY_CHANGE = "robust_accuracy_change_vs_champion"
 
 
 # How hard the server's log holds an answered prediction (`serve -P log_sync`): SQLite's synchronous level

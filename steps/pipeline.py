@@ -75,6 +75,11 @@ def run_pipeline(pipeline: PipelineConfig, train: TrainConfig) -> dict[str, str]
     return step_runs
 
 
+def _optional(row: VariantRow, key: str, spec: str) -> str:
+    """A metric a variant may lack (robustness off), formatted, or a dash."""
+    return format(row.metrics[key], spec) if key in row.metrics else "-"
+
+
 def report_variants(rows: list[VariantRow], budget: Budget) -> VariantRow | None:
     """Log the comparison table and plot on the active run, and name the best variant within the budget.
 
@@ -128,8 +133,3 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     run_cli(contract.MAIN, main)
-
-
-def _optional(row: VariantRow, key: str, spec: str) -> str:
-    """A metric a variant may lack (robustness off), formatted, or a dash."""
-    return format(row.metrics[key], spec) if key in row.metrics else "-"

@@ -273,10 +273,16 @@ class GateConfig:
         0.0, "tolerance: how far below the champion's accuracy (same test data) a challenger may be"
     )
     min_accuracy: float = setting(0.9, "absolute accuracy floor for any champion")
+    min_robust_accuracy_change: float = setting(
+        0.02,
+        "tolerance: how far below the champion's robust accuracy (the corruption suite, same test samples) a "
+        "challenger may be; not checked when the challenger's run had robustness off",
+    )
 
     def __post_init__(self):
         if self.min_accuracy_change < 0:
             raise ValueError(f"min_accuracy_change is a tolerance and must be >= 0, got {self.min_accuracy_change}")
+        require_share("min_robust_accuracy_change", self.min_robust_accuracy_change)
         if not 0 <= self.min_accuracy <= 1:
             raise ValueError(f"min_accuracy must be in [0, 1], got {self.min_accuracy}")
 

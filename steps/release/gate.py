@@ -37,6 +37,7 @@ class Verdict:
     challenger: Accuracy | None = None  # None: the gate did not run (forced, unchanged)
     champion: Accuracy | None = None  # None: no champion to compare with
     comparison: PairedComparison | None = None
+    robust: tuple[float, float] | None = None  # challenger's and champion's robust accuracy, when compared
 
     @property
     def refused(self) -> bool:
@@ -53,6 +54,9 @@ class Verdict:
             metrics[contract.ACCURACY_CHANGE] = self.challenger.value - self.champion.value
         if self.comparison is not None:
             metrics[contract.MCNEMAR_P_VALUE] = self.comparison.p_value
+        if self.robust is not None:
+            metrics[contract.CHALLENGER_ROBUST_ACCURACY], metrics[contract.CHAMPION_ROBUST_ACCURACY] = self.robust
+            metrics[contract.ROBUST_ACCURACY_CHANGE] = self.robust[0] - self.robust[1]
         return metrics
 
 
@@ -62,35 +66,57 @@ def accuracy_metrics(name: str, accuracy: Accuracy) -> dict[str, float]:
     return {name: accuracy.value, low: accuracy.low, high: accuracy.high}
 
 
-def decide(challenger_correct: np.ndarray, champion_correct: np.ndarray | None, thresholds: GateConfig) -> Verdict:
-    """Promote the challenger? Always a verdict with its reason; with no champion only the floor applies."""
+def decide(
+    challenger_correct: np.ndarray,
+    champion_correct: np.ndarray | None,
+    thresholds: GateConfig,
+    robust_correct: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Verdict:
+    """Promote the challenger? Always a verdict with its reason; with no champion only the floor applies.
+    robust_correct: (challenger, champion) per-sample correctness on every corrupted test set, when the
+    challenger was measured under the corruption suite; then its robust accuracy may be at most
+    min_robust_accuracy_change below the champion's."""
     challenger = proportion(challenger_correct)
     metrics = {contract.ACCURACY: challenger.value}
     checks = {contract.ACCURACY: MetricThreshold(threshold=float(thresholds.min_accuracy), greater_is_better=True)}
-    champion = comparison = None
+    champion = comparison = robust = None
     if champion_correct is not None:
         champion, comparison = proportion(champion_correct), mcnemar(challenger_correct, champion_correct)
         metrics[contract.ACCURACY_CHANGE] = challenger.value - champion.value
-        checks[contract.ACCURACY_CHANGE] = MetricThreshold(
-            threshold=-float(thresholds.min_accuracy_change) - FLOAT_SLACK, greater_is_better=True
-        )
+        checks[contract.ACCURACY_CHANGE] = _tolerance(thresholds.min_accuracy_change)
+        if robust_correct is not None:
+            robust = tuple(float(np.mean(correct)) for correct in robust_correct)
+            metrics[contract.ROBUST_ACCURACY_CHANGE] = robust[0] - robust[1]
+            checks[contract.ROBUST_ACCURACY_CHANGE] = _tolerance(thresholds.min_robust_accuracy_change)
+    versus = _versus(champion, comparison, robust)
     try:
         mlflow.validate_evaluation_results(checks, EvaluationResult(metrics=metrics, artifacts={}))
     except ModelValidationFailedException as failure:
-        reason = " ".join(failure.message.split()) + _versus(champion, comparison)
-        return Verdict(contract.VALIDATION_FAILED, reason, challenger, champion, comparison)
+        reason = " ".join(failure.message.split()) + versus
+        return Verdict(contract.VALIDATION_FAILED, reason, challenger, champion, comparison, robust)
     reason = f"accuracy {challenger} passes (floor {thresholds.min_accuracy}"
     if champion is None:
         reason += "; no champion yet)"
     else:
-        reason += f"; tolerance {thresholds.min_accuracy_change} below the champion){_versus(champion, comparison)}"
-    return Verdict(contract.VALIDATION_PASSED, reason, challenger, champion, comparison)
+        reason += f"; tolerance {thresholds.min_accuracy_change} below the champion"
+        if robust is not None:
+            reason += f"; robust accuracy tolerance {thresholds.min_robust_accuracy_change}"
+        reason += f"){versus}"
+    return Verdict(contract.VALIDATION_PASSED, reason, challenger, champion, comparison, robust)
 
 
-def _versus(champion: Accuracy | None, comparison: PairedComparison | None) -> str:
+def _tolerance(tolerance: float) -> MetricThreshold:
+    """A change (challenger minus champion) that must stay above -tolerance."""
+    return MetricThreshold(threshold=-float(tolerance) - FLOAT_SLACK, greater_is_better=True)
+
+
+def _versus(
+    champion: Accuracy | None, comparison: PairedComparison | None, robust: tuple[float, float] | None = None
+) -> str:
     if champion is None:
         return ""
-    return f" (champion accuracy {champion} on the same test samples; {comparison})"
+    robustness = "" if robust is None else f"; robust accuracy {robust[0]:.4f} against the champion's {robust[1]:.4f}"
+    return f" (champion accuracy {champion} on the same test samples; {comparison}{robustness})"
 
 
 def decide_update(

@@ -13,7 +13,8 @@ from mlflow.entities.model_registry import ModelVersion
 
 from steps import contract
 from steps.datasets.data import Dataset
-from steps.modeling.pyfunc import predict_classes
+from steps.modeling.pyfunc import predict_classes, probability_function
+from steps.modeling.robustness import corrupted, levels_of
 from steps.monitoring.version_profiles import reference_of
 from steps.release.gate import Verdict, decide
 from steps.release.lineage import data_of_run
@@ -41,6 +42,20 @@ def correct_per_sample(version: ModelVersion, data: Dataset) -> np.ndarray:
     return predict_classes(model_uri(version), data.x_test) == data.y_test
 
 
+def robust_correct_per_sample(versions: tuple[ModelVersion, ...], data: Dataset, mode: str) -> tuple[np.ndarray, ...]:
+    """Each version's correctness on every corrupted test set of the suite's `mode`, concatenated (the same
+    corrupted images for both: their robust accuracies compare sample for sample)."""
+    predict = [probability_function(model_uri(version)) for version in versions]
+    sets = [corrupted(data.x_test, data.y_test, kind, s) for kind, levels in levels_of(mode).items() for s in levels]
+    return tuple(np.concatenate([p(x).argmax(axis=1) == data.y_test for x in sets]) for p in predict)
+
+
+def robustness_mode_of(version: ModelVersion) -> str:
+    """The robustness mode the version's run was measured in ("off" for runs that predate it)."""
+    params = mlflow.get_run(version.tags[contract.VERSION_TAG_SOURCE_RUN]).data.params
+    return params.get("robustness", "off")
+
+
 def gate(challenger: ModelVersion, thresholds: GateConfig) -> Verdict:
     """Challenger and champion on the challenger's test split, decided (not yet recorded). A champion that
     cannot take that split (other input shape or classes) is no comparison: refused, saying how to replace it."""
@@ -56,7 +71,9 @@ def gate(challenger: ModelVersion, thresholds: GateConfig) -> Verdict:
             f"data is {data.input_shape} with {data.n_classes} classes: the two cannot be compared on the same "
             "samples; if the new data set replaces the old one, promote it with force=true",
         )
-    return decide(correct_per_sample(challenger, data), correct_per_sample(champion, data), thresholds)
+    mode = robustness_mode_of(challenger)
+    robust = None if mode == "off" else robust_correct_per_sample((challenger, champion), data, mode)
+    return decide(correct_per_sample(challenger, data), correct_per_sample(champion, data), thresholds, robust)
 
 
 def tensor_shapes(uri: str) -> tuple[tuple[int, ...], int] | None:

@@ -11,7 +11,7 @@ from tests.support.commands import entry_point_runs, mlflow_run
 
 pytestmark = pytest.mark.e2e
 
-FIGURES = ("confusion_matrix.png", "error_rate_per_class.png", "top_confusions.png")
+FIGURES = ("confusion_matrix.png", "error_rate_per_class.png", "top_confusions.png", "robustness.png")
 
 
 @pytest.mark.parametrize("model", [contract.KERAS_MODEL, contract.LITERT_MODEL])
@@ -37,6 +37,9 @@ def test_evaluate_reports_on_keras_and_litert_models(first_main, model, tmp_path
     assert (threaded in metrics) == (model == contract.LITERT_MODEL)
     assert metrics.get(threaded, 1.0) > 0
     assert "accuracy_score" in metrics  # mlflow.models.evaluate ran on the same predictions
+    # The corruption suite on the test split: the same corrupted images train measured its deployable on.
+    assert metrics[contract.ROBUST_ACCURACY] == pytest.approx(train.data.metrics[contract.ROBUST_ACCURACY], abs=0.01)
+    assert "robust accuracy" in result.stdout
     local = mlflow.artifacts.download_artifacts(
         run_id=run.info.run_id, artifact_path=contract.EVALUATION_FOLDER, dst_path=str(tmp_path)
     )
@@ -47,3 +50,5 @@ def test_evaluate_reports_on_keras_and_litert_models(first_main, model, tmp_path
         run.info.experiment_id, f"{contract.EVALUATION_FOLDER}/per_class.json", [run.info.run_id]
     )
     assert len(per_class) == 10 and {"precision", "recall", "f1", "error_rate"} <= set(per_class.columns)
+    robustness = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/evaluation/{contract.ROBUSTNESS_FILE}")
+    assert set(robustness["test"]["kinds"]) == set(contract.ROBUSTNESS_KINDS)

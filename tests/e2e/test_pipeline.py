@@ -15,9 +15,11 @@ from PIL import Image
 
 from steps import contract
 from steps.core.plan import COMPRESSION_PLAN
+from steps.core.selection import Budget, select_best
 from steps.parameters import as_parameters
 from steps.release.child_runs import run_step
-from steps.settings import TrainConfig
+from steps.release.lineage import variant_row
+from steps.settings import PipelineConfig, TrainConfig
 from tests.support.commands import entry_point_runs, mlflow_run, run_command
 
 pytestmark = pytest.mark.e2e
@@ -182,6 +184,25 @@ def test_every_variant_reports_its_robustness_and_what_compression_forgot(first_
         artifacts = {f.path for f in client.list_artifacts(run.info.run_id)}
         assert contract.FORGETTING_TABLE in artifacts
         assert (contract.FLIPPED_FIGURE in artifacts) == (metrics[contract.FLIP_RATE] > 0)
+
+
+def test_a_variant_that_loses_robust_accuracy_is_refused_by_the_robustness_budget(first_main):
+    """Pruned to 97% in one epoch: whatever the accuracy budget admits, the default robustness budget does not."""
+    _, train = first_main
+    parent = f"model_uri=runs:/{train.info.run_id}/{contract.KERAS_MODEL}"
+    result = mlflow_run("-e", "prune", "-P", parent, "-P", "target_sparsity=0.97", "-P", "epochs=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    fragile = variant_row(entry_point_runs("prune")[-1].info.run_id)
+    rows = [variant_row(train.info.run_id), fragile]
+    default = PipelineConfig().budget
+    loose_on_accuracy = Budget(0.99, default.max_robust_accuracy_drop)
+    assert fragile[contract.VAL_ROBUST_ACCURACY_DROP] > default.max_robust_accuracy_drop
+    assert loose_on_accuracy.exceeded(fragile.metrics) == [
+        f"{contract.VAL_ROBUST_ACCURACY_DROP} {fragile[contract.VAL_ROBUST_ACCURACY_DROP]:+.4f} > "
+        f"{default.max_robust_accuracy_drop}"
+    ]
+    assert select_best(rows, loose_on_accuracy).run_id == train.info.run_id  # the smaller one is refused
+    assert select_best(rows, Budget(0.99, 0.99)).run_id == fragile.run_id
 
 
 def test_best_variant_within_half_a_point_is_at_least_10x_smaller(first_main):

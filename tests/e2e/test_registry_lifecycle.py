@@ -73,6 +73,14 @@ def test_degraded_challenger_is_refused_then_forced_then_rolled_back(first_main)
     metrics = register_run.data.metrics
     assert metrics[contract.CHALLENGER_ACCURACY] < metrics[contract.CHAMPION_ACCURACY]
     assert 0 < metrics[contract.MCNEMAR_P_VALUE] <= 1  # recorded beside the tolerance, on the run and the version
+    # Robustness compared on the very corrupted images each variant was measured on: the champion's figure is its own
+    champion_run = mlflow.get_run(version_tags(champion)[contract.VERSION_TAG_SOURCE_RUN])
+    assert metrics[contract.CHAMPION_ROBUST_ACCURACY] == pytest.approx(
+        champion_run.data.metrics[contract.ROBUST_ACCURACY]
+    )
+    assert (
+        contract.ROBUST_ACCURACY_CHANGE in metrics and "robust accuracy" in tags[contract.VERSION_TAG_VALIDATION_REASON]
+    )
     assert register_run.data.tags[contract.VERSION_TAG_VALIDATION_STATUS] == contract.VALIDATION_FAILED
     assert float(tags[contract.VERSION_TAG_MCNEMAR_P_VALUE]) == pytest.approx(
         metrics[contract.MCNEMAR_P_VALUE], rel=1e-5

@@ -67,9 +67,26 @@ def test_a_one_sample_regression_is_refused_by_policy_though_it_is_no_evidence()
     assert verdict.refused and verdict.comparison.p_value == pytest.approx(1.0)
 
 
+def test_a_challenger_much_less_robust_than_the_champion_is_refused_with_both_figures_in_the_reason():
+    same = correct(353)
+    fragile = (correct(7_000, 14_400), correct(7_600, 14_400))  # robust accuracy 0.486 against 0.528
+    verdict = decide(same, same, GateConfig(min_robust_accuracy_change=0.02), robust_correct=fragile)
+    assert verdict.refused and contract.ROBUST_ACCURACY_CHANGE in verdict.reason
+    assert "robust accuracy 0.4861 against the champion's 0.5278" in verdict.reason
+    assert verdict.metrics[contract.ROBUST_ACCURACY_CHANGE] == pytest.approx(-600 / 14_400)
+    close = (correct(7_400, 14_400), correct(7_600, 14_400))  # 1.4 points less: within 0.02
+    passed = decide(same, same, GateConfig(min_robust_accuracy_change=0.02), robust_correct=close)
+    assert not passed.refused and "robust accuracy tolerance 0.02" in passed.reason
+    assert decide(same, same, GateConfig()).metrics.keys().isdisjoint({contract.ROBUST_ACCURACY_CHANGE})
+
+
 @pytest.mark.parametrize(
     "settings, message",
-    [({"min_accuracy_change": -0.01}, "min_accuracy_change is a tolerance"), ({"min_accuracy": 1.5}, r"\[0, 1\]")],
+    [
+        ({"min_accuracy_change": -0.01}, "min_accuracy_change is a tolerance"),
+        ({"min_accuracy": 1.5}, r"\[0, 1\]"),
+        ({"min_robust_accuracy_change": -0.1}, r"min_robust_accuracy_change must be in \[0, 1\)"),
+    ],
 )
 def test_gate_thresholds_must_make_sense(settings, message):
     with pytest.raises(ValueError, match=message):
