@@ -54,6 +54,7 @@ QUANTIZE_MODES = (*CONVERSION_MODES, "qat")  # qat: quantization-aware fine-tuni
 # How much of the corruption suite each deployable is measured under: full (5 levels per kind), fast (the
 # default level only), off
 ROBUSTNESS_MODES = ("off", "fast", "full")
+AUGMENTATIONS = ("none", "standard")  # train's augment: standard = random translation, rotation, zoom, contrast, noise
 
 # Run tags
 TAG_STEP = "rtdeploy.step"

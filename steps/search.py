@@ -181,7 +181,7 @@ BUDGET_ATTRS = {  # a trial's drop -> the budget it is held to, both kept as use
 
 def _constraint(trial) -> list[float]:
     """Per budget (accuracy, robust accuracy), 0 when the trial is within it on the validation split (selection's
-    definition, Budget), else how far over; a drop that was not measured (robustness off, a pruned trial) is 0."""
+    within_budget), else how far over; a drop that was not measured (robustness off, a pruned trial) counts 0."""
     attrs = trial.user_attrs
     return [
         0.0 if drop not in attrs or within_budget(attrs[drop], attrs[name]) else attrs[drop] - attrs[name]

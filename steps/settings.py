@@ -76,11 +76,17 @@ class TrainConfig:
     base_model: str = setting(
         "", "a Keras model to fine-tune instead of a new one: MLflow model URI, .keras/.h5 or SavedModel"
     )
+    augment: str = setting(
+        "none",
+        f"{' or '.join(contract.AUGMENTATIONS)}: standard puts random translation, rotation, zoom, contrast and noise "
+        "in front of the model while it trains (never in a deployable)",
+    )
     robustness: str = setting("full", ROBUSTNESS_HELP)
     distill: float = setting(0.0, DISTILL_HELP.format(teacher="base_model (as it was before this training)"))
 
     def __post_init__(self):
         require_choice("optimizer", self.optimizer, contract.OPTIMIZERS)
+        require_choice("augment", self.augment, contract.AUGMENTATIONS)
         require_share("distill", self.distill)
         require_choice("robustness", self.robustness, contract.ROBUSTNESS_MODES)
         require_choice("architecture", self.architecture, contract.ARCHITECTURES)

@@ -97,6 +97,7 @@ def run_children(config: UpdateConfig, origin: Origin, data_uri: str) -> list[st
         dataset=data_uri,
         image_size=origin.image_size,
         optimizer=unquoted(params.get("optimizer", defaults.optimizer)),
+        augment=unquoted(params.get("augment", defaults.augment)),  # the champion's training, replayed
         # a tenth of the original training's rate, not of the last update's (a tenth of a tenth...)
         learning_rate=str(config.fine_tuning_rate(original_step_size(origin.first_train.params))),
         epochs=config.epochs,

@@ -16,7 +16,7 @@ import numpy as np
 import tf_keras as keras
 
 from steps import contract
-from steps.compress.forgetting import what_compression_forgot
+from steps.compress.forgetting import Forgetting, what_compression_forgot
 from steps.datasets.data import Dataset
 from steps.modeling.architectures import predicted_classes
 from steps.modeling.convert import to_tflite
@@ -128,7 +128,9 @@ def robust_summary(metrics: dict[str, float]) -> str:
     )
 
 
-def log_forgetting(forgetting, data: Dataset, baseline_predictions: np.ndarray, predictions: np.ndarray) -> None:
+def log_forgetting(
+    forgetting: Forgetting, data: Dataset, baseline_predictions: np.ndarray, predictions: np.ndarray
+) -> None:
     """flip_rate, the per-class table and the flipped images, on the active run."""
     mlflow.log_metric(contract.FLIP_RATE, forgetting.flip_rate)
     mlflow.log_table(forgetting.per_class, contract.FORGETTING_TABLE)

@@ -15,6 +15,7 @@ import tf_keras as keras
 from steps import contract
 from steps.datasets.data import Dataset
 from steps.modeling.architectures import predicted_classes
+from steps.modeling.augmentation import for_training
 from steps.parameters import require_choice
 from steps.settings import FineTuneConfig, TrainConfig
 
@@ -95,17 +96,19 @@ class BatchNormCalibration(keras.callbacks.Callback):
     chance for epochs while the same model normalised by batch statistics is right 85% of the time; early
     stopping would judge, and keep, the wrong epoch."""
 
-    def __init__(self, layers: list, samples: np.ndarray):
+    def __init__(self, model: keras.Model, layers: list, samples: np.ndarray):
         super().__init__()
-        self.layers, self.samples = layers, samples
+        self.calibrated, self.layers, self.samples = model, layers, samples  # the model itself, not an augmenting one
 
     def on_test_begin(self, logs=None):
-        calibrate_batchnorm(self.model, self.layers, self.samples)
+        calibrate_batchnorm(self.calibrated, self.layers, self.samples)
 
 
-def calibration(plan: BatchNormPlan, data: Dataset) -> tuple[keras.callbacks.Callback, ...]:
-    """The callback that calibrates the plan's learning layers, if any learn."""
-    return (BatchNormCalibration(plan.learning, data.x_train[:CALIBRATION_SAMPLES]),) if plan.learning else ()
+def calibration(model: keras.Model, plan: BatchNormPlan, data: Dataset) -> tuple[keras.callbacks.Callback, ...]:
+    """The callback that calibrates the plan's learning layers of `model`, if any learn."""
+    if not plan.learning:
+        return ()
+    return (BatchNormCalibration(model, plan.learning, data.x_train[:CALIBRATION_SAMPLES]),)
 
 
 def calibrate_batchnorm(model: keras.Model, layers: list, samples: np.ndarray) -> None:
@@ -150,11 +153,16 @@ def train(
     if batchnorm.learning or batchnorm.inference:
         print(f"train: {batchnorm} (batchnorm={config.batchnorm})")
     print(f"train: {config.optimizer} at learning rate {config.step_size()} (learning_rate={config.learning_rate})")
-    callbacks = (*calibration(batchnorm, data), *callbacks)
+    callbacks = (*calibration(model, batchnorm, data), *callbacks)
     loss, y_train, y_val = fit_targets(data, teacher, config.distill)
-    model.compile(optimizer=make_optimizer(config.optimizer, config.step_size()), loss=loss, metrics=["accuracy"])
+    fitted = for_training(model, config.augment, config.seed)  # model itself, or augmenting layers in front of it
+    if fitted is not model:
+        print(
+            f"train: augment={config.augment}: {', '.join(layer.name for layer in fitted.layers[1:-1])} (training only)"
+        )
+    fitted.compile(optimizer=make_optimizer(config.optimizer, config.step_size()), loss=loss, metrics=["accuracy"])
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True)
-    history = model.fit(
+    history = fitted.fit(
         data.x_train,
         y_train,
         validation_data=(data.x_val, y_val),
@@ -175,7 +183,7 @@ def fine_tune(
     BatchNorm layers follow prepare_batchnorm's auto rule: a trained parent's statistics stay as they are.
     With config.distill > 0 the targets mix in the teacher's answers (the parent the variant is made from)."""
     seed_everything(config.seed)
-    callbacks = (*calibration(prepare_batchnorm(model), data), *callbacks)
+    callbacks = (*calibration(model, prepare_batchnorm(model), data), *callbacks)
     loss, y_train, y_val = fit_targets(data, teacher, config.distill)
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=loss, metrics=["accuracy"])
     model.fit(

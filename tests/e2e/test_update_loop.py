@@ -2,7 +2,8 @@
 comes with feedback; `update -P new_data=feedback` makes a challenger that is better on held-out shifted data
 and holds the clean test split, the gate promotes it and the running server follows with no failed request;
 `rollback` brings the old one back. A worse challenger is refused with everything left as it was, the same
-update twice registers nothing new, and bad new data is refused before anything changes."""
+update twice registers nothing new, and bad new data is refused before anything changes. An update on digits of
+the old training split moved by a pixel learns them without losing the old test split."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import numpy as np
 import pytest
 
 from steps import contract
+from steps.datasets.corruptions import apply_drift
 from steps.datasets.data import load_dataset
 from tests.support.commands import mlflow_run
 from tests.support.server_process import free_port
@@ -321,3 +323,31 @@ def test_autopilot_sees_the_drift_and_updates_from_the_feedback_unattended(serve
     assert metrics[contract.ROUND_ALERTED] == metrics[contract.ROUND_UPDATED] == metrics[contract.ROUND_PROMOTED] == 1
     assert metrics[contract.LABELLED] == TEST_SPLIT and run.data.tags[contract.TAG_ROUNDS] == "1"
     assert champion() != before and server.wait_for_version(champion(), 60)
+
+
+@pytest.fixture(scope="module")
+def shifted_training_digits(served, tmp_path_factory):
+    """700 digits of the old training split, each moved by one pixel, as a data set: what issue 22 sent."""
+    _, digits = served
+    rng = np.random.default_rng(22)
+    chosen = rng.choice(len(digits.y_train), 700, replace=False)
+    x, y = apply_drift(digits.x_train[chosen], digits.y_train[chosen], "shift", None, rng)
+    path = tmp_path_factory.mktemp("shifted") / "shifted.npz"
+    np.savez(path, x_train=x[:560], y_train=y[:560], x_test=x[560:], y_test=y[560:])
+    return path
+
+
+def test_an_update_on_shifted_training_digits_learns_them_and_keeps_the_old_test_split(served, shifted_training_digits):
+    """From the first champion, trained on clean digits only (the earlier tests promoted others since)."""
+    first = min(int(v[0]) for v in registry_state())
+    result = mlflow_run(
+        "-e", contract.PROMOTE, "-P", f"model_name={MODEL}", "-P", f"version={first}", "-P", "force=true"
+    )
+    assert result.returncode == 0 and champion() == str(first), result.stderr[-3000:]
+    before = champion()
+    result = update("-P", f"new_data={shifted_training_digits}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = newest_update_run().data.metrics
+    assert metrics[contract.CHALLENGER_ACCURACY_NEW] > metrics[contract.CHAMPION_ACCURACY_NEW]
+    assert metrics[contract.CHALLENGER_ACCURACY_OLD] >= metrics[contract.CHAMPION_ACCURACY_OLD] - 0.01
+    assert champion() != before
