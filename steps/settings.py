@@ -383,6 +383,9 @@ class ServeConfig:
     grpc_port: int = setting(
         0, "TCP port of the Open Inference Protocol's gRPC service (0: off); REST v2 is always on `port`"
     )
+    explain_concurrency: int = setting(
+        1, "explanations (POST /explain, dozens of model calls each) computed at once; more are answered 503"
+    )
     log_sync: str = setting(
         contract.LOG_SYNC_NORMAL,
         f"{contract.LOG_SYNC_NORMAL}: an answered prediction survives a crash of the server process; "
@@ -390,7 +393,15 @@ class ServeConfig:
     )
 
     def __post_init__(self):
-        for name in ("port", "max_batch_size", "max_queue", "max_body_bytes", "workers", "threads"):
+        for name in (
+            "port",
+            "max_batch_size",
+            "max_queue",
+            "max_body_bytes",
+            "workers",
+            "threads",
+            "explain_concurrency",
+        ):
             require_positive(name, getattr(self, name))
         if not 0 <= self.grpc_port <= 65535 or self.grpc_port == self.port:
             raise ValueError(f"grpc_port is 0 (off) or a TCP port other than port {self.port}, got {self.grpc_port}")

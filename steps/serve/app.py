@@ -66,6 +66,26 @@ async def predict(request: Request) -> Response:
     return prediction_response(orjson.dumps(answer), model)
 
 
+async def explain(request: Request) -> Response:
+    """Which pixels the served model's answer rests on: the sample as /invocations (JSON, one sample) or /predict
+    (an image) takes it, or {"request_id": ...} of a logged prediction whose input the log kept."""
+    plane = plane_of(request)
+    with plane.explain_admission:
+        content_type = header(request.scope, b"content-type")
+        if protocol.media_type(content_type) in protocol.JSON_TYPES:
+            body = await read_body(request, plane.config.max_body_bytes)
+            logged = protocol.logged_request(body)
+            decode = None if logged else partial(protocol.parse_invocation, body, content_type)
+        else:  # an image, raw or in a multipart form, as /predict takes it
+            image = await read_image(request, plane.config.max_body_bytes)
+            logged, decode = None, partial(protocol.image_input, image)
+        model, explanation = await plane.explain(decode, logged)
+    answer = protocol.explain_answer(
+        explanation, model.class_names, request.scope[REQUEST_ID], model.ref.version, logged and logged[0]
+    )
+    return prediction_response(orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY), model)
+
+
 async def feedback(request: Request) -> Response:
     request_id, label, index = protocol.parse_feedback(await read_body(request, FEEDBACK_BODY_LIMIT))
     await plane_of(request).feedback(request_id, label, index)
@@ -91,6 +111,7 @@ async def metrics(request: Request) -> Response:
 ROUTES = [
     Route("/invocations", invocations, methods=["POST"]),
     Route("/predict", predict, methods=["POST"]),
+    Route("/explain", explain, methods=["POST"]),
     Route("/feedback", feedback, methods=["POST"]),
     Route("/ping", ping, methods=["GET"]),
     Route("/ready", ready, methods=["GET"]),

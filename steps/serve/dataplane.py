@@ -10,6 +10,7 @@ even if the alias moves meanwhile.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import resource
@@ -21,6 +22,7 @@ from typing import Callable
 
 import numpy as np
 
+from steps.modeling.explain import Explanation, occlusion_map
 from steps.serve.batching import InferenceEngine
 from steps.serve.errors import BadRequest, NotFound, Unavailable
 from steps.serve.metrics import ServerMetrics
@@ -41,15 +43,16 @@ class Inference:
 
 
 class Admission:
-    """Bounds the prediction requests in progress: past the limit, 503 instead of a queue without end."""
+    """Bounds the requests of one kind in progress: past the limit, 503 instead of a queue without end."""
 
-    def __init__(self, limit: int):
+    def __init__(self, limit: int, refusal: str = "the server is at capacity ({limit} requests in progress)"):
         self.limit = limit
+        self.refusal = refusal
         self.in_flight = 0
 
     def __enter__(self) -> None:
         if self.in_flight >= self.limit:
-            raise Unavailable(f"the server is at capacity ({self.limit} requests in progress); retry shortly")
+            raise Unavailable(f"{self.refusal.format(limit=self.limit)}; retry shortly")
         self.in_flight += 1
 
     def __exit__(self, *exc_info) -> None:
@@ -71,6 +74,10 @@ class DataPlane:
         self.predlog = predlog
         self.stages = metrics.stages  # None unless stage timings were asked for (metrics.STAGE_TIMINGS_ENV)
         self.admission = Admission(config.max_queue)  # `with plane.admission:` around a prediction request
+        # An explanation costs dozens of model calls: a few at a time, so predictions keep the cores.
+        self.explain_admission = Admission(
+            config.explain_concurrency, "{limit} explanation(s) are being computed (explain_concurrency)"
+        )
         metrics.in_flight.set_function(lambda: self.admission.in_flight)
         # Request ids unique across restarts at a counter's cost, not uuid4's.
         self._request_prefix = uuid.uuid4().hex[:12]
@@ -120,6 +127,29 @@ class DataPlane:
             for stage, seconds in zip(STAGES, (decoded - start, queued, inference_seconds, logged - answered)):
                 self.stages.note(endpoint, stage, seconds)
         return Inference(model, probabilities)
+
+    async def explain(self, decode: Decode | None, logged: tuple[str, int] | None) -> tuple[ServedModel, Explanation]:
+        """Occlusion saliency of one sample (`decode`d, or the input the log kept for a prediction) on the served
+        model, computed in a worker thread: the event loop keeps answering predictions meanwhile."""
+        model = self.model()
+        if logged is not None:
+            image = self.predlog.input_of(*logged)
+            if image is None:
+                raise NotFound(
+                    f"no input is logged for sample {logged[1]} of request {logged[0]!r} (unknown id, or not among the "
+                    "log_inputs share of requests whose inputs are kept); send the sample itself"
+                )
+            if image.shape != model.sample_shape:
+                raise BadRequest(
+                    f"request {logged[0]!r} was answered by a model taking {image.shape}; the one served now takes "
+                    f"{model.sample_shape}: send the sample itself"
+                )
+        else:
+            batch = decode(model.sample_shape)
+            if len(batch) != 1:
+                raise BadRequest(f"an explanation is of one sample; got {len(batch)}: send them one by one")
+            image = batch[0]
+        return model, await asyncio.to_thread(occlusion_map, model.classifier.predict_proba, image)
 
     async def feedback(self, request_id: str, label: str, index: int = 0) -> None:
         """Record the true label of sample `index` of a logged prediction (of every prediction with that id,

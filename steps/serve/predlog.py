@@ -41,6 +41,7 @@ from steps.core.log_format import (
     LAYOUT,
     SCHEMA,
     TABLES,
+    decode_input,
     encode_inputs,
     encode_probabilities,
     shape_text,
@@ -276,6 +277,15 @@ class PredictionLog:
         """The most samples any prediction logged with request_id had; None if there is none."""
         query = "SELECT max(n_samples) FROM predictions WHERE request_id = ?"
         return self._connection.execute(query, (request_id,)).fetchone()[0]
+
+    def input_of(self, request_id: str, index: int = 0) -> np.ndarray | None:
+        """The input the log kept for sample `index` of the newest prediction with request_id; None if none is."""
+        query = (
+            "SELECT s.input, p.input_shape FROM samples s JOIN predictions p ON s.prediction_id = p.id "
+            "WHERE p.request_id = ? AND s.sample_index = ? AND s.input IS NOT NULL ORDER BY p.id DESC LIMIT 1"
+        )
+        row = self._connection.execute(query, (request_id, index)).fetchone()
+        return None if row is None else decode_input(*row)
 
     def close(self) -> None:
         self._flush()  # refusals still waiting for a commit

@@ -149,6 +149,46 @@ def predict_answer(probabilities: np.ndarray, class_names: list[str], k: int, re
     }
 
 
+def logged_request(body: bytes) -> tuple[str, int] | None:
+    """/explain's JSON asking for a logged prediction's input, {"request_id": ..., "index": 0}: (id, index); None
+    for any other JSON (an /invocations body, read by parse_invocation)."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None  # parse_invocation says what is wrong with it
+    if not isinstance(payload, dict) or "request_id" not in payload:
+        return None
+    index = payload.get("index", 0)
+    if (
+        not isinstance(payload["request_id"], str)
+        or type(index) is not int
+        or index < 0
+        or set(payload)
+        - {
+            "request_id",
+            "index",
+        }
+    ):
+        raise BadRequest(
+            'send {"request_id": "<id of a logged prediction>"} (and "index": <sample position>, 0 by default), '
+            "or the sample itself as /invocations or /predict take it"
+        )
+    return payload["request_id"], index
+
+
+def explain_answer(explanation, class_names: list[str], request_id: str, version: str, explained: str | None) -> dict:
+    """/explain's answer: the class explained, every class's probability and the saliency map (input-shaped)."""
+    return {
+        "request_id": request_id,
+        "explained_request_id": explained,
+        "model_version": version,
+        "label": class_names[explanation.target],
+        "probabilities": dict(zip(class_names, explanation.probabilities.tolist())),
+        "method": "occlusion",
+        "saliency": explanation.saliency,
+    }
+
+
 def parse_feedback(body: bytes) -> tuple[str, str, int]:
     """/feedback's body -> (request id, true label, index of the sample in the request's batch, 0 by default)."""
     usage = (
