@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
@@ -28,16 +28,18 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from steps import contract
 from steps.core.stats import Accuracy, accuracy
 from steps.datasets.data import Dataset, load_dataset
+from steps.modeling.explain import Explanation, occlusion_map
 from steps.modeling.measure import sizes
 from steps.modeling.pyfunc import probability_function
 from steps.modeling.robustness import Robustness, measure_robustness
 from steps.parameters import parse_config, run_cli
-from steps.release.lineage import check_model_reference, variant_of
+from steps.release.lineage import baseline_of, check_model_reference, source_run_id, variant_of
 from steps.release.tracking import log_config, log_dataset, set_variant_tags, step_run
 from steps.reports.figures import (
     confusion_examples_figure,
     confusion_matrix_figure,
     error_rate_figure,
+    explained_errors_figure,
     robustness_figure,
 )
 from steps.settings import EvaluateConfig
@@ -45,6 +47,15 @@ from steps.settings import EvaluateConfig
 BATCH_SIZE = 32  # throughput is measured on batches of this size
 PROFILE_SAMPLES = 64  # test images handed to the profiling process
 PROFILE_TIMEOUT_SECONDS = 900
+
+
+@dataclass(frozen=True)
+class ExplainedError:
+    """A test sample the model got wrong, with what it looked at, beside what the float baseline looked at."""
+
+    index: int  # in the test split
+    explanation: Explanation  # the evaluated model's, for the class it predicted
+    baseline: Explanation | None  # the float baseline deployable's, for the class it predicted (None: no baseline)
 
 
 @dataclass
@@ -56,6 +67,7 @@ class Evaluation:
     confusion: np.ndarray  # [true, predicted] counts
     top_confusions: pd.DataFrame  # true, predicted, count, share_of_errors, examples (test indices)
     robustness: Robustness | None = None  # on the test split; None when robustness=off
+    explained_errors: list[ExplainedError] = field(default_factory=list)  # the most confident mistakes, explained
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -174,6 +186,8 @@ def log_report(evaluation: Evaluation, data: Dataset, predicted: np.ndarray) -> 
     if evaluation.robustness is not None:
         mlflow.log_dict({"test": evaluation.robustness.as_dict()}, f"{folder}/{contract.ROBUSTNESS_FILE}")
         figures["robustness.png"] = robustness_figure(evaluation.robustness, evaluation.accuracy.value)
+    if evaluation.explained_errors:
+        figures["worst_errors_explained.png"] = explained_errors_figure(evaluation.explained_errors, data)
     for name, figure in figures.items():
         mlflow.log_figure(figure, f"{folder}/{name}")
     # MLflow's own classifier evaluation on the same predictions, for its standard metrics and plots.
@@ -208,6 +222,31 @@ def summary(model_uri: str, metrics: dict[str, float], evaluation: Evaluation, t
     return "\n".join(lines)
 
 
+def baseline_deployable(model_uri: str):
+    """The probability function of the float32 deployable the model descends from (its lineage's baseline run),
+    or None: a model no rtdeploy step made, or one of the train run (the baseline itself, or its Keras model)."""
+    run_id = source_run_id(model_uri)
+    baseline = baseline_of(mlflow.get_run(run_id).data.tags) if run_id else None
+    if baseline is None or baseline.run_id in ("", run_id):
+        return None
+    return probability_function(f"runs:/{baseline.run_id}/{contract.LITERT_MODEL}")
+
+
+def explain_worst_errors(predict_proba, baseline, data: Dataset, count: int) -> list[ExplainedError]:
+    """Occlusion maps of the `count` test samples the model got wrong most confidently, and the baseline's."""
+    probabilities = predict_proba(data.x_test)
+    wrong = np.flatnonzero(probabilities.argmax(axis=1) != data.y_test)
+    worst = wrong[np.argsort(probabilities[wrong].max(axis=1))[::-1][:count]]
+    return [
+        ExplainedError(
+            int(i),
+            occlusion_map(predict_proba, data.x_test[i]),
+            None if baseline is None else occlusion_map(baseline, data.x_test[i]),
+        )
+        for i in worst
+    ]
+
+
 def evaluate(config: EvaluateConfig, data: Dataset) -> tuple[dict[str, float], Evaluation, np.ndarray]:
     """Every number of the report: (metrics, analysis, predicted classes)."""
     with tempfile.TemporaryDirectory() as folder:  # downloaded once: predicting, profiling and sizing read it
@@ -216,6 +255,8 @@ def evaluate(config: EvaluateConfig, data: Dataset) -> tuple[dict[str, float], E
         predicted = predict_proba(data.x_test).argmax(axis=1)
         evaluation = analyse_predictions(predicted, data.y_test, data.class_names, top=config.top_confusions)
         evaluation.robustness = measure_robustness(predict_proba, data.x_test, data.y_test, config.robustness)
+        baseline = baseline_deployable(config.model_uri)
+        evaluation.explained_errors = explain_worst_errors(predict_proba, baseline, data, config.explained_errors)
         metrics = evaluation.metrics | profile_in_child(local, data.x_test, config.latency_runs, config.threads)
         return metrics | model_sizes(Path(local)), evaluation, predicted
 

@@ -258,9 +258,14 @@ class EvaluateConfig:
         "(latency_p*_ms stay one-thread; 1: no second measurement)",
     )
     robustness: str = setting("full", ROBUSTNESS_HELP)
+    explained_errors: int = setting(
+        6, "the most confident mistakes explained by occlusion maps, beside the float baseline's maps (0: none)"
+    )
 
     def __post_init__(self):
         require_choice("robustness", self.robustness, contract.ROBUSTNESS_MODES)
+        if self.explained_errors < 0:
+            raise ValueError(f"explained_errors must be >= 0, got {self.explained_errors}")
         if not self.model_uri:
             raise ValueError(
                 f"model_uri is required, e.g. runs:/<run_id>/{contract.LITERT_MODEL} "

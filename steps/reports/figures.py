@@ -199,6 +199,35 @@ def flipped_figure(flipped, data, baseline_predictions, predictions) -> Figure:
     return figure
 
 
+def explained_errors_figure(errors, data) -> Figure:
+    """Per mistake (a row): the image, where the model looked (occlusion saliency, red supports its answer), and
+    where the float baseline looked, each titled with the class it gave."""
+    columns = 3 if any(error.baseline is not None for error in errors) else 2
+    figure, axes = plt.subplots(len(errors), columns, figsize=(2.2 * columns + 0.5, 2.2 * len(errors)), squeeze=False)
+    names = data.class_names
+    for row, error in zip(axes, errors):
+        image = data.x_test[error.index]
+        row[0].imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
+        row[0].set_title(f"#{error.index}: true {names[data.y_test[error.index]]}", fontsize=8)
+        shown = [("model", error.explanation), ("float baseline", error.baseline)][: columns - 1]
+        for axis, (who, explanation) in zip(row[1:], shown):
+            if explanation is None:
+                axis.axis("off")
+                continue
+            saliency = explanation.saliency[..., 0]
+            bound = max(float(np.abs(saliency).max()), 1e-6)
+            axis.imshow(saliency, cmap="RdBu_r", vmin=-bound, vmax=bound)
+            axis.set_title(
+                f"{who}: {names[explanation.target]} ({explanation.probabilities[explanation.target]:.2f})", fontsize=8
+            )
+        for axis in row:
+            axis.set_xticks([])
+            axis.set_yticks([])
+    figure.suptitle("most confident mistakes: where each model looked (occlusion)")
+    figure.tight_layout()
+    return figure
+
+
 def robustness_figure(robustness, clean_accuracy: float, title: str = "accuracy under corruption") -> Figure:
     """Accuracy against corruption level (1 mildest, 5 harshest), one line per kind, clean accuracy dashed."""
     figure, axis = plt.subplots(figsize=(7, 4.5), constrained_layout=True)

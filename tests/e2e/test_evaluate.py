@@ -11,7 +11,13 @@ from tests.support.commands import entry_point_runs, mlflow_run
 
 pytestmark = pytest.mark.e2e
 
-FIGURES = ("confusion_matrix.png", "error_rate_per_class.png", "top_confusions.png", "robustness.png")
+FIGURES = (
+    "confusion_matrix.png",
+    "error_rate_per_class.png",
+    "top_confusions.png",
+    "robustness.png",
+    "worst_errors_explained.png",
+)
 
 
 @pytest.mark.parametrize("model", [contract.KERAS_MODEL, contract.LITERT_MODEL])
