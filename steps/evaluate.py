@@ -187,7 +187,14 @@ def log_report(evaluation: Evaluation, data: Dataset, predicted: np.ndarray) -> 
         mlflow.log_dict({"test": evaluation.robustness.as_dict()}, f"{folder}/{contract.ROBUSTNESS_FILE}")
         figures["robustness.png"] = robustness_figure(evaluation.robustness, evaluation.accuracy.value)
     if evaluation.explained_errors:
-        figures["worst_errors_explained.png"] = explained_errors_figure(evaluation.explained_errors, data)
+        errors = evaluation.explained_errors
+        figures["worst_errors_explained.png"] = explained_errors_figure(
+            data.x_test[[error.index for error in errors]],
+            [f"#{error.index}: true {data.class_names[data.y_test[error.index]]}" for error in errors],
+            data.class_names,
+            [error.explanation for error in errors],
+            [error.baseline for error in errors],
+        )
     for name, figure in figures.items():
         mlflow.log_figure(figure, f"{folder}/{name}")
     # MLflow's own classifier evaluation on the same predictions, for its standard metrics and plots.

@@ -21,6 +21,7 @@ its metrics per window (one metric step per window). Tag `rtdeploy.alert` is
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 import mlflow
 import numpy as np
@@ -30,6 +31,7 @@ from mlflow.exceptions import MlflowException
 from steps import contract
 from steps.core.stats import proportion
 from steps.core.timing import percentiles_ms
+from steps.modeling.pyfunc import probability_function
 from steps.monitoring.reference_profile import DriftReport, ReferenceProfile, drift_report
 from steps.monitoring.traffic import Traffic, labelled_rows, log_files, parse_time, read, time_range, utc
 from steps.monitoring.version_profiles import reference_of
@@ -294,10 +296,20 @@ def log_verdict(config: MonitorConfig, verdict: MonitoringVerdict, traffic: Traf
             for window in windows:
                 extra = {contract.MODEL_SIZE_BYTES: size} if size else {}
                 mlflow.log_metrics(window.metrics | extra, step=window.index, timestamp=int(window.end * 1000))
-            figures[version] = figures_of(windows, traffic, verdict.class_names[version])
+            load = partial(deployable, config, version)  # loaded only if the version has mistakes to explain
+            figures[version] = figures_of(windows, traffic, verdict.class_names[version], load)
             for name, figure in figures[version].items():
                 mlflow.log_figure(figure, name)
     mlflow.log_text(report_html(config, verdict, figures), REPORT_FILE)
+
+
+def deployable(config: MonitorConfig, version: str):
+    """The version's probability function, to explain its mistakes; None (no maps) when it cannot be loaded."""
+    try:
+        return probability_function(f"models:/{config.model_name}/{version}")
+    except (MlflowException, OSError) as error:
+        print(f"monitor: v{version} cannot be loaded to explain its mistakes ({error}); the report has no maps")
+        return None
 
 
 def rss_mb(heartbeats: pd.DataFrame, window: tuple[float, float]) -> float | None:

@@ -199,17 +199,18 @@ def flipped_figure(flipped, data, baseline_predictions, predictions) -> Figure:
     return figure
 
 
-def explained_errors_figure(errors, data) -> Figure:
+def explained_errors_figure(
+    images, titles: list[str], names, explanations: list, baselines: list | None = None
+) -> Figure:
     """Per mistake (a row): the image, where the model looked (occlusion saliency, red supports its answer), and
-    where the float baseline looked, each titled with the class it gave."""
-    columns = 3 if any(error.baseline is not None for error in errors) else 2
-    figure, axes = plt.subplots(len(errors), columns, figsize=(2.2 * columns + 0.5, 2.2 * len(errors)), squeeze=False)
-    names = data.class_names
-    for row, error in zip(axes, errors):
-        image = data.x_test[error.index]
+    where the float baseline looked (when given), each titled with the class it gave."""
+    baselines = baselines or [None] * len(explanations)
+    columns = 3 if any(baseline is not None for baseline in baselines) else 2
+    figure, axes = plt.subplots(len(images), columns, figsize=(2.2 * columns + 0.5, 2.2 * len(images)), squeeze=False)
+    for row, image, title, explanation, baseline in zip(axes, images, titles, explanations, baselines):
         row[0].imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
-        row[0].set_title(f"#{error.index}: true {names[data.y_test[error.index]]}", fontsize=8)
-        shown = [("model", error.explanation), ("float baseline", error.baseline)][: columns - 1]
+        row[0].set_title(title, fontsize=8)
+        shown = [("model", explanation), ("float baseline", baseline)][: columns - 1]
         for axis, (who, explanation) in zip(row[1:], shown):
             if explanation is None:
                 axis.axis("off")

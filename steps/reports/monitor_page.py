@@ -19,15 +19,24 @@ from matplotlib.figure import Figure
 from sklearn.metrics import confusion_matrix
 
 from steps import contract
+from steps.modeling.explain import occlusion_map
 from steps.monitoring.traffic import utc
-from steps.reports.figures import confusion_examples_figure, confusion_matrix_figure, error_rate_figure, plt
+from steps.reports.figures import (
+    confusion_examples_figure,
+    confusion_matrix_figure,
+    error_rate_figure,
+    explained_errors_figure,
+    plt,
+)
 
 TOP_CONFUSIONS = 5
 EXAMPLES_PER_CONFUSION = 4
+EXPLAINED_MISTAKES = 6  # misclassified samples of a version's windows shown with their occlusion maps
 
 
-def figures_of(windows: list, traffic, names: tuple[str, ...]) -> dict[str, Figure]:
-    """Figures of one version's windows (file name -> figure); those without data are left out."""
+def figures_of(windows: list, traffic, names: tuple[str, ...], load_model=None) -> dict[str, Figure]:
+    """Figures of one version's windows (file name -> figure); those without data are left out. load_model():
+    the version's probability function (or None), called only when there are mistakes to explain."""
     version = windows[0].version
     figures = {"latency.png": latency_figure(traffic.predictions[traffic.predictions["model_version"] == version])}
     drifts = [w for w in windows if w.drift is not None]
@@ -49,7 +58,22 @@ def figures_of(windows: list, traffic, names: tuple[str, ...]) -> dict[str, Figu
         causes = error_causes(labelled, names)
         if causes is not None:
             figures["error_causes.png"] = confusion_examples_figure(*causes)
+        explained = explained_mistakes(labelled, names, load_model)
+        if explained is not None:
+            figures["errors_explained.png"] = explained
     return figures
+
+
+def explained_mistakes(labelled: pd.DataFrame, names: tuple[str, ...], load_model) -> Figure | None:
+    """Occlusion maps of the window's misclassified samples whose input was kept (at most EXPLAINED_MISTAKES)."""
+    wrong = labelled[(labelled["predicted_class"] != labelled["true_class"]) & labelled["input"].notna()]
+    predict_proba = load_model() if load_model is not None and not wrong.empty else None
+    if predict_proba is None:
+        return None
+    chosen = wrong.head(EXPLAINED_MISTAKES)
+    images = np.stack(list(chosen["input"]))
+    titles = [f"true {names[true]}" for true in chosen["true_class"]]
+    return explained_errors_figure(images, titles, names, [occlusion_map(predict_proba, image) for image in images])
 
 
 def latency_figure(predictions: pd.DataFrame) -> Figure:
