@@ -68,6 +68,9 @@ TAG_BASELINE_GZIP_BYTES = "rtdeploy.baseline_gzip_bytes"
 TAG_BASELINE_ROBUSTNESS = "rtdeploy.baseline_robustness"  # its robustness mode, test and validation robust accuracy
 TAG_BASELINE_ROBUST_ACCURACY = "rtdeploy.baseline_robust_accuracy"
 TAG_BASELINE_VAL_ROBUST_ACCURACY = "rtdeploy.baseline_val_robust_accuracy"
+# A step's own exit code when it was a mistake (2) or a refusal (3), on the run `mlflow run` made for it: `mlflow
+# run` itself exits 1 for any failure, so a parent step reads the child's code here
+TAG_EXIT_CODE = "rtdeploy.exit_code"
 TAG_RECIPE = "rtdeploy.recipe"  # JSON list of the compression steps (with settings) that made this variant
 # Tags and metrics of the pipeline (main) run
 TAG_STEP_RUN = "rtdeploy.run.{step}"  # which child run did each step of the plan

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from typing import Any, Callable, Sequence, TypeVar
 
@@ -141,7 +142,24 @@ def is_missing(error: Exception) -> bool:
 
 def _exit(code: int, line: str) -> None:
     print(line, file=sys.stderr, flush=True)
+    if code in (contract.EXIT_USAGE, contract.EXIT_REFUSED):
+        record_exit_code(code)
     sys.exit(code)
+
+
+def record_exit_code(code: int) -> None:
+    """Put the code on the run `mlflow run` made for this process, where a parent step finds it (`mlflow run`
+    turns every failure into 1). Only for a mistake or a refusal: the store answered then; a store that does
+    not answer ends in 1 anyway, and waiting for it here would only delay the exit."""
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if not run_id:
+        return
+    import mlflow
+
+    try:
+        mlflow.MlflowClient().set_tag(run_id, contract.TAG_EXIT_CODE, str(code))
+    except Exception as error:  # the parent then sees 1, as it would without this tag
+        print(f"(could not record exit code {code} on run {run_id}: {error})", file=sys.stderr)
 
 
 # What to do when a tracking server with authentication (`mlflow server --app-name basic-auth`) says no

@@ -116,10 +116,18 @@ def run_step(entry_point: str, parameters: dict[str, str], *, env_manager: str, 
         experiment_id=experiment_id,
         synchronous=False,  # waited for below, to keep the child's exit code (synchronous=True drops it)
     )
-    code = wait_for_child(submitted)
+    code = child_exit_code(submitted.run_id, wait_for_child(submitted))
     if code != contract.EXIT_OK:
         raise StepFailed(f"{entry_point} (run {submitted.run_id}) exited {code}: its last line above says why", code)
     return submitted.run_id
+
+
+def child_exit_code(run_id: str, code: int) -> int:
+    """The child step's own exit code: `mlflow run` (which runs an asynchronous child) exits 1 for every failure,
+    so a mistake (2) or a gate refusal (3) is read from the tag the step put on its run (parameters._exit)."""
+    if code != contract.EXIT_FAILURE:
+        return code
+    return int(mlflow.MlflowClient().get_run(run_id).data.tags.get(contract.TAG_EXIT_CODE, code))
 
 
 def wait_for_child(submitted) -> int:
