@@ -18,7 +18,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -48,14 +47,12 @@ def translated(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
     return out
 
 
-def run_main(model_name: str, augment: str) -> float:
-    """README's main job with augment; minutes it took."""
+def run_main(model_name: str, augment: str) -> None:
+    """README's main job with augment."""
     env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     command = [sys.executable, "-m", "mlflow", "run", str(PROJECT), "--env-manager", "local"]
     command += ["--experiment-name", contract.EXPERIMENT, "-P", f"model_name={model_name}", "-P", f"augment={augment}"]
-    started = time.monotonic()
     subprocess.run(command, env=env, check=True)
-    return (time.monotonic() - started) / 60
 
 
 def main() -> None:
@@ -65,7 +62,7 @@ def main() -> None:
         found = {}
         for name, augment in TRAININGS.items():
             print(f"bench: main with augment={augment}", flush=True)
-            minutes = run_main(f"digits-{name}", augment)
+            run_main(f"digits-{name}", augment)
             champion = version_by_alias(f"digits-{name}", contract.CHAMPION)
             source = mlflow.get_run(champion.tags[contract.VERSION_TAG_SOURCE_RUN])
             predict = probability_function(f"models:/digits-{name}@{contract.CHAMPION}")
@@ -74,7 +71,7 @@ def main() -> None:
                 d: float((predict(translated(data.x_test, *d)).argmax(axis=1) == data.y_test).mean())
                 for d in DIRECTIONS
             }
-            found[name] = (champion.tags[contract.VERSION_TAG_VARIANT], correct, moved, source.data.metrics, minutes)
+            found[name] = (champion.tags[contract.VERSION_TAG_VARIANT], correct, moved, source.data.metrics)
     plain, augmented = found["plain"][1], found["augmented"][1]
     comparison = mcnemar(augmented, plain)
     lines = [
@@ -83,14 +80,14 @@ def main() -> None:
         "",
         "| training | champion | clean test accuracy | worst 1-px translation | "
         + " | ".join(f"({dy:+d}, {dx:+d})" for dy, dx in DIRECTIONS)
-        + " | robust accuracy | main, minutes |",
-        "|---|---|---:|---:|" + "---:|" * len(DIRECTIONS) + "---:|---:|",
+        + " | robust accuracy |",
+        "|---|---|---:|---:|" + "---:|" * len(DIRECTIONS) + "---:|",
     ]
-    for name, (variant, correct, moved, metrics, minutes) in found.items():
+    for name, (variant, correct, moved, metrics) in found.items():
         lines.append(
             f"| {TRAININGS[name]} | {variant} | {proportion(correct)} | {min(moved.values()):.3f} | "
             + " | ".join(f"{moved[d]:.3f}" for d in DIRECTIONS)
-            + f" | {metrics[contract.ROBUST_ACCURACY]:.4f} | {minutes:.1f} |"
+            + f" | {metrics[contract.ROBUST_ACCURACY]:.4f} |"
         )
     kinds = contract.ROBUSTNESS_KINDS
     lines += [
@@ -100,7 +97,7 @@ def main() -> None:
         "| training | " + " | ".join(kinds) + " |",
         "|---|" + "---:|" * len(kinds),
     ]
-    for name, (_, _, _, metrics, _) in found.items():
+    for name, (_, _, _, metrics) in found.items():
         lines.append(
             f"| {TRAININGS[name]} | "
             + " | ".join(f"{metrics[contract.robust_accuracy_of(k)]:.3f}" for k in kinds)

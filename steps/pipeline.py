@@ -38,6 +38,7 @@ def run_pipeline(pipeline: PipelineConfig, train: TrainConfig) -> dict[str, str]
         "image_size": train.image_size,
         "seed": train.seed,
         "robustness": train.robustness,
+        "augment": train.augment,  # fine-tuning without it undoes what it taught (bench/robust_training.py)
     }
     entry_points = [contract.TRAIN, *(planned.entry_point for planned in plan)]
     experiment_id = mlflow.active_run().info.experiment_id

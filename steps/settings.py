@@ -25,6 +25,10 @@ ROBUSTNESS_HELP = (
     f"corruption suite each deployable is measured under ({', '.join(contract.ROBUSTNESS_MODES)}): full, 8 kinds "
     "at 5 levels; fast, only each kind's default level (a fifth of the cost, for photo-sized data); off"
 )
+AUGMENT_HELP = (
+    f"{' or '.join(contract.AUGMENTATIONS)}: standard puts random translation, rotation, zoom, contrast and noise "
+    "in front of the model while it trains (never in a deployable)"
+)
 DISTILL_HELP = (
     "weight in [0, 1) of {teacher}'s answers in the training targets (knowledge distillation; 0: the labels "
     "alone); update sets it so that a model adapted to new data keeps what it knew"
@@ -76,11 +80,7 @@ class TrainConfig:
     base_model: str = setting(
         "", "a Keras model to fine-tune instead of a new one: MLflow model URI, .keras/.h5 or SavedModel"
     )
-    augment: str = setting(
-        "none",
-        f"{' or '.join(contract.AUGMENTATIONS)}: standard puts random translation, rotation, zoom, contrast and noise "
-        "in front of the model while it trains (never in a deployable)",
-    )
+    augment: str = setting("none", AUGMENT_HELP)
     robustness: str = setting("full", ROBUSTNESS_HELP)
     distill: float = setting(0.0, DISTILL_HELP.format(teacher="base_model (as it was before this training)"))
 
@@ -145,9 +145,11 @@ class FineTuneConfig:
     seed: int = setting(42, "seed for weight init and shuffling")
     robustness: str = setting("full", ROBUSTNESS_HELP)
     distill: float = setting(0.0, DISTILL_HELP.format(teacher="the parent model"))
+    augment: str = setting("none", AUGMENT_HELP + "; main passes train's, so compression keeps what it taught")
 
     def __post_init__(self):
         require_choice("robustness", self.robustness, contract.ROBUSTNESS_MODES)
+        require_choice("augment", self.augment, contract.AUGMENTATIONS)
         require_share("distill", self.distill)
         if not self.model_uri:
             raise ValueError(
@@ -557,7 +559,9 @@ class UpdateConfig:
     patience: int = setting(3, "epochs without a better validation loss before stopping (best weights kept)")
     batch_size: int = setting(32, "samples per gradient step")
     replay_fraction: float = setting(
-        0.5, "share of each batch (on average) drawn from the old training data, in [0, 1)"
+        0.7,
+        "share of each batch (on average) drawn from the old training data, in [0, 1); 0.7 from "
+        "bench/update_strategies.py: the gate refused it least, at a small cost on the new data",
     )
     max_old_drop: float = setting(0.01, "most the challenger may lose against the champion on the old test split")
     distill: float = setting(

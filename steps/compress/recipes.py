@@ -26,6 +26,7 @@ FINE_TUNING = (
     "batch_size",
     "seed",
     "robustness",
+    "augment",
 )  # every stage's
 
 

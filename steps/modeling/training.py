@@ -181,12 +181,14 @@ def fine_tune(
 ) -> None:
     """A fixed number of epochs (schedules like pruning's must run to the end): no early stopping.
     BatchNorm layers follow prepare_batchnorm's auto rule: a trained parent's statistics stay as they are.
-    With config.distill > 0 the targets mix in the teacher's answers (the parent the variant is made from)."""
+    With config.distill > 0 the targets mix in the teacher's answers (the parent the variant is made from); with
+    config.augment the inputs are augmented as the parent's training augmented them."""
     seed_everything(config.seed)
     callbacks = (*calibration(model, prepare_batchnorm(model), data), *callbacks)
     loss, y_train, y_val = fit_targets(data, teacher, config.distill)
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=loss, metrics=["accuracy"])
-    model.fit(
+    fitted = for_training(model, config.augment, config.seed)  # the parent's augmentation, or the model itself
+    fitted.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=loss, metrics=["accuracy"])
+    fitted.fit(
         data.x_train,
         y_train,
         validation_data=(data.x_val, y_val),

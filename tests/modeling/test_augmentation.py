@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 import tf_keras as keras
 
-from steps.datasets.data import load_dataset
+from steps.datasets.data import Dataset, load_dataset
 from steps.modeling.augmentation import for_training
+from steps.modeling.training import fine_tune
+from steps.settings import FineTuneConfig
 
 
 @pytest.fixture(scope="module")
@@ -42,3 +44,16 @@ def test_standard_augmentation_changes_inputs_in_training_only_and_trains_the_mo
 def test_an_unknown_augmentation_is_refused_naming_the_choices():
     with pytest.raises(ValueError, match="augment='heavy' is not valid; use one of: none, standard"):
         for_training(_model(), "heavy", seed=0)
+
+
+def test_fine_tuning_augments_as_the_parents_training_did_and_leaves_the_model_plain(digits):
+    """The same seed, the same data: only the augmentation can make the two fine-tuned models differ."""
+    small = Dataset("s", "s", digits.x_train[:64], digits.y_train[:64], digits.x_val[:32], digits.y_val[:32],
+                    digits.x_test, digits.y_test, digits.class_names)  # fmt: skip
+    tuned = {}
+    for augment in ("none", "standard"):
+        model = _model()
+        fine_tune(model, small, FineTuneConfig(model_uri="m", epochs=1, augment=augment))
+        tuned[augment] = model.get_weights()
+        assert [type(layer).__name__ for layer in model.layers] == ["Flatten", "Dense"]
+    assert not all(np.array_equal(a, b) for a, b in zip(tuned["none"], tuned["standard"]))
