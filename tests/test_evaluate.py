@@ -45,6 +45,10 @@ def test_the_most_confident_mistakes_are_explained_beside_the_baselines_maps():
     assert [e.index for e in errors] == list(np.flatnonzero(wrong)[np.argsort(-probabilities[wrong].max(axis=1))][:4])
     assert all(e.explanation.target == probabilities[e.index].argmax() for e in errors)
     assert all(e.explanation.saliency.shape == (8, 8, 1) and e.baseline is not None for e in errors)
-    figure = explained_errors_figure(errors, data)
+    images = data.x_test[[e.index for e in errors]]
+    titles = [f"#{e.index}" for e in errors]
+    figure = explained_errors_figure(
+        images, titles, data.class_names, [e.explanation for e in errors], [e.baseline for e in errors]
+    )
     assert len(figure.axes) == 4 * 3  # image, the model's map, the baseline's map
     assert explain_worst_errors(model, None, data, count=0) == []

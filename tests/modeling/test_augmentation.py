@@ -48,8 +48,18 @@ def test_an_unknown_augmentation_is_refused_naming_the_choices():
 
 def test_fine_tuning_augments_as_the_parents_training_did_and_leaves_the_model_plain(digits):
     """The same seed, the same data: only the augmentation can make the two fine-tuned models differ."""
-    small = Dataset("s", "s", digits.x_train[:64], digits.y_train[:64], digits.x_val[:32], digits.y_val[:32],
-                    digits.x_test, digits.y_test, digits.class_names)  # fmt: skip
+    train, val = slice(0, 64), slice(0, 32)
+    small = Dataset(
+        "s",
+        "s",
+        digits.x_train[train],
+        digits.y_train[train],
+        digits.x_val[val],
+        digits.y_val[val],
+        digits.x_test,
+        digits.y_test,
+        digits.class_names,
+    )
     tuned = {}
     for augment in ("none", "standard"):
         model = _model()
