@@ -18,7 +18,9 @@ import sys
 import tarfile
 import tempfile
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import mlflow
 import numpy as np
@@ -47,6 +49,7 @@ from steps.settings import EvaluateConfig
 BATCH_SIZE = 32  # throughput is measured on batches of this size
 PROFILE_SAMPLES = 64  # test images handed to the profiling process
 PROFILE_TIMEOUT_SECONDS = 900
+Explainer = Callable[[np.ndarray], Explanation]  # one image -> its map
 
 
 @dataclass(frozen=True)
@@ -229,26 +232,38 @@ def summary(model_uri: str, metrics: dict[str, float], evaluation: Evaluation, t
     return "\n".join(lines)
 
 
-def baseline_deployable(model_uri: str):
-    """The probability function of the float32 deployable the model descends from (its lineage's baseline run),
-    or None: a model no rtdeploy step made, or one of the train run (the baseline itself, or its Keras model)."""
+def baseline_explainer(model_uri: str) -> Explainer | None:
+    """Occlusion on the float32 deployable the model descends from (its lineage's baseline run), or None: a
+    model no rtdeploy step made, or one of the train run (the baseline itself, or its Keras model)."""
     run_id = source_run_id(model_uri)
     baseline = baseline_of(mlflow.get_run(run_id).data.tags) if run_id else None
     if baseline is None or baseline.run_id in ("", run_id):
         return None
-    return probability_function(f"runs:/{baseline.run_id}/{contract.LITERT_MODEL}")
+    return partial(occlusion_map, probability_function(f"runs:/{baseline.run_id}/{contract.LITERT_MODEL}"))
 
 
-def explain_worst_errors(predict_proba, baseline, data: Dataset, count: int) -> list[ExplainedError]:
-    """Occlusion maps of the `count` test samples the model got wrong most confidently, and the baseline's."""
+def model_explainer(model_uri: str, local: str, predict_proba) -> Explainer:
+    """Integrated gradients for a Keras model (its gradients exist), occlusion for a LiteRT deployable."""
+    if "tensorflow" in mlflow.models.Model.load(local).flavors:
+        from steps.modeling.explain_keras import integrated_gradients
+        from steps.modeling.keras_io import load_keras_model
+
+        return partial(integrated_gradients, load_keras_model(model_uri))
+    return partial(occlusion_map, predict_proba)
+
+
+def explain_worst_errors(
+    predict_proba, explain: Explainer, explain_baseline: Explainer | None, data: Dataset, count: int
+) -> list[ExplainedError]:
+    """Maps of the `count` test samples the model got wrong most confidently, and the baseline's of each."""
     probabilities = predict_proba(data.x_test)
     wrong = np.flatnonzero(probabilities.argmax(axis=1) != data.y_test)
     worst = wrong[np.argsort(probabilities[wrong].max(axis=1))[::-1][:count]]
     return [
         ExplainedError(
             int(i),
-            occlusion_map(predict_proba, data.x_test[i]),
-            None if baseline is None else occlusion_map(baseline, data.x_test[i]),
+            explain(data.x_test[i]),
+            None if explain_baseline is None else explain_baseline(data.x_test[i]),
         )
         for i in worst
     ]
@@ -262,8 +277,13 @@ def evaluate(config: EvaluateConfig, data: Dataset) -> tuple[dict[str, float], E
         predicted = predict_proba(data.x_test).argmax(axis=1)
         evaluation = analyse_predictions(predicted, data.y_test, data.class_names, top=config.top_confusions)
         evaluation.robustness = measure_robustness(predict_proba, data.x_test, data.y_test, config.robustness)
-        baseline = baseline_deployable(config.model_uri)
-        evaluation.explained_errors = explain_worst_errors(predict_proba, baseline, data, config.explained_errors)
+        evaluation.explained_errors = explain_worst_errors(
+            predict_proba,
+            model_explainer(config.model_uri, local, predict_proba),
+            baseline_explainer(config.model_uri),
+            data,
+            config.explained_errors,
+        )
         metrics = evaluation.metrics | profile_in_child(local, data.x_test, config.latency_runs, config.threads)
         return metrics | model_sizes(Path(local)), evaluation, predicted
 

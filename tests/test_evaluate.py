@@ -3,11 +3,14 @@ explained beside the float baseline's maps."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 
 from steps.datasets.data import load_dataset
 from steps.evaluate import analyse_predictions, explain_worst_errors
+from steps.modeling.explain import occlusion_map
 from steps.reports.figures import explained_errors_figure
 
 
@@ -39,7 +42,7 @@ def test_the_most_confident_mistakes_are_explained_beside_the_baselines_maps():
         return predict_proba
 
     model, baseline = classifier(1.0), classifier(0.3)
-    errors = explain_worst_errors(model, baseline, data, count=4)
+    errors = explain_worst_errors(model, partial(occlusion_map, model), partial(occlusion_map, baseline), data, 4)
     probabilities = model(data.x_test)
     wrong = probabilities.argmax(axis=1) != data.y_test
     assert [e.index for e in errors] == list(np.flatnonzero(wrong)[np.argsort(-probabilities[wrong].max(axis=1))][:4])
@@ -51,4 +54,4 @@ def test_the_most_confident_mistakes_are_explained_beside_the_baselines_maps():
         images, titles, data.class_names, [e.explanation for e in errors], [e.baseline for e in errors]
     )
     assert len(figure.axes) == 4 * 3  # image, the model's map, the baseline's map
-    assert explain_worst_errors(model, None, data, count=0) == []
+    assert explain_worst_errors(model, partial(occlusion_map, model), None, data, count=0) == []

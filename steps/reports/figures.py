@@ -224,7 +224,7 @@ def explained_errors_figure(
         for axis in row:
             axis.set_xticks([])
             axis.set_yticks([])
-    figure.suptitle("most confident mistakes: where each model looked (occlusion)")
+    figure.suptitle("where each model looked\n(red: for the class it gave)", fontsize=9)
     figure.tight_layout()
     return figure
 

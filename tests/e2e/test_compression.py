@@ -129,7 +129,7 @@ def test_qat_scheme_follows_the_parent_recipe(steps, scheme):
 
 def test_a_model_uri_that_does_not_exist_fails_naming_it(tracking, digits):
     with pytest.raises(ModelLoadError, match="cannot load a Keras model from 'runs:/0123456789abcdef/keras_model'"):
-        load_parent("runs:/0123456789abcdef/keras_model", digits)
+        load_parent("runs:/0123456789abcdef/keras_model", digits, robustness="off")
 
 
 def test_a_deployable_is_refused_as_a_parent_keras_model(tracking, float_model, digits, tmp_path):
@@ -138,7 +138,7 @@ def test_a_deployable_is_refused_as_a_parent_keras_model(tracking, float_model, 
         path.write_bytes(to_tflite(float_model))
         log_litert_model(path, digits)
     with pytest.raises(ModelLoadError, match="cannot load a Keras model"):
-        load_parent(f"runs:/{run.info.run_id}/{contract.LITERT_MODEL}", digits)
+        load_parent(f"runs:/{run.info.run_id}/{contract.LITERT_MODEL}", digits, robustness="off")
 
 
 def test_a_parent_from_other_data_is_refused(tracking, float_model, digits, tmp_path):
@@ -156,12 +156,15 @@ def test_a_parent_from_other_data_is_refused(tracking, float_model, digits, tmp_
         set_lineage_tags(Baseline(run.info.run_id, 0.98, 0.99, 700_000), [])
         log_keras_model(float_model, digits)
     with pytest.raises(ValueError, match="pass the dataset .* of its train run"):
-        load_parent(f"runs:/{run.info.run_id}/{contract.KERAS_MODEL}", load_dataset(str(other)))
+        load_parent(f"runs:/{run.info.run_id}/{contract.KERAS_MODEL}", load_dataset(str(other)), robustness="off")
 
 
 def test_a_model_file_parent_is_its_own_baseline(float_model, digits, tmp_path):
     path = tmp_path / "float.keras"
     float_model.save(path)
-    parent = load_parent(str(path), digits)
+    parent = load_parent(str(path), digits, robustness="fast")
     assert parent.variant == "external" and parent.recipe == []
     assert parent.baseline.accuracy >= 0.97 and parent.baseline.gzip_bytes > 100_000
+    # measured here, so its variants get robust drops and flip rates against it
+    assert parent.baseline.robustness_mode == "fast" and 0 < parent.baseline.robust_accuracy < 1
+    assert len(parent.baseline_predictions) == len(digits.y_test)

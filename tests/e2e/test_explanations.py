@@ -5,6 +5,8 @@
   correlation between the trained and the randomised model's maps is below 0.5 on average over 100 test images;
 - deletion: occluding the 10% of pixels the map ranks highest must lower the explained class's probability more
   than occluding a random 10%, the mean difference's 95% bootstrap interval above 0.
+
+And integrated gradients on the Keras model add up (completeness).
 """
 
 from __future__ import annotations
@@ -37,11 +39,11 @@ def models():
     trained = train(config, data, build_model(config.architecture, data.input_shape, data.n_classes, config.width))
     seed_everything(7)
     randomised = build_model(config.architecture, data.input_shape, data.n_classes, config.width)
-    return data, LiteRTClassifier(to_tflite(trained.model)), LiteRTClassifier(to_tflite(randomised))
+    return data, LiteRTClassifier(to_tflite(trained.model)), LiteRTClassifier(to_tflite(randomised)), trained.model
 
 
 def test_maps_of_the_trained_model_do_not_survive_randomising_its_weights(models):
-    data, trained, randomised = models
+    data, trained, randomised, _ = models
     correlations = []
     for image in data.x_test[:IMAGES]:
         explained = occlusion_map(trained.predict_proba, image)
@@ -53,7 +55,7 @@ def test_maps_of_the_trained_model_do_not_survive_randomising_its_weights(models
 
 
 def test_deleting_the_most_salient_pixels_costs_more_than_deleting_random_ones(models):
-    data, trained, _ = models
+    data, trained, _, _ = models
     rng = np.random.default_rng(0)
     differences = []
     for image in data.x_test[:IMAGES]:
@@ -68,3 +70,17 @@ def test_deleting_the_most_salient_pixels_costs_more_than_deleting_random_ones(m
     low, high = np.percentile(means, [2.5, 97.5])
     print(f"\nsalient minus random deletion: mean {differences.mean():.3f}, 95% bootstrap [{low:.3f}, {high:.3f}]")
     assert low > 0
+
+
+def test_integrated_gradients_add_up_to_the_change_from_the_baseline_image(models):
+    """Completeness (Sundararajan et al.): the pixels' attributions sum to f(image) - f(baseline), for the Keras
+    model where one exists."""
+    from steps.modeling.explain_keras import integrated_gradients
+
+    data, _, _, keras_model = models
+    for image in data.x_test[:20]:
+        explained = integrated_gradients(keras_model, image)
+        baseline = np.broadcast_to(image.mean(axis=(0, 1)), image.shape)[np.newaxis]
+        change = explained.probabilities[explained.target] - keras_model(baseline).numpy()[0, explained.target]
+        assert explained.saliency.shape == image.shape
+        assert explained.saliency[..., 0].sum() == pytest.approx(change, abs=0.02)
