@@ -391,8 +391,9 @@ class ServeConfig:
         0, "TCP port of the Open Inference Protocol's gRPC service (0: off); REST v2 is always on `port`"
     )
     explain_concurrency: int = setting(
-        1, "explanations (POST /explain, dozens of model calls each) computed at once; more are answered 503"
+        1, "explanations (POST /explain, dozens of model calls each) computed at once; more wait (explain_queue)"
     )
+    explain_queue: int = setting(16, "explanations waiting for a slot at most; more are answered 503")
     log_sync: str = setting(
         contract.LOG_SYNC_NORMAL,
         f"{contract.LOG_SYNC_NORMAL}: an answered prediction survives a crash of the server process; "
@@ -410,6 +411,8 @@ class ServeConfig:
             "explain_concurrency",
         ):
             require_positive(name, getattr(self, name))
+        if self.explain_queue < 0:
+            raise ValueError(f"explain_queue must be >= 0, got {self.explain_queue}")
         if not 0 <= self.grpc_port <= 65535 or self.grpc_port == self.port:
             raise ValueError(f"grpc_port is 0 (off) or a TCP port other than port {self.port}, got {self.grpc_port}")
         if self.poll_seconds < 0 or self.max_batch_wait_ms < 0:

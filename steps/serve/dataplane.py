@@ -74,10 +74,13 @@ class DataPlane:
         self.predlog = predlog
         self.stages = metrics.stages  # None unless stage timings were asked for (metrics.STAGE_TIMINGS_ENV)
         self.admission = Admission(config.max_queue)  # `with plane.admission:` around a prediction request
-        # An explanation costs dozens of model calls: a few at a time, so predictions keep the cores.
+        # An explanation costs dozens of model calls: a few at a time, so predictions keep the cores; a few more
+        # wait their turn (answering a flood of clients with instant 503s would itself take the event loop).
         self.explain_admission = Admission(
-            config.explain_concurrency, "{limit} explanation(s) are being computed (explain_concurrency)"
+            config.explain_concurrency + config.explain_queue,
+            "{limit} explanation(s) are being computed or waiting (explain_concurrency + explain_queue)",
         )
+        self._explaining = asyncio.Semaphore(config.explain_concurrency)
         metrics.in_flight.set_function(lambda: self.admission.in_flight)
         # Request ids unique across restarts at a counter's cost, not uuid4's.
         self._request_prefix = uuid.uuid4().hex[:12]
@@ -149,7 +152,8 @@ class DataPlane:
             if len(batch) != 1:
                 raise BadRequest(f"an explanation is of one sample; got {len(batch)}: send them one by one")
             image = batch[0]
-        return model, await asyncio.to_thread(occlusion_map, model.classifier.predict_proba, image)
+        async with self._explaining:
+            return model, await asyncio.to_thread(occlusion_map, model.classifier.predict_proba, image)
 
     async def feedback(self, request_id: str, label: str, index: int = 0) -> None:
         """Record the true label of sample `index` of a logged prediction (of every prediction with that id,

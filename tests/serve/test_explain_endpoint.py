@@ -1,6 +1,7 @@
 """POST /explain on the real app: the sample as /invocations or /predict take it, or a logged prediction's
 request id, answered with the served model's class, its probabilities and an occlusion map of the input's shape;
-bounded by explain_concurrency (503 beyond it) while predictions go on; counted under its own label."""
+explain_concurrency at a time and explain_queue more waiting (503 beyond) while predictions go on; counted under
+its own label."""
 
 from __future__ import annotations
 
@@ -62,16 +63,27 @@ def test_what_cannot_be_explained_gets_a_client_error_naming_the_fix(server, bod
     assert answered == status and words in error_of(answered, answer)["message"]
 
 
-def test_beyond_explain_concurrency_an_explanation_gets_503_while_predictions_go_on(server):
-    with socket.create_connection(("127.0.0.1", server.port)) as slow:  # half a body: holds the one slot
-        slow.sendall(
-            b"POST /explain HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 999\r\n\r\n{"
-        )
-        wait_until(lambda: server.plane.explain_admission.in_flight == 1, "the slow explanation to be admitted")
-        status, headers, body = server.request("POST", "/explain", INSTANCES, JSON)
-        assert status == 503 and headers["retry-after"] == "1"
-        assert "explain_concurrency" in error_of(status, body)["message"]
-        assert server.request("POST", "/invocations", INSTANCES, JSON)[0] == 200
-    wait_until(lambda: server.plane.explain_admission.in_flight == 0, "the slow client's slot to be freed")
-    _, _, exposition = server.request("GET", "/metrics")
-    assert 'endpoint="explain",status="200"' in exposition.decode()
+def test_beyond_the_running_and_waiting_explanations_one_gets_503_while_predictions_go_on(tmp_path_factory):
+    registry = StandInRegistry(tmp_path_factory.mktemp("registry"))
+    registry.add("1", tiny_tflite(GRAY_SHAPE, len(GRAY_CLASSES)), GRAY_CLASSES)
+    registry.aliases["champion"] = "1"
+    tight = InProcessServer(registry, tmp_path_factory.mktemp("serve") / "p.db", explain_concurrency=1, explain_queue=1)
+    head = b"POST /explain HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 999\r\n\r\n{"
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", tight.port)) as one,
+            socket.create_connection(("127.0.0.1", tight.port)) as two,
+        ):  # half a body each: one running slot and one waiting place held
+            one.sendall(head)
+            two.sendall(head)
+            wait_until(lambda: tight.plane.explain_admission.in_flight == 2, "both slow explanations to be admitted")
+            status, headers, body = tight.request("POST", "/explain", INSTANCES, JSON)
+            assert status == 503 and headers["retry-after"] == "1"
+            assert "explain_concurrency + explain_queue" in error_of(status, body)["message"]
+            assert tight.request("POST", "/invocations", INSTANCES, JSON)[0] == 200
+        wait_until(lambda: tight.plane.explain_admission.in_flight == 0, "the slow clients' places to be freed")
+        assert tight.request("POST", "/explain", INSTANCES, JSON)[0] == 200
+        _, _, exposition = tight.request("GET", "/metrics")
+        assert 'endpoint="explain",status="200"' in exposition.decode()
+    finally:
+        tight.stop()
