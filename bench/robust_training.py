@@ -14,6 +14,7 @@ bench/RESULTS.md and README's block `robust-training`.
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -56,6 +57,7 @@ def run_main(model_name: str, augment: str) -> None:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     data = load_dataset("digits")
     with tempfile.TemporaryDirectory() as folder:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder}/mlflow.db"

@@ -567,11 +567,6 @@ class UpdateConfig:
         "bench/update_strategies.py: the gate refused it least, at a small cost on the new data",
     )
     max_old_drop: float = setting(0.01, "most the challenger may lose against the champion on the old test split")
-    max_robust_accuracy_drop: float = setting(
-        0.02,
-        "most validation robust accuracy the challenger's compression may lose against its own float parent "
-        "(as main's selection)",
-    )
     distill: float = setting(
         0.0,
         "weight of the champion's own answers in the training targets of train (its float parent as teacher) and of "
@@ -594,7 +589,6 @@ class UpdateConfig:
             raise ValueError(f"patience must be >= 0, got {self.patience}")
         require_share("replay_fraction", self.replay_fraction)
         require_share("max_old_drop", self.max_old_drop)
-        require_share("max_robust_accuracy_drop", self.max_robust_accuracy_drop)
         require_share("distill", self.distill)
 
     def fine_tuning_rate(self, original: float) -> float:

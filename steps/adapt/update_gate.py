@@ -13,7 +13,7 @@ from steps import contract
 from steps.adapt.update_data import UpdateData
 from steps.modeling.pyfunc import predict_classes
 from steps.monitoring.version_profiles import reference_of
-from steps.release.gate import Verdict, decide_update, refuse_if_fragile
+from steps.release.gate import Verdict, decide_update
 from steps.release.infra import serving_problem
 from steps.release.promotion import announce_champion
 from steps.release.registry import (
@@ -53,8 +53,6 @@ def gate_update(
         old = (challenger_classes[:split] == data.y_test, champion_classes[:split] == data.y_test)
         new = (challenger_classes[split:] == data.y_new_test, champion_classes[split:] == data.y_new_test)
         verdict, accuracies = decide_update(old, new, config.max_old_drop)
-        robust_drop = mlflow.get_run(source_run_id).data.metrics.get(contract.VAL_ROBUST_ACCURACY_DROP)
-        verdict = refuse_if_fragile(verdict, robust_drop, config.max_robust_accuracy_drop)
         mlflow.log_metrics(accuracies)
         if not verdict.refused:
             problem = serving_problem(model_uri(version), data.x_new_test, challenger_classes[split:])

@@ -14,7 +14,6 @@ evidence. README explains what the gate can resolve.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import mlflow
@@ -23,7 +22,6 @@ from mlflow.models import EvaluationResult, MetricThreshold
 from mlflow.models.evaluation.validation import ModelValidationFailedException
 
 from steps import contract
-from steps.core.selection import within_budget
 from steps.core.stats import Accuracy, PairedComparison, mcnemar, proportion
 from steps.settings import GateConfig
 
@@ -119,20 +117,6 @@ def _versus(
         return ""
     robustness = "" if robust is None else f"; robust accuracy {robust[0]:.4f} against the champion's {robust[1]:.4f}"
     return f" (champion accuracy {champion} on the same test samples; {comparison}{robustness})"
-
-
-def refuse_if_fragile(verdict: Verdict, val_robust_drop: float | None, max_robust_accuracy_drop: float) -> Verdict:
-    """An update's passing verdict, refused when the challenger's compression lost more validation robust
-    accuracy against its float parent than the budget allows (selection's rule for main and search); as it
-    was when robustness was not measured or the verdict already refuses."""
-    if verdict.refused or val_robust_drop is None or within_budget(val_robust_drop, max_robust_accuracy_drop):
-        return verdict
-    return dataclasses.replace(
-        verdict,
-        status=contract.VALIDATION_FAILED,
-        reason=f"{verdict.reason}; but its compression lost {val_robust_drop:+.4f} of validation robust accuracy "
-        f"against its float parent (max_robust_accuracy_drop={max_robust_accuracy_drop})",
-    )
 
 
 def decide_update(

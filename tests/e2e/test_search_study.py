@@ -21,14 +21,13 @@ from steps.compress.sensitivity import SPARSITIES
 from steps.core.selection import Budget
 from steps.datasets.data import load_dataset
 from steps.release.registry import version_by_alias
-from steps.settings import SearchConfig
 from tests.support.commands import PROJECT, entry_point_runs, mlflow_run
 from tests.support.stores import store_in
 
 pytestmark = pytest.mark.e2e
 
 STUDY = "two-processes"
-BUDGET = 0.2  # generous: one fine-tuning epoch per step, first trials near the ceilings; tested: the choice
+BUDGET = 0.2  # accuracy and robust accuracy, generous: one epoch per step, trials near the ceilings; tested: the choice
 
 
 def test_two_search_processes_complete_one_study_each_trial_a_child_run_and_the_choice_within_budget(
@@ -65,6 +64,8 @@ def test_two_search_processes_complete_one_study_each_trial_a_child_run_and_the_
             "-P",
             f"max_accuracy_drop={BUDGET}",
             "-P",
+            f"max_robust_accuracy_drop={BUDGET}",
+            "-P",
             "register=false",
         ]
         searches = [
@@ -87,7 +88,7 @@ def test_two_search_processes_complete_one_study_each_trial_a_child_run_and_the_
         assert complete, "every trial was pruned"
         for run in complete:
             assert set(contract.VARIANT_METRICS) <= set(run.data.metrics), run.data.tags[contract.TAG_VARIANT]
-        budget = Budget(BUDGET, SearchConfig(model_uri="-").max_robust_accuracy_drop)  # the robust one: default
+        budget = Budget(BUDGET, BUDGET)
         feasible = [run for run in complete if budget.admits(run.data.metrics)]
         assert feasible, "no trial within the budget: the choice was not tested"
         smallest = min(feasible, key=lambda run: run.data.metrics[contract.SIZE_GZIP_BYTES])
@@ -131,6 +132,8 @@ def test_update_replays_a_searched_champion_through_prune_cluster_and_quantize(t
             "epochs=1",
             "-P",
             "max_accuracy_drop=0.9",
+            "-P",
+            "max_robust_accuracy_drop=0.9",
             "-P",
             "model_name=searched",
         )
