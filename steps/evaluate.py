@@ -242,21 +242,21 @@ def baseline_explainer(model_uri: str) -> Explainer | None:
     return partial(occlusion_map, probability_function(f"runs:/{baseline.run_id}/{contract.LITERT_MODEL}"))
 
 
-def model_explainer(model_uri: str, local: str, predict_proba) -> Explainer:
-    """Integrated gradients for a Keras model (its gradients exist), occlusion for a LiteRT deployable."""
+def model_explainer(local: str, predict_proba) -> Explainer:
+    """Integrated gradients for a Keras model (its gradients exist), occlusion for a LiteRT deployable; the
+    model is read from the folder already downloaded."""
     if "tensorflow" in mlflow.models.Model.load(local).flavors:
         from steps.modeling.explain_keras import integrated_gradients
-        from steps.modeling.keras_io import load_keras_model
 
-        return partial(integrated_gradients, load_keras_model(model_uri))
+        return partial(integrated_gradients, mlflow.tensorflow.load_model(local))
     return partial(occlusion_map, predict_proba)
 
 
 def explain_worst_errors(
-    predict_proba, explain: Explainer, explain_baseline: Explainer | None, data: Dataset, count: int
+    probabilities: np.ndarray, explain: Explainer, explain_baseline: Explainer | None, data: Dataset, count: int
 ) -> list[ExplainedError]:
-    """Maps of the `count` test samples the model got wrong most confidently, and the baseline's of each."""
-    probabilities = predict_proba(data.x_test)
+    """Maps of the `count` test samples the model got wrong most confidently (by its test-split
+    `probabilities`), and the baseline's of each."""
     wrong = np.flatnonzero(probabilities.argmax(axis=1) != data.y_test)
     worst = wrong[np.argsort(probabilities[wrong].max(axis=1))[::-1][:count]]
     return [
@@ -274,12 +274,13 @@ def evaluate(config: EvaluateConfig, data: Dataset) -> tuple[dict[str, float], E
     with tempfile.TemporaryDirectory() as folder:  # downloaded once: predicting, profiling and sizing read it
         local = mlflow.artifacts.download_artifacts(config.model_uri, dst_path=folder)
         predict_proba = probability_function(local)
-        predicted = predict_proba(data.x_test).argmax(axis=1)
+        probabilities = predict_proba(data.x_test)
+        predicted = probabilities.argmax(axis=1)
         evaluation = analyse_predictions(predicted, data.y_test, data.class_names, top=config.top_confusions)
         evaluation.robustness = measure_robustness(predict_proba, data.x_test, data.y_test, config.robustness)
         evaluation.explained_errors = explain_worst_errors(
-            predict_proba,
-            model_explainer(config.model_uri, local, predict_proba),
+            probabilities,
+            model_explainer(local, predict_proba),
             baseline_explainer(config.model_uri),
             data,
             config.explained_errors,

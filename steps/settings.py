@@ -261,7 +261,7 @@ class EvaluateConfig:
     )
     robustness: str = setting("full", ROBUSTNESS_HELP)
     explained_errors: int = setting(
-        6, "the most confident mistakes explained by occlusion maps, beside the float baseline's maps (0: none)"
+        6, "the most confident mistakes shown with saliency maps, beside the float baseline's maps (0: none)"
     )
 
     def __post_init__(self):

@@ -42,8 +42,10 @@ def test_the_most_confident_mistakes_are_explained_beside_the_baselines_maps():
         return predict_proba
 
     model, baseline = classifier(1.0), classifier(0.3)
-    errors = explain_worst_errors(model, partial(occlusion_map, model), partial(occlusion_map, baseline), data, 4)
     probabilities = model(data.x_test)
+    errors = explain_worst_errors(
+        probabilities, partial(occlusion_map, model), partial(occlusion_map, baseline), data, count=4
+    )
     wrong = probabilities.argmax(axis=1) != data.y_test
     assert [e.index for e in errors] == list(np.flatnonzero(wrong)[np.argsort(-probabilities[wrong].max(axis=1))][:4])
     assert all(e.explanation.target == probabilities[e.index].argmax() for e in errors)
@@ -54,4 +56,4 @@ def test_the_most_confident_mistakes_are_explained_beside_the_baselines_maps():
         images, titles, data.class_names, [e.explanation for e in errors], [e.baseline for e in errors]
     )
     assert len(figure.axes) == 4 * 3  # image, the model's map, the baseline's map
-    assert explain_worst_errors(model, partial(occlusion_map, model), None, data, count=0) == []
+    assert explain_worst_errors(probabilities, partial(occlusion_map, model), None, data, count=0) == []

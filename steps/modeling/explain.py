@@ -30,15 +30,15 @@ class Explanation:
     saliency: np.ndarray  # (H, W, C), the image's shape: the same value on every channel of a pixel
 
 
-def occlusion_geometry(height: int, width: int) -> tuple[int, int, list[tuple[int, int]]]:
-    """Patch side, stride and the top-left corners of every patch position (the last row and column touch the
-    far edge, so every pixel is covered)."""
+def occlusion_geometry(height: int, width: int) -> tuple[int, list[tuple[int, int]]]:
+    """Patch side and the top-left corners of every patch position, a stride apart (the last row and column
+    touch the far edge, so every pixel is covered)."""
     side = min(height, width)
     patch = max(1, round(PATCH_SHARE * side))
     stride = max(1, round(STRIDE_SHARE * side))
     rows = sorted({*range(0, height - patch + 1, stride), height - patch})
     columns = sorted({*range(0, width - patch + 1, stride), width - patch})
-    return patch, stride, [(r, c) for r in rows for c in columns]
+    return patch, [(r, c) for r in rows for c in columns]
 
 
 def occlusion_map(
@@ -51,7 +51,7 @@ def occlusion_map(
     height, width = image.shape[:2]
     probabilities = np.asarray(predict_proba(image[np.newaxis]))[0]
     target = int(probabilities.argmax()) if target is None else int(target)
-    patch, _, corners = occlusion_geometry(height, width)
+    patch, corners = occlusion_geometry(height, width)
     fill = image.mean(axis=(0, 1))  # per channel
     falls = np.empty(len(corners), np.float32)
     for start in range(0, len(corners), MAX_BATCH):

@@ -21,6 +21,7 @@ import numpy as np
 
 from steps import contract
 from steps.datasets.corruptions import LEVELS, apply_drift
+from steps.parameters import require_choice
 
 FAST_LEVEL = 2  # index of the level `fast` measures: the default severity
 SEED = 20221  # fixed: a new seed would be a new suite
@@ -54,8 +55,7 @@ class Robustness:
 
 def levels_of(mode: str) -> dict[str, tuple[float, ...]]:
     """The severities each kind is measured at in `mode` (none when off)."""
-    if mode not in contract.ROBUSTNESS_MODES:
-        raise ValueError(f"robustness must be one of {', '.join(contract.ROBUSTNESS_MODES)}, got {mode!r}")
+    require_choice("robustness", mode, contract.ROBUSTNESS_MODES)
     if mode == "off":
         return {}
     return {kind: LEVELS[kind] if mode == "full" else (LEVELS[kind][FAST_LEVEL],) for kind in contract.ROBUSTNESS_KINDS}

@@ -13,7 +13,7 @@ from mlflow.entities.model_registry import ModelVersion
 
 from steps import contract
 from steps.datasets.data import Dataset
-from steps.modeling.pyfunc import predict_classes, probability_function
+from steps.modeling.pyfunc import probability_function
 from steps.modeling.robustness import corrupted, levels_of
 from steps.monitoring.version_profiles import reference_of
 from steps.release.gate import Verdict, decide
@@ -38,16 +38,14 @@ def register_challenger(name: str, run_id: str, thresholds: GateConfig) -> tuple
     return version, promote_if_passing(version, thresholds)
 
 
-def correct_per_sample(version: ModelVersion, data: Dataset) -> np.ndarray:
-    return predict_classes(model_uri(version), data.x_test) == data.y_test
-
-
-def robust_correct_per_sample(versions: tuple[ModelVersion, ...], data: Dataset, mode: str) -> tuple[np.ndarray, ...]:
-    """Each version's correctness on every corrupted test set of the suite's `mode`, concatenated (the same
-    corrupted images for both: their robust accuracies compare sample for sample)."""
-    predict = [probability_function(model_uri(version)) for version in versions]
-    sets = [corrupted(data.x_test, data.y_test, kind, s) for kind, levels in levels_of(mode).items() for s in levels]
-    return tuple(np.concatenate([p(x).argmax(axis=1) == data.y_test for x in sets]) for p in predict)
+def correct_per_sample(version: ModelVersion, data: Dataset, corrupted_sets: list[np.ndarray]):
+    """The version's per-sample correctness on the test split, and on the corrupted copies of it concatenated
+    (None when there are none), from one load of the model."""
+    predict = probability_function(model_uri(version))
+    clean = predict(data.x_test).argmax(axis=1) == data.y_test
+    if not corrupted_sets:
+        return clean, None
+    return clean, np.concatenate([predict(x).argmax(axis=1) == data.y_test for x in corrupted_sets])
 
 
 def robustness_mode_of(version: ModelVersion) -> str:
@@ -62,7 +60,7 @@ def gate(challenger: ModelVersion, thresholds: GateConfig) -> Verdict:
     champion = version_by_alias(challenger.name, contract.CHAMPION)
     data = data_of_run(challenger.tags[contract.VERSION_TAG_SOURCE_RUN])  # the gate compares on its test split
     if champion is None:
-        return decide(correct_per_sample(challenger, data), None, thresholds)
+        return decide(correct_per_sample(challenger, data, [])[0], None, thresholds)
     takes = tensor_shapes(model_uri(champion))
     if takes is not None and takes != (data.input_shape, data.n_classes):
         return Verdict(
@@ -71,9 +69,14 @@ def gate(challenger: ModelVersion, thresholds: GateConfig) -> Verdict:
             f"data is {data.input_shape} with {data.n_classes} classes: the two cannot be compared on the same "
             "samples; if the new data set replaces the old one, promote it with force=true",
         )
-    mode = robustness_mode_of(challenger)
-    robust = None if mode == "off" else robust_correct_per_sample((challenger, champion), data, mode)
-    return decide(correct_per_sample(challenger, data), correct_per_sample(champion, data), thresholds, robust)
+    # the very corrupted images both were measured on, so their robust accuracies compare sample for sample
+    levels = levels_of(robustness_mode_of(challenger))
+    sets = [corrupted(data.x_test, data.y_test, kind, s) for kind, severities in levels.items() for s in severities]
+    (challenger_clean, challenger_robust), (champion_clean, champion_robust) = (
+        correct_per_sample(version, data, sets) for version in (challenger, champion)
+    )
+    robust = None if not sets else (challenger_robust, champion_robust)
+    return decide(challenger_clean, champion_clean, thresholds, robust)
 
 
 def tensor_shapes(uri: str) -> tuple[tuple[int, ...], int] | None:

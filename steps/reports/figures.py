@@ -154,6 +154,11 @@ def error_rate_figure(per_class) -> Figure:
     return figure
 
 
+def show_image(axis, image: np.ndarray) -> None:
+    """An input image as the model saw it: pixels in [0, 1], grey or colour."""
+    axis.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
+
+
 def confusion_examples_figure(top_confusions, images) -> Figure:
     """Error causes: for each frequent true->predicted confusion, test images the model got wrong that way."""
     rows = len(top_confusions)
@@ -166,7 +171,7 @@ def confusion_examples_figure(top_confusions, images) -> Figure:
             axis.set_yticks([])
             if c < len(confusion.examples):
                 image = images[confusion.examples[c]]
-                axis.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
+                show_image(axis, image)
             else:
                 axis.axis("off")
         axes[r][0].set_ylabel(f"{confusion.true} -> {confusion.predicted}\n({confusion.count}x)", fontsize=8)
@@ -189,7 +194,7 @@ def flipped_figure(flipped, data, baseline_predictions, predictions) -> Figure:
         axis.axis("off")
     for axis, index in zip(axes.flat, shown):
         image = data.x_test[index]
-        axis.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
+        show_image(axis, image)
         axis.set_title(
             f"{names[baseline_predictions[index]]}->{names[predictions[index]]}\n(true {names[data.y_test[index]]})",
             fontsize=7,
@@ -202,13 +207,13 @@ def flipped_figure(flipped, data, baseline_predictions, predictions) -> Figure:
 def explained_errors_figure(
     images, titles: list[str], names, explanations: list, baselines: list | None = None
 ) -> Figure:
-    """Per mistake (a row): the image, where the model looked (occlusion saliency, red supports its answer), and
+    """Per mistake (a row): the image, where the model looked (its saliency map, red supports its answer), and
     where the float baseline looked (when given), each titled with the class it gave."""
     baselines = baselines or [None] * len(explanations)
     columns = 3 if any(baseline is not None for baseline in baselines) else 2
     figure, axes = plt.subplots(len(images), columns, figsize=(2.2 * columns + 0.5, 2.2 * len(images)), squeeze=False)
     for row, image, title, explanation, baseline in zip(axes, images, titles, explanations, baselines):
-        row[0].imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
+        show_image(row[0], image)
         row[0].set_title(title, fontsize=8)
         shown = [("model", explanation), ("float baseline", baseline)][: columns - 1]
         for axis, (who, explanation) in zip(row[1:], shown):
@@ -229,7 +234,7 @@ def explained_errors_figure(
     return figure
 
 
-def robustness_figure(robustness, clean_accuracy: float, title: str = "accuracy under corruption") -> Figure:
+def robustness_figure(robustness, clean_accuracy: float) -> Figure:
     """Accuracy against corruption level (1 mildest, 5 harshest), one line per kind, clean accuracy dashed."""
     figure, axis = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
     for kind, accuracies in robustness.accuracy.items():
@@ -240,7 +245,7 @@ def robustness_figure(robustness, clean_accuracy: float, title: str = "accuracy 
     axis.set_xlabel("corruption level (3: the default severity)")
     axis.set_ylabel("accuracy")
     axis.set_ylim(0, 1.02)
-    axis.set_title(f"{title}: mean {robustness.mean:.3f} ({robustness.mode})")
+    axis.set_title(f"accuracy under corruption: mean {robustness.mean:.3f} ({robustness.mode})")
     axis.grid(True, alpha=0.3)
     axis.legend(fontsize=8, ncol=2, loc="lower left")
     return figure

@@ -66,7 +66,7 @@ def figures_of(windows: list, traffic, names: tuple[str, ...], load_model=None) 
 
 def explained_mistakes(labelled: pd.DataFrame, names: tuple[str, ...], load_model) -> Figure | None:
     """Occlusion maps of the window's misclassified samples whose input was kept (at most EXPLAINED_MISTAKES)."""
-    wrong = labelled[(labelled["predicted_class"] != labelled["true_class"]) & labelled["input"].notna()]
+    wrong = mistakes_with_input(labelled)
     predict_proba = load_model() if load_model is not None and not wrong.empty else None
     if predict_proba is None:
         return None
@@ -134,9 +134,14 @@ def errors_per_class(confusion: np.ndarray, names: tuple[str, ...]) -> pd.DataFr
     return pd.DataFrame({"class": list(names), "error_rate": rate, "support": support})
 
 
+def mistakes_with_input(labelled: pd.DataFrame) -> pd.DataFrame:
+    """The labelled samples the model got wrong whose input the log kept."""
+    return labelled[(labelled["predicted_class"] != labelled["true_class"]) & labelled["input"].notna()]
+
+
 def error_causes(labelled: pd.DataFrame, names: tuple[str, ...]):
     """(top confusions with example indices, their images) from wrong labelled samples whose input was kept."""
-    wrong = labelled[(labelled["predicted_class"] != labelled["true_class"]) & labelled["input"].notna()]
+    wrong = mistakes_with_input(labelled)
     if wrong.empty:
         return None
     pairs = wrong.groupby(["true_class", "predicted_class"]).size().sort_values(ascending=False).head(TOP_CONFUSIONS)

@@ -159,16 +159,8 @@ def logged_request(body: bytes) -> tuple[str, int] | None:
     if not isinstance(payload, dict) or "request_id" not in payload:
         return None
     index = payload.get("index", 0)
-    if (
-        not isinstance(payload["request_id"], str)
-        or type(index) is not int
-        or index < 0
-        or set(payload)
-        - {
-            "request_id",
-            "index",
-        }
-    ):
+    unknown = set(payload) - {"request_id", "index"}
+    if unknown or not isinstance(payload["request_id"], str) or type(index) is not int or index < 0:
         raise BadRequest(
             'send {"request_id": "<id of a logged prediction>"} (and "index": <sample position>, 0 by default), '
             "or the sample itself as /invocations or /predict take it"
