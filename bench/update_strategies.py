@@ -8,8 +8,9 @@ training split (700 samples, the case the robustness issue reported); `mix` spli
 `train` fine-tunes the float parent at a tenth of its rate with early stopping, the recipe runs again on the
 result, and `decide_update` is the gate (at most `max_old_drop` lost on the old test split, no worse on the
 new held-out samples). Strategies differ in `distill` (the champion's answers in the targets, Learning without
-Forgetting) and `replay_fraction`. About 12 minutes on 2 cores. Writes bench/RESULTS.md and README's block
-`update-strategies`.
+Forgetting) and `replay_fraction`; `learning_rate=tune` chooses the rate and the replay share on validation
+data first, as `update` does (steps/adapt/tuning.py). About 35 minutes on 2 cores. Writes bench/RESULTS.md and
+README's block `update-strategies`.
 
     python bench/update_strategies.py [--seeds 5]
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -37,6 +39,7 @@ STRATEGIES = {  # name -> update settings (the replay share 0.5 unless named: up
     "distill 0.3": {"distill": 0.3, "replay_fraction": 0.5},
     "distill 0.5": {"distill": 0.5, "replay_fraction": 0.5},
     "replay 0.7": {"distill": 0.0, "replay_fraction": 0.7},
+    "learning_rate=tune": {"distill": 0.0, "learning_rate": "tune"},  # rate and replay chosen on validation
 }
 RECIPE = [{"step": "prune"}, {"step": "cluster"}]  # what PCQAT reads: pruned, then clustered
 
@@ -71,25 +74,13 @@ def feedback(digits, split: str, n: int, seed: int):
 def update_once(base, champion, digits, x_new, y_new, settings: dict, seed: int) -> dict:
     from dataclasses import replace
 
+    from steps.adapt.tuning import choose, tune
     from steps.adapt.update_data import mix
-    from steps.datasets.data import Dataset
     from steps.modeling.training import independent_copy, train
     from steps.release.gate import decide_update
-    from steps.settings import TrainConfig, UpdateConfig
+    from steps.settings import TUNE, TrainConfig, UpdateConfig
 
     config = replace(UpdateConfig(new_data="-", seed=seed), **settings)
-    mixed = mix(x_new, y_new, digits, config.replay_fraction, config.seed)
-    data = Dataset(
-        "update",
-        "-",
-        mixed.x_train,
-        mixed.y_train,
-        mixed.x_val,
-        mixed.y_val,
-        mixed.x_test,
-        mixed.y_test,
-        digits.class_names,
-    )
     fine_tuning = TrainConfig(
         learning_rate=str(config.fine_tuning_rate(TrainConfig().step_size())),  # the base's own rate
         epochs=config.epochs,
@@ -98,6 +89,15 @@ def update_once(base, champion, digits, x_new, y_new, settings: dict, seed: int)
         base_model="-",
         distill=config.distill,
     )
+    chosen = ""
+    if config.learning_rate == TUNE:
+        reference, candidates = tune(base, digits, x_new, y_new, fine_tuning, seed)
+        best, _ = choose(candidates, reference, config.max_old_drop, config.max_robust_accuracy_drop)
+        chosen = f"replay {best.replay_fraction}, {best.learning_rate / fine_tuning.step_size():.2g}x auto's rate"
+        config = replace(config, replay_fraction=best.replay_fraction)
+        fine_tuning = replace(fine_tuning, learning_rate=str(best.learning_rate))
+    mixed = mix(x_new, y_new, digits, config.replay_fraction, config.seed)
+    data = mixed.as_dataset()
     parent = train(fine_tuning, data, independent_copy(base), teacher=base).model
     challenger = recompress(parent, data, config.distill)
     old = (correct(challenger, digits.x_test, digits.y_test), correct(champion, digits.x_test, digits.y_test))
@@ -110,6 +110,7 @@ def update_once(base, champion, digits, x_new, y_new, settings: dict, seed: int)
         "old": 100 * (old[0].mean() - old[1].mean()),
         "new": 100 * (new[0].mean() - new[1].mean()),
         "promoted": not verdict.refused,
+        "chosen": chosen,
     }
 
 
@@ -139,24 +140,32 @@ def main() -> None:
                 print(
                     f"bench: {scenario}, {strategy}, seed {seed}: old {runs[-1]['old']:+.1f}, new "
                     f"{runs[-1]['new']:+.1f} points, {'promoted' if runs[-1]['promoted'] else 'refused'} "
+                    f"{runs[-1]['chosen']} "
                     f"({(time.monotonic() - started) / 60:.1f} min)",
                     flush=True,
                 )
             results[scenario, strategy] = runs
     table = [
-        "| feedback | strategy | old test split, points vs champion | new held-out, points | gate promotes |",
-        "|---|---|---:|---:|---:|",
+        "| feedback | strategy | old test split, points vs champion | new held-out, points | gate promotes "
+        "| tune chose |",
+        "|---|---|---:|---:|---:|---|",
     ]
     for (scenario, strategy), runs in results.items():
         old, new = [r["old"] for r in runs], [r["new"] for r in runs]
         promoted = sum(r["promoted"] for r in runs)
-        table.append(f"| {scenario} | {strategy} | {spread(old, 1)} | {spread(new, 1)} | {promoted} of {len(runs)} |")
+        choices = Counter(r["chosen"] for r in runs if r["chosen"])
+        chose = "; ".join(f"{choice} ({count})" for choice, count in choices.most_common()) or "-"
+        table.append(
+            f"| {scenario} | {strategy} | {spread(old, 1)} | {spread(new, 1)} | {promoted} of {len(runs)} | {chose} |"
+        )
     intro = (
         f"Digits champion pruned80-c16-qat-int8 at {champion_old:.4f} on the old test split (360 samples: one "
         f"sample is {100 / len(digits.y_test):.2f} points); feedback is 1-px-shifted digits. Median (min-max) "
         f"over {len(seeds)} seeds of the feedback draw and the update; the gate promotes when the challenger "
         "loses at most 1 point on the old test split and is no worse on the new held-out samples. Every "
-        "strategy replays old data as half of the training set but the last (70%)."
+        "strategy names its replay share (0.5 where it does not); `learning_rate=tune` chose its own, and its "
+        "rate, among 0.5/0.7/0.85 and a third, one or three times auto's, on validation data (the count of "
+        "seeds per choice in the last column)."
     )
     body = intro + "\n\n" + "\n".join(table)
     write_section("Update strategies (digits)", f"python bench/update_strategies.py --seeds {len(seeds)}", body)

@@ -271,6 +271,11 @@ TAG_REUSED_UPDATE = "rtdeploy.reused_update"  # an update run that found its wor
 NEW_SAMPLES = "new_samples"  # labelled new samples taken
 REFUSED_SAMPLES = "refused_samples"  # labelled new samples refused (reasons in the run's output and tags)
 REPLAYED_SAMPLES = "replayed_samples"  # old training samples mixed in
+TUNED_LEARNING_RATE = "tuned_learning_rate"  # learning_rate=tune: the fine-tuning rate chosen
+TUNED_REPLAY_FRACTION = "tuned_replay_fraction"  # and the replay share
+TUNED_IN_BUDGET = "tuned_in_budget"  # 1 when the choice kept the old validation accuracy within budget
+UPDATE_TUNING = "update_tuning.json"  # every candidate's settings and validation figures
+UPDATE_TUNING_FIGURE = "update_tuning.png"
 ACCURACY_OLD = "accuracy_old"  # on the original test split
 ACCURACY_NEW = "accuracy_new"  # on the held-out part of the new data
 CHALLENGER_ACCURACY_OLD = f"challenger_{ACCURACY_OLD}"  # each model's, on the same samples

@@ -17,6 +17,7 @@ from steps.core.selection import Budget
 from steps.parameters import UsageError, require_choice, require_positive, setting
 
 AUTO = "auto"  # a setting this step works out: env_manager (the one `mlflow run` gave it), learning_rate
+TUNE = "tune"  # update's learning_rate: chosen, with the replay share, on validation data (steps/adapt/tuning.py)
 ENV_MANAGERS = (AUTO, "local", "virtualenv", "uv", "conda")
 ENV_MANAGER_HELP = f"environment of the child runs: {', '.join(ENV_MANAGERS)} (auto = this run's)"
 LOGS_HELP = "the servers' prediction logs: a path, a comma-separated list or a glob (one file per replica)"
@@ -39,13 +40,18 @@ FROM_SCRATCH_RATE = 0.01
 MAX_SIMULATED_REQUESTS = 1_000_000  # simulate is bounded: it is a test tool, not a load generator left running
 
 
-def require_rate_or_auto(learning_rate: str) -> None:
-    if learning_rate == AUTO:
+MAX_ROBUST_ACCURACY_DROP = 0.02  # main's, search's and (tuning) update's budget: measured in issue 22
+
+
+def require_rate(learning_rate: str, words: tuple[str, ...] = (AUTO,)) -> None:
+    """A positive number or one of `words`."""
+    if learning_rate in words:
         return
     try:
         require_positive("learning_rate", float(learning_rate))
     except ValueError:
-        raise UsageError(f"learning_rate must be '{AUTO}' or a positive number, got {learning_rate!r}") from None
+        named = " or ".join(f"'{word}'" for word in words)
+        raise UsageError(f"learning_rate must be {named} or a positive number, got {learning_rate!r}") from None
 
 
 @dataclass(frozen=True)
@@ -91,7 +97,7 @@ class TrainConfig:
         require_choice("robustness", self.robustness, contract.ROBUSTNESS_MODES)
         require_choice("architecture", self.architecture, contract.ARCHITECTURES)
         require_choice("batchnorm", self.batchnorm, contract.BATCHNORM_MODES)
-        require_rate_or_auto(self.learning_rate)
+        require_rate(self.learning_rate)
         for name in ("width", "alpha", "epochs", "batch_size", "image_size"):
             require_positive(name, getattr(self, name))
         if self.patience < 0:
@@ -309,7 +315,7 @@ class BudgetConfig:
         0.005, "largest validation-accuracy loss vs the float32 baseline a chosen variant may have"
     )
     max_robust_accuracy_drop: float = setting(
-        0.02,
+        MAX_ROBUST_ACCURACY_DROP,
         "largest validation robust-accuracy loss (the corruption suite) vs the float32 baseline a chosen variant "
         "may have; variants measured with robustness=off are not held to it",
     )
@@ -555,7 +561,12 @@ class UpdateConfig:
     prediction_log: str = setting(contract.DEFAULT_PREDICTION_LOG, f"with new_data=feedback: {LOGS_HELP}")
     since: str = setting("", "with new_data=feedback: start of the labelled traffic; empty: the champion's promotion")
     until: str = setting("", "with new_data=feedback: end of the labelled traffic; empty: now")
-    learning_rate: str = setting(AUTO, f"fine-tuning step size, or '{AUTO}': a tenth of the original training's")
+    learning_rate: str = setting(
+        AUTO,
+        f"fine-tuning step size; '{AUTO}': a tenth of the original training's; '{TUNE}': a third, one or three "
+        "times auto's, with the replay share 0.5, 0.7 or 0.85 (replay_fraction is then not used), the pair chosen "
+        "on validation data from nine fine-tunings of the float parent before the child runs",
+    )
     epochs: int = setting(
         20, "most fine-tuning epochs; early stopping on the new validation samples usually ends sooner"
     )
@@ -566,7 +577,16 @@ class UpdateConfig:
         "share of each batch (on average) drawn from the old training data, in [0, 1); 0.7 from "
         "bench/update_strategies.py: the gate refused it least, at a small cost on the new data",
     )
-    max_old_drop: float = setting(0.01, "most the challenger may lose against the champion on the old test split")
+    max_old_drop: float = setting(
+        0.01,
+        f"most the challenger may lose against the champion on the old test split (with learning_rate={TUNE}: a "
+        "candidate, against the float parent on the old validation split)",
+    )
+    max_robust_accuracy_drop: float = setting(
+        MAX_ROBUST_ACCURACY_DROP,
+        f"with learning_rate={TUNE}: most of its robust accuracy (the corruption suite) a candidate may lose "
+        "against the float parent on the old validation split",
+    )
     distill: float = setting(
         0.0,
         "weight of the champion's own answers in the training targets of train (its float parent as teacher) and of "
@@ -582,17 +602,19 @@ class UpdateConfig:
                 f"new_data is required: '{contract.NEW_DATA_FEEDBACK}' (labelled traffic) or a data set path"
             )
         require_choice("env_manager", self.env_manager, ENV_MANAGERS)
-        require_rate_or_auto(self.learning_rate)
+        require_rate(self.learning_rate, (AUTO, TUNE))
         for name in ("epochs", "batch_size"):
             require_positive(name, getattr(self, name))
         if self.patience < 0:
             raise ValueError(f"patience must be >= 0, got {self.patience}")
         require_share("replay_fraction", self.replay_fraction)
         require_share("max_old_drop", self.max_old_drop)
+        require_share("max_robust_accuracy_drop", self.max_robust_accuracy_drop)
         require_share("distill", self.distill)
 
     def fine_tuning_rate(self, original: float) -> float:
-        return original / 10 if self.learning_rate == AUTO else float(self.learning_rate)
+        """The rate given, or a tenth of the original's (tune: the rate its candidates are multiples of)."""
+        return original / 10 if self.learning_rate in (AUTO, TUNE) else float(self.learning_rate)
 
 
 MAX_AUTOPILOT_ROUNDS = 1000  # no endless loop, even asked for one

@@ -4,7 +4,9 @@
    and the compression recipe that made the deployable from it.
 2. New samples: a data set (all its splits), or the labelled traffic in the
    prediction logs since the champion was promoted; each labelled sample is
-   taken or refused with a reason (`steps/adapt/labelled.py`). They are split and
+   taken or refused with a reason (`steps/adapt/labelled.py`). With
+   learning_rate=tune, the fine-tuning rate and replay share are chosen first,
+   on validation data (`steps/adapt/tuning.py`). The new samples are split and
    mixed with a class-balanced replay of the float parent's training data
    (`steps/adapt/update_data.py`) and logged as this run's `update_data/update.npz`,
    the data set every child step loads.
@@ -34,16 +36,18 @@ from pathlib import Path
 import mlflow
 
 from steps import contract
-from steps.adapt.new_data import new_samples
+from steps.adapt.new_data import NewSamples, new_samples
 from steps.adapt.origin import Origin, origin_of
+from steps.adapt.tuning import REPLAY_FRACTIONS, choose, describe, tune
 from steps.adapt.update_data import mix, samples_digest
 from steps.adapt.update_gate import gate_update
 from steps.compress.recipes import recipe_config, unquoted
+from steps.datasets.data import Dataset
 from steps.parameters import GateRefused, StepFailed, as_parameters, parse_config, run_cli
 from steps.release.child_runs import child_env_manager, project_commit, run_step
 from steps.release.lineage import data_of_run
 from steps.release.tracking import log_config, step_run
-from steps.settings import LEARNING_RATE, TrainConfig, UpdateConfig
+from steps.settings import LEARNING_RATE, TUNE, TrainConfig, UpdateConfig
 
 DATA_ARTIFACT = "update_data"
 DATA_FILE = "update.npz"
@@ -89,11 +93,10 @@ def original_step_size(params: dict[str, str]) -> float:
     ).step_size()
 
 
-def run_children(config: UpdateConfig, origin: Origin, data_uri: str) -> list[str]:
-    """train on the update data from the float parent, then the recipe; returns the child run ids in order."""
-    env_manager = child_env_manager(config.env_manager)
+def fine_tuning_config(config: UpdateConfig, origin: Origin, data_uri: str) -> TrainConfig:
+    """The settings of update's train child: the float parent's training replayed, fine-tuning from it."""
     params, defaults = origin.float_run.params, TrainConfig()
-    train = TrainConfig(
+    return TrainConfig(
         dataset=data_uri,
         image_size=origin.image_size,
         optimizer=unquoted(params.get("optimizer", defaults.optimizer)),
@@ -108,6 +111,46 @@ def run_children(config: UpdateConfig, origin: Origin, data_uri: str) -> list[st
         robustness=unquoted(params.get("robustness", defaults.robustness)),
         distill=config.distill,
     )
+
+
+def tuned(config: UpdateConfig, origin: Origin, old: Dataset, new: NewSamples) -> UpdateConfig:
+    """learning_rate=tune: the settings with the rate and replay share chosen on validation, the choice logged."""
+    from steps.modeling.keras_io import load_keras_model
+    from steps.reports.figures import update_tuning_figure
+
+    print(
+        f"update: learning_rate={TUNE}: fine-tuning the float parent once per learning rate and replay share "
+        f"{REPLAY_FRACTIONS} (replay_fraction={config.replay_fraction} is not used), judged on validation data"
+    )
+    fine_tuning = fine_tuning_config(config, origin, "-")
+    parent = load_keras_model(origin.float_model_uri)
+    reference, candidates = tune(parent, old, new.x, new.y, fine_tuning, config.seed)
+    best, in_budget = choose(candidates, reference, config.max_old_drop, config.max_robust_accuracy_drop)
+    rows = [candidate.as_dict(reference) for candidate in candidates]
+    mlflow.log_dict({"float_parent": dataclasses.asdict(reference), "candidates": rows}, contract.UPDATE_TUNING)
+    mlflow.log_figure(
+        update_tuning_figure(rows, best.as_dict(reference), config.max_old_drop), contract.UPDATE_TUNING_FIGURE
+    )
+    mlflow.log_metrics(
+        {
+            contract.TUNED_LEARNING_RATE: best.learning_rate,
+            contract.TUNED_REPLAY_FRACTION: best.replay_fraction,
+            contract.TUNED_IN_BUDGET: float(in_budget),
+        }
+    )
+    verdict = (
+        "the best new validation accuracy within max_old_drop and max_robust_accuracy_drop"
+        if in_budget
+        else "no candidate kept the old validation split within budget; the one that kept most (the gate decides)"
+    )
+    print(f"update: chose {describe(best, reference)}: {verdict}")
+    return dataclasses.replace(config, learning_rate=str(best.learning_rate), replay_fraction=best.replay_fraction)
+
+
+def run_children(config: UpdateConfig, origin: Origin, data_uri: str) -> list[str]:
+    """train on the update data from the float parent, then the recipe; returns the child run ids in order."""
+    env_manager = child_env_manager(config.env_manager)
+    train = fine_tuning_config(config, origin, data_uri)
     run_ids = [run_step(contract.TRAIN, as_parameters(train), env_manager=env_manager, reuse=config.reuse_runs)]
     for step in origin.recipe:
         parent = f"runs:/{run_ids[-1]}/{contract.KERAS_MODEL}"
@@ -132,6 +175,8 @@ def update(config: UpdateConfig) -> None:
             if refusal is not None:
                 raise GateRefused(refusal)
             return
+        if config.learning_rate == TUNE:
+            config = tuned(config, origin, old, new)
         data = mix(new.x, new.y, old, config.replay_fraction, config.seed)
         print(f"update: {len(new.y)} new samples from {new.source}; {data.describe()}")
         mlflow.log_metrics(

@@ -50,6 +50,20 @@ class UpdateData:
         np.savez_compressed(path, **arrays, **new_test, **{NPZ_CLASS_NAMES: np.array(self.class_names)})
         return Path(path)
 
+    def as_dataset(self) -> Dataset:
+        """As `train` takes it, without the new held-out samples (the gate's)."""
+        return Dataset(
+            "update",
+            "-",
+            self.x_train,
+            self.y_train,
+            self.x_val,
+            self.y_val,
+            self.x_test,
+            self.y_test,
+            self.class_names,
+        )
+
     def describe(self) -> str:
         repeats = (len(self.y_train) - self.replayed) / max(self.new_train, 1)
         return (

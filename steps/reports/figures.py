@@ -330,3 +330,35 @@ def study_figure(trials: list[dict], best_number: int | None, budget: Budget, ba
     for axis in (history, tradeoff):
         axis.legend(fontsize=8)
     return figure
+
+
+def update_tuning_figure(rows: list[dict], chosen: dict, max_old_drop: float) -> Figure:
+    """update's learning_rate=tune: each candidate's old validation accuracy lost against what it learnt of the
+    new validation samples, labelled with its rate and replay share, the budget and the choice marked."""
+    figure, axis = plt.subplots(figsize=(7.5, 5), constrained_layout=True)
+    for row in rows:
+        xy = (row["old_val_accuracy_drop"] * 100, row["new_val_accuracy"] * 100)
+        axis.scatter(*xy, color="tab:blue")
+        axis.annotate(
+            f"{row['learning_rate']:.2g}, {row['replay_fraction']}",
+            xy,
+            fontsize=7,
+            xytext=(4, 3),
+            textcoords="offset points",
+        )
+    axis.scatter(
+        chosen["old_val_accuracy_drop"] * 100,
+        chosen["new_val_accuracy"] * 100,
+        s=200,
+        facecolors="none",
+        edgecolors="tab:red",
+        linewidths=2,
+        label="chosen",
+    )
+    axis.axvline(max_old_drop * 100, color="tab:red", linestyle="--", linewidth=1, label="max_old_drop")
+    axis.set_xlabel("old validation accuracy lost vs the float parent (points)")
+    axis.set_ylabel("new validation accuracy (%)")
+    axis.set_title("update tuning: learning rate, replay share (each a fine-tuning of the float parent)")
+    axis.grid(True, alpha=0.3)
+    axis.legend(fontsize=8)
+    return figure
