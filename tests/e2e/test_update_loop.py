@@ -3,7 +3,8 @@ comes with feedback; `update -P new_data=feedback` makes a challenger that is be
 and holds the clean test split, the gate promotes it and the running server follows with no failed request;
 `rollback` brings the old one back. A worse challenger is refused with everything left as it was, the same
 update twice registers nothing new, and bad new data is refused before anything changes. An update on digits of
-the old training split moved by a pixel learns them without losing the old test split."""
+the old training split moved by a pixel, with its rate and replay share tuned on validation data, learns them
+without losing the old test split."""
 
 from __future__ import annotations
 
@@ -343,17 +344,46 @@ def shifted_training_digits(served, tmp_path_factory):
     return path
 
 
-def test_an_update_on_shifted_training_digits_learns_them_and_keeps_the_old_test_split(served, shifted_training_digits):
-    """From the first champion, trained on clean digits only (the earlier tests promoted others since)."""
+def test_a_tuned_update_on_shifted_training_digits_learns_them_and_keeps_the_old_test_split(
+    served, shifted_training_digits
+):
+    """From the first champion, trained on clean digits only (the earlier tests promoted others since), with the
+    rate and replay share chosen on validation data; the child runs use the choice."""
     first = min(int(v[0]) for v in registry_state())
     result = mlflow_run(
         "-e", contract.PROMOTE, "-P", f"model_name={MODEL}", "-P", f"version={first}", "-P", "force=true"
     )
     assert result.returncode == 0 and champion() == str(first), result.stderr[-3000:]
     before = champion()
-    result = update("-P", f"new_data={shifted_training_digits}")
+    result = update("-P", f"new_data={shifted_training_digits}", "-P", "learning_rate=tune")
     assert result.returncode == 0, result.stderr[-3000:]
-    metrics = newest_update_run().data.metrics
+    run = newest_update_run()
+    metrics = run.data.metrics
     assert metrics[contract.CHALLENGER_ACCURACY_NEW] > metrics[contract.CHAMPION_ACCURACY_NEW]
     assert metrics[contract.CHALLENGER_ACCURACY_OLD] >= metrics[contract.CHAMPION_ACCURACY_OLD] - 0.01
     assert champion() != before
+
+    tuning = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/{contract.UPDATE_TUNING}")
+    rate, replay = metrics[contract.TUNED_LEARNING_RATE], metrics[contract.TUNED_REPLAY_FRACTION]
+    assert (
+        len(tuning["candidates"]) == 9
+        and len({(c["learning_rate"], c["replay_fraction"]) for c in tuning["candidates"]}) == 9
+    )
+    in_budget = [
+        c
+        for c in tuning["candidates"]
+        if c["old_val_accuracy_drop"] <= 0.01 + 1e-9 and c["old_val_robust_accuracy_drop"] <= 0.02 + 1e-9
+    ]
+    assert metrics[contract.TUNED_IN_BUDGET] == float(bool(in_budget))
+    best_new = max(c["new_val_accuracy"] for c in in_budget or tuning["candidates"])
+    chosen = [c for c in tuning["candidates"] if (c["learning_rate"], c["replay_fraction"]) == (rate, replay)]
+    assert len(chosen) == 1 and (not in_budget or chosen[0]["new_val_accuracy"] == best_new)
+    children = mlflow.search_runs(
+        search_all_experiments=True,
+        filter_string=f"tags.`mlflow.parentRunId` = '{run.info.run_id}' and tags.`{contract.TAG_STEP}` = 'train'",
+        output_format="list",
+    )
+    assert [float(child.data.params["learning_rate"]) for child in children] == [rate]
+    with np.load(mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/update_data/update.npz")) as data:
+        assert abs(metrics[contract.REPLAYED_SAMPLES] / len(data["y_train"]) - replay) < 0.01
+    assert "update: chose rate" in result.stdout + result.stderr
