@@ -124,7 +124,8 @@ def tuned(config: UpdateConfig, origin: Origin, old: Dataset, new: NewSamples) -
     )
     fine_tuning = fine_tuning_config(config, origin, "-")
     parent = load_keras_model(origin.float_model_uri)
-    reference, candidates = tune(parent, old, new.x, new.y, fine_tuning, config.seed)
+    original = old if origin.first_train.run_id == origin.float_run.run_id else data_of_run(origin.first_train.run_id)
+    reference, candidates = tune(parent, old, new.x, new.y, fine_tuning, config.seed, original)
     best, in_budget = choose(candidates, reference, config.max_old_drop, config.max_robust_accuracy_drop)
     rows = [candidate.as_dict(reference) for candidate in candidates]
     mlflow.log_dict({"float_parent": dataclasses.asdict(reference), "candidates": rows}, contract.UPDATE_TUNING)

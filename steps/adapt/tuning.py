@@ -3,8 +3,9 @@ the child runs start.
 
 Each candidate (a rate times a replay share) fine-tunes a copy of the float parent in this process, with the
 settings update's `train` child would use and the same split of the new samples, and is judged on two
-validation sets: the new samples' (what it learnt) and the float parent's own validation split, clean and
-under the corruption suite (what it kept). Among the candidates that lose at most `max_old_drop` of the old
+validation sets: the new samples' (what it learnt) and the original data's validation split (the float
+parent's own, or, where an update made it, that of the data the lineage started from), clean and under the
+corruption suite (what it kept). Among the candidates that lose at most `max_old_drop` of the old
 validation accuracy and `max_robust_accuracy_drop` of its robust accuracy, the one with the best new
 validation accuracy wins (ties: the one that kept more). With none within budget, the one that kept most, and
 the gate decides. Only the float fine-tuning is tuned: the compression recipe runs once, in the child runs, on
@@ -89,11 +90,15 @@ def tune(
     y_new: np.ndarray,
     fine_tuning,  # TrainConfig: the train child's settings; its learning_rate is the one `auto` gives
     seed: int,
+    original: Dataset | None = None,
 ) -> tuple[Kept, list[Candidate]]:
-    """Fine-tune a copy of `parent` once per candidate; returns the parent's figures and every candidate's."""
+    """Fine-tune a copy of `parent` once per candidate on `old` (its training data, replayed) mixed with the new
+    samples; each is judged on the validation split of `original` (the data the lineage started from, where an
+    update made the parent; default `old`). Returns the parent's figures and every candidate's."""
     from steps.modeling.training import independent_copy, train
 
-    reference = kept(parent, old, fine_tuning.robustness)
+    original = original or old
+    reference = kept(parent, original, fine_tuning.robustness)
     base_rate = fine_tuning.step_size()
     rates = [float(f"{base_rate * factor:.3g}") for factor in RATE_FACTORS]  # 0.0003, not 0.00030000000000000003
     grid = [(rate, replay) for rate in rates for replay in REPLAY_FRACTIONS]
@@ -105,7 +110,7 @@ def tune(
         trained = train(settings, data, independent_copy(parent), teacher=teacher)
         new_val = float((trained.model.predict(data.x_val, batch_size=256, verbose=0).argmax(1) == data.y_val).mean())
         candidate = Candidate(
-            rate, replay, new_val, kept(trained.model, old, settings.robustness), len(trained.history["loss"])
+            rate, replay, new_val, kept(trained.model, original, settings.robustness), len(trained.history["loss"])
         )
         candidates.append(candidate)
         print(f"update: tuning {number}/{len(grid)}: {describe(candidate, reference)}", flush=True)
