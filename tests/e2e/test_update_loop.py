@@ -363,6 +363,7 @@ def test_a_tuned_update_on_shifted_training_digits_learns_them_and_keeps_the_old
     assert metrics[contract.CHALLENGER_ACCURACY_OLD] >= metrics[contract.CHAMPION_ACCURACY_OLD] - 0.01
     assert champion() != before
 
+    assert contract.UPDATE_TUNING_FIGURE in {artifact.path for artifact in client().list_artifacts(run.info.run_id)}
     tuning = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/{contract.UPDATE_TUNING}")
     rate, replay = metrics[contract.TUNED_LEARNING_RATE], metrics[contract.TUNED_REPLAY_FRACTION]
     assert (
