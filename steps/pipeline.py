@@ -47,7 +47,7 @@ def run_pipeline(pipeline: PipelineConfig, train: TrainConfig) -> dict[str, str]
     )
 
     def step(index: int, label: str, entry_point: str, config) -> str:
-        print(f"pipeline: {progress.line(index, label)}", flush=True)
+        print(f"pipeline: {progress.start(index, label)}", flush=True)
         return run_step(entry_point, as_parameters(config), env_manager=env_manager, reuse=pipeline.reuse_runs)
 
     step_runs = {contract.TRAIN: step(0, contract.TRAIN, contract.TRAIN, train)}
