@@ -41,6 +41,8 @@ MAX_SIMULATED_REQUESTS = 1_000_000  # simulate is bounded: it is a test tool, no
 
 
 MAX_ROBUST_ACCURACY_DROP = 0.02  # main's, search's and (tuning) update's budget: measured in issue 22
+TUNE_RATE_FACTORS = (1 / 3, 1.0, 3.0)  # learning_rate=tune: times the rate `auto` gives (a tenth of the original's)
+TUNE_REPLAY_FRACTIONS = (0.5, 0.7, 0.85)  # learning_rate=tune: around update's default (bench/update_strategies.py)
 
 
 def require_rate(learning_rate: str, words: tuple[str, ...] = (AUTO,)) -> None:
@@ -563,9 +565,11 @@ class UpdateConfig:
     until: str = setting("", "with new_data=feedback: end of the labelled traffic; empty: now")
     learning_rate: str = setting(
         AUTO,
-        f"fine-tuning step size; '{AUTO}': a tenth of the original training's; '{TUNE}': a third, one or three "
-        "times auto's, with the replay share 0.5, 0.7 or 0.85 (replay_fraction is then not used), the pair chosen "
-        "on validation data from nine fine-tunings of the float parent before the child runs",
+        f"fine-tuning step size; '{AUTO}': a tenth of the original training's; '{TUNE}': "
+        f"{', '.join(f'{factor:.3g}' for factor in TUNE_RATE_FACTORS)} times auto's, with the replay share "
+        f"{', '.join(map(str, TUNE_REPLAY_FRACTIONS))} (replay_fraction is then not used), the pair chosen on "
+        f"validation data from {len(TUNE_RATE_FACTORS) * len(TUNE_REPLAY_FRACTIONS)} fine-tunings of the float "
+        "parent before the child runs",
     )
     epochs: int = setting(
         20, "most fine-tuning epochs; early stopping on the new validation samples usually ends sooner"

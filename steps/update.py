@@ -38,7 +38,7 @@ import mlflow
 from steps import contract
 from steps.adapt.new_data import NewSamples, new_samples
 from steps.adapt.origin import Origin, origin_of
-from steps.adapt.tuning import REPLAY_FRACTIONS, choose, describe, tune
+from steps.adapt.tuning import choose, describe, tune
 from steps.adapt.update_data import mix, samples_digest
 from steps.adapt.update_gate import gate_update
 from steps.compress.recipes import recipe_config, unquoted
@@ -47,7 +47,7 @@ from steps.parameters import GateRefused, StepFailed, as_parameters, parse_confi
 from steps.release.child_runs import child_env_manager, project_commit, run_step
 from steps.release.lineage import data_of_run
 from steps.release.tracking import log_config, step_run
-from steps.settings import LEARNING_RATE, TUNE, TrainConfig, UpdateConfig
+from steps.settings import LEARNING_RATE, TUNE, TUNE_REPLAY_FRACTIONS, TrainConfig, UpdateConfig
 
 DATA_ARTIFACT = "update_data"
 DATA_FILE = "update.npz"
@@ -120,7 +120,7 @@ def tuned(config: UpdateConfig, origin: Origin, old: Dataset, new: NewSamples) -
 
     print(
         f"update: learning_rate={TUNE}: fine-tuning the float parent once per learning rate and replay share "
-        f"{REPLAY_FRACTIONS} (replay_fraction={config.replay_fraction} is not used), judged on validation data"
+        f"{TUNE_REPLAY_FRACTIONS} (replay_fraction={config.replay_fraction} is not used), judged on validation data"
     )
     fine_tuning = fine_tuning_config(config, origin, "-")
     parent = load_keras_model(origin.float_model_uri)

@@ -23,9 +23,7 @@ from steps.adapt.update_data import mix
 from steps.core.selection import within_budget
 from steps.datasets.data import Dataset
 from steps.modeling.robustness import measure_robustness
-
-RATE_FACTORS = (1 / 3, 1.0, 3.0)  # times the rate `auto` would use (a tenth of the original training's)
-REPLAY_FRACTIONS = (0.5, 0.7, 0.85)  # around update's default (bench/update_strategies.py)
+from steps.settings import TUNE_RATE_FACTORS, TUNE_REPLAY_FRACTIONS
 
 
 @dataclass(frozen=True)
@@ -95,20 +93,21 @@ def tune(
     """Fine-tune a copy of `parent` once per candidate on `old` (its training data, replayed) mixed with the new
     samples; each is judged on the validation split of `original` (the data the lineage started from, where an
     update made the parent; default `old`). Returns the parent's figures and every candidate's."""
+    from steps.modeling.architectures import predicted_classes
     from steps.modeling.training import independent_copy, train
 
     original = original or old
     reference = kept(parent, original, fine_tuning.robustness)
     base_rate = fine_tuning.step_size()
-    rates = [float(f"{base_rate * factor:.3g}") for factor in RATE_FACTORS]  # 0.0003, not 0.00030000000000000003
-    grid = [(rate, replay) for rate in rates for replay in REPLAY_FRACTIONS]
+    rates = [float(f"{base_rate * factor:.3g}") for factor in TUNE_RATE_FACTORS]  # 0.0003, not 0.00030000000000000003
+    grid = [(rate, replay) for rate in rates for replay in TUNE_REPLAY_FRACTIONS]
     candidates = []
     for number, (rate, replay) in enumerate(grid, 1):
         data = mix(x_new, y_new, old, replay, seed).as_dataset()
         settings = dataclasses.replace(fine_tuning, learning_rate=str(rate))
         teacher = parent if settings.distill > 0 else None  # the copy trains; the parent stays as it was
         trained = train(settings, data, independent_copy(parent), teacher=teacher)
-        new_val = float((trained.model.predict(data.x_val, batch_size=256, verbose=0).argmax(1) == data.y_val).mean())
+        new_val = float((predicted_classes(trained.model, data.x_val) == data.y_val).mean())
         candidate = Candidate(
             rate, replay, new_val, kept(trained.model, original, settings.robustness), len(trained.history["loss"])
         )
